@@ -1,0 +1,53 @@
+//! `[ingest]`: the manager that accepts producers over QUIC and writes to
+//! the store.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::validate::Problems;
+
+/// `[ingest]`: read by the ingest role.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// UDP address the QUIC endpoint binds, `"ip:port"`. Default
+    /// `"0.0.0.0:7400"`: every interface, since producers run on other
+    /// hosts. Port 0 picks a free port (tests).
+    pub listen: SocketAddr,
+
+    /// Most samples written to the store in one pipeline (round trip), 1
+    /// to 65536. Default 512: large enough that Redis round trips are not
+    /// the bottleneck, small enough that one batch is a few hundred KB.
+    pub batch_max: usize,
+
+    /// Longest a sample waits for its batch to fill, in milliseconds, 0 to
+    /// 1000. Default 5: adds at most 5 ms of latency; 0 writes every sample
+    /// as soon as it arrives (more round trips).
+    pub batch_delay_ms: u64,
+
+    /// Most producer connections served at once, at least 1. Default 1024,
+    /// well above the number of CSC instances at the observatory: the bound
+    /// is there to cap the memory a misbehaving client can make ingest
+    /// spend, not to ration real producers.
+    pub max_producers: usize,
+}
+
+impl IngestConfig {
+    pub(crate) fn check(&self, problems: &mut Problems) {
+        problems.in_range("ingest.batch_max", self.batch_max, 1..=65_536);
+        problems.in_range("ingest.batch_delay_ms", self.batch_delay_ms, 0..=1000);
+        problems.at_least("ingest.max_producers", self.max_producers, 1);
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 7400)),
+            batch_max: 512,
+            batch_delay_ms: 5,
+            max_producers: 1024,
+        }
+    }
+}

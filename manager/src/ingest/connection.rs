@@ -1,0 +1,307 @@
+//! One producer connection: the handshake, then batches on each stream.
+
+use super::close_code;
+use super::writer::Writer;
+use crate::store::Append;
+use meridian_proto::{
+    encode_frame, unix_now, Category, CscId, DecodeError, FrameBuffer, IngestFrame, ProducerFrame, TopicId,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// How long a producer has to open its first stream and say hello.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Batches of one stream written to the store but not yet acknowledged;
+/// past it the stream stops reading until the oldest is stored.
+pub const ACKS_IN_FLIGHT: usize = 16;
+
+/// Bytes asked of a QUIC stream per read.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Shared by all connections of an ingest manager.
+pub struct Context {
+    pub writer: Writer,
+    pub telemetry_maxlen: usize,
+    pub event_maxlen: usize,
+}
+
+/// Where each declared topic of this producer is stored.
+struct Session {
+    csc: CscId,
+    keys: HashMap<(Category, String), (String, usize)>,
+}
+
+/// Why a connection is being closed.
+#[derive(Debug, thiserror::Error)]
+enum Fault {
+    #[error("{0}")]
+    Protocol(String),
+    #[error("handshake refused: {0}")]
+    Refused(String),
+    #[error("connection lost: {0}")]
+    Lost(String),
+}
+
+impl From<DecodeError> for Fault {
+    fn from(e: DecodeError) -> Self {
+        Fault::Protocol(e.to_string())
+    }
+}
+
+pub async fn serve(incoming: quinn::Incoming, ctx: Arc<Context>, stop: CancellationToken) {
+    let conn = match incoming.await {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::info!(error = %e, "producer connection failed during TLS handshake");
+            return;
+        }
+    };
+    let result = tokio::select! {
+        r = serve_connection(&conn, &ctx, &stop) => r,
+        _ = stop.cancelled() => Ok(()),
+    };
+    match result {
+        Ok(()) if stop.is_cancelled() => {
+            conn.close(close_code::DRAINING.into(), b"ingest draining: reconnect");
+        }
+        Ok(()) => tracing::info!("producer disconnected"),
+        Err(Fault::Lost(reason)) => tracing::info!(%reason, "producer connection lost"),
+        Err(fault @ Fault::Refused(_)) => {
+            tracing::warn!(reason = %fault, "producer refused");
+            conn.close(close_code::REFUSED.into(), fault.to_string().as_bytes());
+        }
+        Err(fault) => {
+            tracing::warn!(reason = %fault, "closing producer connection: protocol error");
+            conn.close(close_code::PROTOCOL_ERROR.into(), fault.to_string().as_bytes());
+        }
+    }
+}
+
+async fn serve_connection(
+    conn: &quinn::Connection,
+    ctx: &Arc<Context>,
+    stop: &CancellationToken,
+) -> Result<(), Fault> {
+    let (mut send, mut recv) = tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.accept_bi())
+        .await
+        .map_err(|_| {
+            Fault::Protocol(format!(
+                "no stream opened within {} s",
+                HANDSHAKE_TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(|e| Fault::Lost(e.to_string()))?;
+    let mut frames = FrameBuffer::new();
+    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut recv, &mut frames))
+        .await
+        .map_err(|_| Fault::Protocol(format!("no hello within {} s", HANDSHAKE_TIMEOUT.as_secs())))??;
+    let hello = match first {
+        Some(ProducerFrame::Hello(hello)) => hello,
+        Some(ProducerFrame::Batch(_)) => {
+            return Err(Fault::Protocol("the first frame must be a Hello".into()))
+        }
+        None => return Err(Fault::Lost("stream closed before the hello".into())),
+    };
+    let session = match hello.validate() {
+        Ok(csc) => {
+            let mut keys = HashMap::new();
+            for t in &hello.topics {
+                let id = TopicId::new(csc.clone(), t.category, &t.name)
+                    .map_err(|e| Fault::Refused(format!("hello.topics: {e}")))?;
+                let maxlen = match t.category {
+                    Category::Telemetry => ctx.telemetry_maxlen,
+                    Category::Event => ctx.event_maxlen,
+                };
+                keys.insert((t.category, t.name.clone()), (id.stream_key(), maxlen));
+            }
+            Arc::new(Session { csc, keys })
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            if write_frame(
+                &mut send,
+                &IngestFrame::Refused {
+                    reason: reason.clone(),
+                },
+            )
+            .await
+            .is_ok()
+            {
+                finish(send).await;
+            }
+            return Err(Fault::Refused(reason));
+        }
+    };
+    tracing::Span::current().record("csc", tracing::field::display(&session.csc));
+    tracing::info!(topics = session.keys.len(), "producer connected");
+    write_frame(
+        &mut send,
+        &IngestFrame::Welcome {
+            session: conn.stable_id() as u64,
+        },
+    )
+    .await?;
+
+    let (fault_tx, mut fault_rx) = mpsc::channel::<Fault>(1);
+    let streams = tokio_util::task::TaskTracker::new();
+    let spawn_stream = |send, recv, frames| {
+        let (ctx, session, fault_tx) = (ctx.clone(), session.clone(), fault_tx.clone());
+        streams.spawn(
+            async move {
+                if let Err(fault) = serve_stream(send, recv, frames, &ctx, &session).await {
+                    let _ = fault_tx.try_send(fault);
+                }
+            }
+            .in_current_span(),
+        );
+    };
+    spawn_stream(send, recv, frames);
+    let outcome = loop {
+        tokio::select! {
+            accepted = conn.accept_bi() => match accepted {
+                Ok((send, recv)) => spawn_stream(send, recv, FrameBuffer::new()),
+                Err(quinn::ConnectionError::ApplicationClosed(_)) | Err(quinn::ConnectionError::LocallyClosed) => break Ok(()),
+                Err(e) => break Err(Fault::Lost(e.to_string())),
+            },
+            Some(fault) = fault_rx.recv() => break Err(fault),
+            _ = stop.cancelled() => break Ok(()),
+        }
+    };
+    streams.close();
+    if outcome.is_ok() {
+        // Let batches already read reach the store and their acks go out.
+        let _ = tokio::time::timeout(Duration::from_secs(5), streams.wait()).await;
+    }
+    outcome
+}
+
+enum Reply {
+    Stored {
+        up_to_seq: u64,
+        stored: oneshot::Receiver<Result<(), String>>,
+    },
+    Error(String),
+}
+
+/// Reads batches from one stream until it ends; acknowledges each once stored.
+async fn serve_stream(
+    send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    mut frames: FrameBuffer,
+    ctx: &Context,
+    session: &Session,
+) -> Result<(), Fault> {
+    let (replies, reply_rx) = mpsc::channel(ACKS_IN_FLIGHT);
+    let acks = tokio::spawn(acknowledge(send, reply_rx).in_current_span());
+    let result = async {
+        while let Some(frame) = read_frame(&mut recv, &mut frames).await? {
+            let samples = match frame {
+                ProducerFrame::Batch(samples) => samples,
+                ProducerFrame::Hello(_) => return Err(Fault::Protocol("hello sent twice".into())),
+            };
+            let Some(up_to_seq) = samples.last().map(|s| s.seq) else {
+                continue;
+            };
+            let ingest_ts = unix_now(SystemTime::now()).to_string();
+            let mut appends = Vec::with_capacity(samples.len());
+            for sample in samples {
+                let Some((key, maxlen)) = session.keys.get(&(sample.category, sample.topic.clone())) else {
+                    return Err(Fault::Protocol(format!(
+                        "sample seq {}: {} topic {:?} was not declared in the hello",
+                        sample.seq, sample.category, sample.topic
+                    )));
+                };
+                appends.push(Append {
+                    key: key.clone(),
+                    maxlen: *maxlen,
+                    fields: vec![
+                        ("seq".into(), sample.seq.to_string()),
+                        ("src".into(), sample.source_ts.to_string()),
+                        ("ing".into(), ingest_ts.clone()),
+                        ("f".into(), meridian_proto::value::fields_to_json(&sample.fields)),
+                    ],
+                });
+            }
+            let stored = ctx
+                .writer
+                .submit(appends)
+                .await
+                .map_err(|e| Fault::Lost(e.to_string()))?;
+            if replies.send(Reply::Stored { up_to_seq, stored }).await.is_err() {
+                return Err(Fault::Lost("acknowledgement stream closed".into()));
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(fault @ Fault::Protocol(_)) = &result {
+        let _ = replies.send(Reply::Error(fault.to_string())).await;
+    }
+    drop(replies);
+    let _ = acks.await;
+    result
+}
+
+/// Writes acknowledgements in order as batches reach the store.
+async fn acknowledge(mut send: quinn::SendStream, mut replies: mpsc::Receiver<Reply>) {
+    while let Some(reply) = replies.recv().await {
+        let frame = match reply {
+            Reply::Stored { up_to_seq, stored } => match stored.await {
+                Ok(Ok(())) => IngestFrame::Ack { up_to_seq },
+                Ok(Err(reason)) => IngestFrame::Error { reason },
+                Err(_) => return,
+            },
+            Reply::Error(reason) => IngestFrame::Error { reason },
+        };
+        let fatal = matches!(frame, IngestFrame::Error { .. });
+        if write_frame(&mut send, &frame).await.is_err() {
+            return;
+        }
+        if fatal {
+            break;
+        }
+    }
+    finish(send).await;
+}
+
+/// Ends a stream and waits (briefly) until the peer has read it, so a last
+/// error or refusal is not discarded when the connection closes right after.
+async fn finish(mut send: quinn::SendStream) {
+    if send.finish().is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
+    }
+}
+
+/// The next frame of a stream; `None` when the peer finished it cleanly.
+async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    frames: &mut FrameBuffer,
+) -> Result<Option<ProducerFrame>, Fault> {
+    loop {
+        if let Some(frame) = frames.next_frame()? {
+            return Ok(Some(frame));
+        }
+        match recv.read_chunk(READ_CHUNK, true).await {
+            Ok(Some(chunk)) => frames.extend(&chunk.bytes),
+            Ok(None) if frames.buffered() == 0 => return Ok(None),
+            Ok(None) => {
+                return Err(Fault::Protocol(format!(
+                    "stream ended inside a frame ({} bytes left over)",
+                    frames.buffered()
+                )))
+            }
+            Err(e) => return Err(Fault::Lost(e.to_string())),
+        }
+    }
+}
+
+async fn write_frame(send: &mut quinn::SendStream, frame: &IngestFrame) -> Result<(), Fault> {
+    let mut buf = Vec::with_capacity(64);
+    encode_frame(frame, &mut buf).map_err(|e| Fault::Protocol(e.to_string()))?;
+    send.write_all(&buf).await.map_err(|e| Fault::Lost(e.to_string()))
+}

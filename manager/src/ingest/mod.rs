@@ -1,0 +1,133 @@
+//! The ingest role: accepts producers over QUIC and appends their samples
+//! to the store.
+//!
+//! A producer connection opens with a handshake on its first bidirectional
+//! stream ([`meridian_proto::Hello`]); that stream then carries batches, and
+//! the producer may open more streams (e.g. telemetry apart from events).
+//! Every batch goes to the shared [`writer`], which writes pipelined batches
+//! to the store; a stream is acknowledged (`Ack { up_to_seq }`) only once its
+//! samples are stored. When the store is slow or down, the writer's queue
+//! fills, stream readers stop reading, and QUIC flow control pushes back on
+//! producers: memory stays bounded and nothing acknowledged is lost.
+//!
+//! Malformed input closes only the connection that sent it, with a reason
+//! the producer sees; the endpoint keeps serving everyone else.
+
+mod connection;
+pub mod writer;
+
+use crate::store::Store;
+use crate::tls::{self, Identity, TlsError};
+use meridian_config::Config;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+/// QUIC application close codes, so a producer can tell why it was closed.
+pub mod close_code {
+    /// The ingest manager is shutting down: reconnect (to another one).
+    pub const DRAINING: u32 = 1;
+    /// The producer sent something malformed; the reason says what.
+    pub const PROTOCOL_ERROR: u32 = 2;
+    /// The handshake was refused (version, names); the reason says why.
+    pub const REFUSED: u32 = 3;
+    /// Too many producers are connected (`ingest.max_producers`).
+    pub const BUSY: u32 = 4;
+}
+
+/// Why the ingest role could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The listen address could not be bound: is another process using `ingest.listen`?
+    #[error("cannot listen on {addr} (ingest.listen): {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// A bound ingest endpoint; [`Ingest::run`] serves it.
+pub struct Ingest {
+    endpoint: quinn::Endpoint,
+    config: Config,
+    store: Arc<dyn Store>,
+}
+
+impl Ingest {
+    /// Binds `ingest.listen` (port 0 picks a free port) with `identity`.
+    pub fn bind(config: &Config, store: Arc<dyn Store>, identity: Identity) -> Result<Ingest, IngestError> {
+        let addr = config.ingest.listen;
+        let mut server = tls::server_config(identity)?;
+        let mut transport = quinn::TransportConfig::default();
+        transport.max_concurrent_bidi_streams(8u32.into());
+        transport.max_concurrent_uni_streams(0u32.into());
+        transport.keep_alive_interval(Some(std::time::Duration::from_secs(5)));
+        server.transport_config(Arc::new(transport));
+        let endpoint =
+            quinn::Endpoint::server(server, addr).map_err(|source| IngestError::Bind { addr, source })?;
+        Ok(Ingest {
+            endpoint,
+            config: config.clone(),
+            store,
+        })
+    }
+
+    /// The address producers connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.endpoint.local_addr().unwrap_or(self.config.ingest.listen)
+    }
+
+    /// Serves producers until `shutdown`, then closes their connections with
+    /// [`close_code::DRAINING`] and writes what was received to the store.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), IngestError> {
+        let tasks = TaskTracker::new();
+        let writer = writer::Writer::start(self.store.clone(), &self.config.ingest, &tasks);
+        let ctx = Arc::new(connection::Context {
+            writer,
+            telemetry_maxlen: self.config.store.telemetry_maxlen,
+            event_maxlen: self.config.store.event_maxlen,
+        });
+        let limit = Arc::new(tokio::sync::Semaphore::new(self.config.ingest.max_producers));
+        tracing::info!(addr = %self.local_addr(), "ingest listening (QUIC)");
+        let connections = CancellationToken::new();
+        loop {
+            let incoming = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                incoming = self.endpoint.accept() => match incoming {
+                    Some(i) => i,
+                    None => break,
+                },
+            };
+            let peer = incoming.remote_address();
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, limit = self.config.ingest.max_producers, "refusing producer: ingest.max_producers reached");
+                incoming.refuse();
+                continue;
+            };
+            let span = tracing::info_span!("producer", %peer, csc = tracing::field::Empty);
+            let ctx = ctx.clone();
+            let stop = connections.child_token();
+            tasks.spawn(
+                async move {
+                    connection::serve(incoming, ctx, stop).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+        }
+        tracing::info!("ingest draining: closing producer connections");
+        connections.cancel();
+        drop(ctx);
+        tasks.close();
+        tasks.wait().await;
+        self.endpoint
+            .close(close_code::DRAINING.into(), b"ingest shutting down");
+        self.endpoint.wait_idle().await;
+        tracing::info!("ingest stopped");
+        Ok(())
+    }
+}

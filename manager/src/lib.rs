@@ -1,0 +1,77 @@
+//! The manager: the two roles between producers and browsers.
+//!
+//! - *Ingest* accepts producers over QUIC and appends their samples to the store.
+//! - *Frontend* reads each watched stream once and streams it to browsers over WebSocket.
+//!
+//! They scale apart; `meridian manager --role all` runs both in one process.
+//! This crate must not know about CSC simulators: what it stores comes only
+//! from the wire.
+//!
+//! Layout:
+//! - [`store`]: the `Store` trait, Redis streams and the in-memory store.
+//! - [`tls`]: certificates and rustls/quinn configuration of the QUIC endpoint.
+//! - [`ingest`]: QUIC endpoint, producer connections, batched store writer.
+//! - [`frontend`]: WebSocket endpoint, browser connections, the shared stream reader (hub).
+
+pub mod frontend;
+pub mod ingest;
+pub mod store;
+pub mod tls;
+
+use meridian_config::Config;
+use std::sync::Arc;
+use store::Store;
+use tokio_util::sync::CancellationToken;
+
+/// Which roles a manager process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Ingest,
+    Frontend,
+    All,
+}
+
+/// Why a manager could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("ingest: {0}")]
+    Ingest(#[from] ingest::IngestError),
+    #[error("frontend: {0}")]
+    Frontend(#[from] frontend::FrontendError),
+}
+
+/// Runs `role` with the store and endpoints of `config` until `shutdown`.
+pub async fn run(config: &Config, role: Role, shutdown: CancellationToken) -> Result<(), ManagerError> {
+    let store: Arc<dyn Store> = store::open(&config.store).await?;
+    let ingest = match role {
+        Role::Ingest | Role::All => {
+            let identity = tls::Identity::from_config(&config.tls).map_err(ingest::IngestError::from)?;
+            Some(ingest::Ingest::bind(config, store.clone(), identity)?)
+        }
+        Role::Frontend => None,
+    };
+    let frontend = match role {
+        Role::Frontend | Role::All => Some(frontend::Frontend::bind(config, store.clone()).await?),
+        Role::Ingest => None,
+    };
+    // One role failing stops the other: a half-running manager would look healthy.
+    let stop = shutdown.child_token();
+    let ingest_task = async {
+        match ingest {
+            Some(i) => i.run(stop.clone()).await.map_err(ManagerError::from),
+            None => Ok(()),
+        }
+        .inspect_err(|_| stop.cancel())
+    };
+    let frontend_task = async {
+        match frontend {
+            Some(f) => f.run(stop.clone()).await.map_err(ManagerError::from),
+            None => Ok(()),
+        }
+        .inspect_err(|_| stop.cancel())
+    };
+    let (a, b) = tokio::join!(ingest_task, frontend_task);
+    a.and(b)
+}

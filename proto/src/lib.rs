@@ -1,0 +1,39 @@
+//! Meridian's wire types and pure state machines.
+//!
+//! This crate owns every byte that crosses a process boundary: the frames a
+//! producer and an ingest manager exchange over QUIC (bincode, length
+//! delimited), the JSON a browser and a frontend manager exchange, and the
+//! one place where topic names and store keys are spelled.
+//!
+//! It must not do I/O: no tokio, quinn, redis or tungstenite here (CI checks
+//! with `cargo tree`). Decoders take byte slices and return a typed error, so
+//! hostile input is tested without sockets.
+//!
+//! Layout:
+//! - [`topic`]: `Csc`, `SalIndex`, `Category`, `TopicId` and the store keys.
+//! - [`value`]: field values of a sample and their JSON form.
+//! - [`frame`]: producer ↔ ingest frames, the handshake, encode/decode.
+//! - [`browser`]: the JSON messages of the native WebSocket protocol.
+//! - [`stream_id`]: the store's entry ids (`<ms>-<seq>`), shared by Redis and the in-memory store.
+
+pub mod browser;
+pub mod frame;
+pub mod stream_id;
+pub mod topic;
+pub mod value;
+
+pub use frame::{
+    decode_frame, encode_frame, DecodeError, EncodeError, FieldSchema, FrameBuffer, Hello, IngestFrame,
+    ProducerFrame, Sample, TopicSchema, MAX_FRAME_LEN, PROTOCOL_VERSION,
+};
+pub use stream_id::StreamId;
+pub use topic::{Category, Csc, CscId, NameError, SalIndex, TopicId};
+pub use value::{Fields, Value, ValueKind};
+
+/// Seconds since the Unix epoch as `f64`, the timestamp unit of every
+/// sample (the observatory's middleware uses the same unit for `private_sndStamp`).
+pub fn unix_now(now: std::time::SystemTime) -> f64 {
+    now.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}

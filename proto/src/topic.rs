@@ -1,0 +1,224 @@
+//! Topic naming, in one place.
+//!
+//! A topic is identified by the CSC that publishes it, the CSC's SAL index,
+//! its category (telemetry or event) and its name. Store keys carry a Redis
+//! Cluster hash tag per CSC instance, `{CSC:salindex}`, so every stream of one
+//! CSC lands on one shard and a pipeline of one producer's batch never spans
+//! slots.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Longest CSC or topic name accepted; the observatory's names are far shorter.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Why a name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// The name was empty: give the CSC or topic name.
+    #[error("{what} is empty")]
+    Empty { what: &'static str },
+    /// The name is longer than [`MAX_NAME_LEN`].
+    #[error("{what} is {len} bytes long, the limit is {MAX_NAME_LEN}")]
+    TooLong { what: &'static str, len: usize },
+    /// Only ASCII letters, digits and `_` are allowed, as in the XML interface definitions.
+    #[error("{what} {name:?} has a character other than A-Z, a-z, 0-9 and _")]
+    BadChar { what: &'static str, name: String },
+    /// `CSC:index` could not be parsed.
+    #[error("{0:?} is not of the form CSC:index (e.g. Test:1)")]
+    BadCscId(String),
+}
+
+fn check_name(what: &'static str, name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty { what });
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(NameError::TooLong {
+            what,
+            len: name.len(),
+        });
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(NameError::BadChar {
+            what,
+            name: name.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// The name of a Commandable SAL Component, e.g. `MTM1M3`, `ScriptQueue`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Csc(String);
+
+impl Csc {
+    pub fn new(name: impl Into<String>) -> Result<Self, NameError> {
+        let name = name.into();
+        check_name("CSC name", &name)?;
+        Ok(Csc(name))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Csc {
+    type Error = NameError;
+    fn try_from(s: String) -> Result<Self, NameError> {
+        Csc::new(s)
+    }
+}
+impl From<Csc> for String {
+    fn from(c: Csc) -> String {
+        c.0
+    }
+}
+impl fmt::Display for Csc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The SAL index of a CSC instance; 0 for CSCs that are not indexed.
+pub type SalIndex = u32;
+
+/// One running CSC instance: `Test:1`, `MTM1M3:0`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CscId {
+    pub csc: Csc,
+    pub salindex: SalIndex,
+}
+
+impl CscId {
+    pub fn new(csc: &str, salindex: SalIndex) -> Result<Self, NameError> {
+        Ok(CscId {
+            csc: Csc::new(csc)?,
+            salindex,
+        })
+    }
+    /// The Redis Cluster hash tag shared by every key of this instance.
+    pub fn hash_tag(&self) -> String {
+        format!("{{{}:{}}}", self.csc, self.salindex)
+    }
+}
+
+impl fmt::Display for CscId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.csc, self.salindex)
+    }
+}
+
+impl FromStr for CscId {
+    type Err = NameError;
+    /// `Test:1`, or `Test` alone for index 0.
+    fn from_str(s: &str) -> Result<Self, NameError> {
+        match s.split_once(':') {
+            None => CscId::new(s, 0),
+            Some((name, idx)) => {
+                let salindex = idx.parse().map_err(|_| NameError::BadCscId(s.to_string()))?;
+                CscId::new(name, salindex)
+            }
+        }
+    }
+}
+
+/// Telemetry is sampled and may be conflated; events are kept one by one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    Telemetry,
+    Event,
+}
+
+impl Category {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Telemetry => "telemetry",
+            Category::Event => "event",
+        }
+    }
+}
+
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Category {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "telemetry" => Ok(Category::Telemetry),
+            "event" => Ok(Category::Event),
+            other => Err(format!(
+                "category {other:?} is neither \"telemetry\" nor \"event\""
+            )),
+        }
+    }
+}
+
+/// A topic of one CSC instance: what a browser subscribes to and what one store stream holds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TopicId {
+    pub csc: CscId,
+    pub category: Category,
+    pub topic: String,
+}
+
+impl TopicId {
+    pub fn new(csc: CscId, category: Category, topic: &str) -> Result<Self, NameError> {
+        check_name("topic name", topic)?;
+        Ok(TopicId {
+            csc,
+            category,
+            topic: topic.to_string(),
+        })
+    }
+
+    /// The store key of this topic's stream: `meridian:{CSC:idx}:<category>:<topic>`.
+    pub fn stream_key(&self) -> String {
+        format!(
+            "meridian:{}:{}:{}",
+            self.csc.hash_tag(),
+            self.category.as_str(),
+            self.topic
+        )
+    }
+}
+
+impl fmt::Display for TopicId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.csc, self.category, self.topic)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_keys_share_one_hash_tag_per_csc_instance() {
+        let csc: CscId = "MTM1M3:0".parse().unwrap();
+        let a = TopicId::new(csc.clone(), Category::Telemetry, "forceActuatorData").unwrap();
+        let b = TopicId::new(csc, Category::Event, "heartbeat").unwrap();
+        assert_eq!(a.stream_key(), "meridian:{MTM1M3:0}:telemetry:forceActuatorData");
+        assert_eq!(b.stream_key(), "meridian:{MTM1M3:0}:event:heartbeat");
+    }
+
+    #[test]
+    fn names_are_checked_and_errors_say_why() {
+        assert!(matches!(Csc::new(""), Err(NameError::Empty { .. })));
+        assert!(matches!(
+            Csc::new("a".repeat(65)),
+            Err(NameError::TooLong { len: 65, .. })
+        ));
+        let err = Csc::new("ATDome}x").unwrap_err();
+        assert!(err.to_string().contains("ATDome}x"), "{err}");
+        assert!("Test:x".parse::<CscId>().is_err());
+        assert_eq!("Test".parse::<CscId>().unwrap().salindex, 0);
+    }
+}

@@ -1,0 +1,82 @@
+//! `meridian up`: the whole system in one process, for a first look and for
+//! demos. Simulated CSCs feed their producers, which talk QUIC to the
+//! ingest role; the frontend role serves browsers; the commander relays
+//! commands to the same simulators. The store is in-memory unless
+//! `--redis` is given.
+//!
+//! Shutdown follows the pipeline: producers flush and stop, then ingest
+//! drains into the store, then frontend and commander close.
+
+use meridian_config::{Config, StoreBackend};
+use meridian_manager::{frontend::Frontend, ingest::Ingest, store, tls::Identity};
+use meridian_producer::{ProducerStats, ServerTrust};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let store = store::open(&config.store).await?;
+    // An in-process producer trusts exactly the certificate its ingest uses.
+    let identity = Identity::from_config(&config.tls)?;
+    let trust = if config.tls.cert.is_some() {
+        ServerTrust::from_config(&config.tls)?
+    } else {
+        ServerTrust::Roots(identity.chain.clone())
+    };
+    let ingest = Ingest::bind(&config, store.clone(), identity)?;
+    let frontend = Frontend::bind(&config, store.clone()).await?;
+    let producers_stop = shutdown.child_token();
+    let sim = crate::cli::start_sims(&config.sim.cscs, &producers_stop)?;
+    let middleware = Arc::new(sim.clone());
+    let commander = meridian_commander::Commander::bind(&config, middleware.clone()).await?;
+
+    let ingest_addr = ingest.local_addr();
+    let web = frontend.local_addr();
+    let token = config.frontend.tokens.first().cloned().unwrap_or_default();
+    let store_name = match config.store.backend {
+        StoreBackend::Memory => "embedded in-memory store".to_string(),
+        StoreBackend::Redis => format!("Redis at {}", config.store.redis_url),
+    };
+    println!(
+        "Meridian is up ({store_name}), simulating {}",
+        config.sim.cscs.join(", ")
+    );
+    println!("  browser:    http://{web}/?token={token}");
+    println!("  websocket:  ws://{web}/ws?token={token}");
+    println!("  commander:  http://{}/cmd/", commander.local_addr());
+    println!("  ingest:     quic://{ingest_addr} (producers)");
+    println!("Press Ctrl-C to stop.");
+
+    let tasks = TaskTracker::new();
+    let mut producers = Vec::new();
+    for csc in &config.sim.cscs {
+        let mut producer_config = config.clone();
+        producer_config.producer.csc = csc.clone();
+        producer_config.producer.ingest = vec![ingest_addr.to_string()];
+        let (middleware, trust, stop) = (middleware.clone(), trust.clone(), producers_stop.clone());
+        producers.push(tasks.spawn(async move {
+            let stats = Arc::new(ProducerStats::default());
+            meridian_producer::run(&producer_config, middleware, trust, stats, stop).await
+        }));
+    }
+    let ingest_stop = CancellationToken::new();
+    let edge_stop = CancellationToken::new();
+    let ingest_task = tasks.spawn(ingest.run(ingest_stop.clone()));
+    let frontend_task = tasks.spawn(frontend.run(edge_stop.clone()));
+    let commander_task = tasks.spawn(commander.run(edge_stop.clone()));
+    tasks.close();
+
+    shutdown.cancelled().await;
+    producers_stop.cancel();
+    for p in producers {
+        p.await??;
+    }
+    sim.stopped().await;
+    ingest_stop.cancel();
+    ingest_task.await??;
+    edge_stop.cancel();
+    frontend_task.await??;
+    commander_task.await??;
+    println!("Meridian stopped.");
+    Ok(())
+}

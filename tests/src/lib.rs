@@ -1,0 +1,29 @@
+//! Harness for Meridian's integration tests: real servers on free ports.
+//!
+//! Layout:
+//! - [`redis_server`]: starts a real `redis-server` on a free port (never 6379) and stops it on drop.
+//! - [`system`]: the whole pipeline in one process over real sockets (QUIC, WebSocket, Redis).
+//! - [`browser`]: a WebSocket client of the native protocol.
+
+pub mod browser;
+pub mod redis_server;
+pub mod system;
+
+/// Waits until `check` returns `Some`, polling every 10 ms, up to `deadline`.
+/// For conditions with no event to await (e.g. "the store holds N entries").
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: std::time::Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() > end {
+            anyhow::bail!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

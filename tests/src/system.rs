@@ -1,0 +1,108 @@
+//! The whole pipeline in this process, every hop over real sockets:
+//! simulated CSCs → producers → QUIC → ingest → store → frontend → WebSocket.
+
+use anyhow::Context;
+use meridian_config::Config;
+use meridian_manager::frontend::Frontend;
+use meridian_manager::ingest::Ingest;
+use meridian_manager::store::Store;
+use meridian_manager::tls::Identity;
+use meridian_producer::{ProducerStats, ServerTrust};
+use meridian_sim::SimMiddleware;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Token the test frontends accept.
+pub const TOKEN: &str = "test-token";
+
+/// A running pipeline; dropped or [`System::stop`]ped at the end of a test.
+pub struct System {
+    pub store: Arc<dyn Store>,
+    pub ingest_addr: SocketAddr,
+    pub frontend_addr: SocketAddr,
+    /// The certificate producers must trust to reach this ingest.
+    pub trust: ServerTrust,
+    pub producers: Vec<Arc<ProducerStats>>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// A configuration for tests: loopback, free ports, a test token.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.ingest.listen = ([127, 0, 0, 1], 0).into();
+    config.frontend.listen = ([127, 0, 0, 1], 0).into();
+    config.commander.listen = ([127, 0, 0, 1], 0).into();
+    config.frontend.tokens = vec![TOKEN.to_string()];
+    config.frontend.read_block_ms = 50;
+    config
+}
+
+impl System {
+    /// Starts ingest and frontend on `store`, and a simulator plus producer
+    /// for each of `cscs` publishing telemetry at `rate_hz`.
+    pub async fn start(store: Arc<dyn Store>, cscs: &[&str], rate_hz: f64) -> anyhow::Result<System> {
+        let config = test_config();
+        let identity = Identity::self_signed(&config.tls.server_name)?;
+        let trust = ServerTrust::Roots(identity.chain.clone());
+        let ingest = Ingest::bind(&config, store.clone(), identity)?;
+        let frontend = Frontend::bind(&config, store.clone()).await?;
+        let (ingest_addr, frontend_addr) = (ingest.local_addr(), frontend.local_addr());
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        tasks.spawn(ingest.run(stop.clone()));
+        tasks.spawn(frontend.run(stop.clone()));
+        let mut system = System {
+            store,
+            ingest_addr,
+            frontend_addr,
+            trust,
+            producers: Vec::new(),
+            stop,
+            tasks,
+        };
+        for csc in cscs {
+            system.start_producer(csc, rate_hz)?;
+        }
+        Ok(system)
+    }
+
+    /// Starts a simulated CSC and its producer, sampling at the CSC's own rate.
+    pub fn start_producer(&mut self, csc: &str, rate_hz: f64) -> anyhow::Result<Arc<ProducerStats>> {
+        let sim = SimMiddleware::new();
+        sim.start(&csc.parse().context("csc")?, rate_hz, self.stop.clone())?;
+        let mut config = test_config();
+        config.producer.csc = csc.to_string();
+        config.producer.ingest = vec![self.ingest_addr.to_string()];
+        config.producer.telemetry_rate_hz = rate_hz;
+        let stats = Arc::new(ProducerStats::default());
+        let (trust, stop, s) = (self.trust.clone(), self.stop.clone(), stats.clone());
+        self.tasks.spawn(async move {
+            if let Err(e) = meridian_producer::run(&config, Arc::new(sim), trust, s, stop).await {
+                tracing::error!("producer failed: {e}");
+            }
+        });
+        self.producers.push(stats.clone());
+        Ok(stats)
+    }
+
+    /// The WebSocket URL of the native protocol, with the test token.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws?token={TOKEN}", self.frontend_addr)
+    }
+
+    /// Stops every task and waits for them.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}

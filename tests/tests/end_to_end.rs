@@ -1,0 +1,181 @@
+//! A sample published by a CSC reaches a browser with its fields intact,
+//! through a producer, QUIC, the ingest manager, the store and the frontend
+//! manager — on Redis and on the embedded in-memory store.
+//!
+//! If this fails, an operator's browser shows nothing, or wrong values.
+
+use meridian_manager::store::{memory::MemoryStore, redis::RedisStore, Store};
+use meridian_proto::{Category, TopicId};
+use meridian_tests::browser::{Browser, Received};
+use meridian_tests::redis_server::RedisServer;
+use meridian_tests::system::System;
+use meridian_tests::wait_for;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Telemetry rate of the simulated Test CSC in these tests, Hz.
+const RATE_HZ: f64 = 200.0;
+
+/// Checks one Test CSC `scalars` sample against the values the simulator
+/// derives from its tick counter, so a corrupted field cannot pass.
+fn assert_scalars_intact(sample: &Value) {
+    let f = &sample["fields"];
+    let n = f["int0"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("int0 missing: {sample}"));
+    assert_eq!(f["double0"].as_f64(), Some(n as f64 / 10.0), "{sample}");
+    assert_eq!(
+        f["string0"].as_str(),
+        Some(format!("tick {n}").as_str()),
+        "{sample}"
+    );
+    assert_eq!(f["boolean0"].as_bool(), Some(n % 2 == 0), "{sample}");
+    assert!(
+        sample["source_ts"].as_f64().unwrap() <= sample["ingest_ts"].as_f64().unwrap() + 0.001,
+        "{sample}"
+    );
+}
+
+async fn sample_reaches_a_browser(store: Arc<dyn Store>, label: &str) {
+    let system = System::start(store, &["Test:1"], RATE_HZ).await.unwrap();
+    let mut browser = Browser::connect(&system.ws_url()).await.unwrap();
+    browser.subscribe("Test:1", "telemetry", "scalars").await.unwrap();
+    browser.subscribe("Test:1", "telemetry", "arrays").await.unwrap();
+
+    let first = browser.next_json().await.unwrap();
+    assert_eq!(first["type"], "subscribed", "{first}");
+    assert_eq!(first["topic"], "scalars");
+
+    let start = Instant::now();
+    let mut last_id: Option<(u64, u64)> = None;
+    let mut last_n = 0;
+    let (mut scalars, mut arrays) = (0u32, 0u32);
+    while scalars < 200 || arrays < 20 {
+        let sample = browser.next_sample().await.unwrap();
+        assert_eq!(sample["csc"], "Test");
+        assert_eq!(sample["salindex"], 1);
+        assert_eq!(sample["category"], "telemetry");
+        match sample["topic"].as_str() {
+            Some("scalars") => {
+                assert_scalars_intact(&sample);
+                let n = sample["fields"]["int0"].as_i64().unwrap();
+                assert!(n > last_n, "samples out of order: {n} after {last_n}");
+                last_n = n;
+                let id = sample["id"].as_str().unwrap();
+                let (ms, seq) = id.split_once('-').unwrap();
+                let id = (ms.parse().unwrap(), seq.parse().unwrap());
+                assert!(Some(id) > last_id, "stream ids must increase");
+                last_id = Some(id);
+                scalars += 1;
+            }
+            Some("arrays") => {
+                let ints = sample["fields"]["int0"].as_array().unwrap();
+                assert_eq!(ints.len(), 5, "{sample}");
+                let base = ints[0].as_i64().unwrap();
+                for (i, v) in ints.iter().enumerate() {
+                    assert_eq!(v.as_i64(), Some(base + i as i64), "{sample}");
+                }
+                arrays += 1;
+            }
+            other => panic!("unexpected topic {other:?}"),
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    println!(
+        "{label}: carried {} samples to the browser in {elapsed:.2} s ({:.0} samples/s)",
+        scalars + arrays,
+        (scalars + arrays) as f64 / elapsed
+    );
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn a_sample_reaches_a_browser_through_quic_and_redis() {
+    let redis = RedisServer::start().unwrap();
+    let store = Arc::new(RedisStore::connect(&redis.url()).await.unwrap());
+    sample_reaches_a_browser(store, "redis").await;
+}
+
+#[tokio::test]
+async fn a_sample_reaches_a_browser_through_quic_and_the_memory_store() {
+    sample_reaches_a_browser(Arc::new(MemoryStore::new()), "memory").await;
+}
+
+/// A browser that opens mid-night sees each topic's current value at once,
+/// not a blank until the next change: for an event published once (the
+/// state at start), the last stored value is the first message after the
+/// subscription is confirmed.
+async fn a_late_subscriber_gets_the_last_value_first(store: Arc<dyn Store>) {
+    let system = System::start(store.clone(), &["Test:1"], RATE_HZ).await.unwrap();
+    let key = TopicId::new("Test:1".parse().unwrap(), Category::Event, "summaryState")
+        .unwrap()
+        .stream_key();
+    let stored = wait_for("summaryState in the store", Duration::from_secs(10), || {
+        let store = store.clone();
+        let key = key.clone();
+        async move { store.last(&key, 1).await.ok().and_then(|v| v.into_iter().next()) }
+    })
+    .await
+    .unwrap();
+
+    let mut browser = Browser::connect(&system.ws_url()).await.unwrap();
+    browser
+        .subscribe("Test:1", "event", "summaryState")
+        .await
+        .unwrap();
+    let reply = browser.next_json().await.unwrap();
+    assert_eq!(reply["type"], "subscribed", "{reply}");
+    let last = browser.next_json().await.unwrap();
+    assert_eq!(last["type"], "sample", "{last}");
+    assert_eq!(
+        last["id"],
+        stored.id.to_string(),
+        "the first sample must be the stored last value"
+    );
+    assert_eq!(
+        last["fields"]["summaryState"], 5,
+        "a new Test CSC is in STANDBY (5)"
+    );
+
+    // A second browser joining the now-watched stream gets the same value first.
+    let mut second = Browser::connect(&system.ws_url()).await.unwrap();
+    second.subscribe("Test:1", "event", "summaryState").await.unwrap();
+    assert_eq!(second.next_json().await.unwrap()["type"], "subscribed");
+    let again = second.next_json().await.unwrap();
+    assert_eq!(again["id"], stored.id.to_string(), "{again}");
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn a_late_subscriber_gets_the_last_value_first_on_redis() {
+    let redis = RedisServer::start().unwrap();
+    a_late_subscriber_gets_the_last_value_first(Arc::new(RedisStore::connect(&redis.url()).await.unwrap()))
+        .await;
+}
+
+#[tokio::test]
+async fn a_late_subscriber_gets_the_last_value_first_in_memory() {
+    a_late_subscriber_gets_the_last_value_first(Arc::new(MemoryStore::new())).await;
+}
+
+/// A topic nobody publishes yet can be subscribed to; its first sample arrives when published.
+#[tokio::test]
+async fn subscribing_to_a_silent_topic_is_confirmed_without_a_value() {
+    let system = System::start(Arc::new(MemoryStore::new()), &[], RATE_HZ)
+        .await
+        .unwrap();
+    let mut browser = Browser::connect(&system.ws_url()).await.unwrap();
+    browser.subscribe("Test:7", "telemetry", "scalars").await.unwrap();
+    assert_eq!(browser.next_json().await.unwrap()["type"], "subscribed");
+    let mut system = system;
+    system.start_producer("Test:7", RATE_HZ).unwrap();
+    let sample = browser.next_sample().await.unwrap();
+    assert_eq!(sample["salindex"], 7);
+    assert_scalars_intact(&sample);
+    match browser.next().await.unwrap() {
+        Received::Json(v) => assert_eq!(v["type"], "sample"),
+        other => panic!("{other:?}"),
+    }
+    system.stop().await;
+}

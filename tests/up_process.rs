@@ -1,0 +1,169 @@
+//! `meridian up` as a newcomer runs it, as a real process: it prints where
+//! to connect, data reaches a WebSocket client through those URLs, and
+//! Ctrl-C (SIGINT) or SIGTERM stops it cleanly. If this fails, the README's
+//! first command is broken.
+
+use meridian_tests::browser::Browser;
+use meridian_tests::redis_server::RedisServer;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+/// A config with every endpoint on a free loopback port.
+fn config_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("up.toml");
+    std::fs::write(
+        &path,
+        "[ingest]\nlisten = \"127.0.0.1:0\"\n[frontend]\nlisten = \"127.0.0.1:0\"\n[commander]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    path
+}
+
+struct Up {
+    child: Child,
+    lines: Vec<String>,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `meridian up` and reads its banner up to "Press Ctrl-C".
+fn start(extra: &[&str]) -> (Up, tempdir::TempDir) {
+    let dir = tempdir::TempDir::new();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .arg("up")
+        .arg("--config")
+        .arg(config_file(&dir.0))
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut reader = BufReader::new(stdout);
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        // A read that returns 0 means the process exited before its banner.
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "up exited early; printed {lines:?}"
+        );
+        let done = line.contains("Press Ctrl-C");
+        lines.push(line.trim_end().to_string());
+        if done {
+            break;
+        }
+    }
+    // Keep draining stdout so the process never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut reader, &mut rest);
+        rest
+    });
+    (Up { child, lines }, dir)
+}
+
+fn url_after(lines: &[String], label: &str) -> String {
+    lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix(label).map(|u| u.trim().to_string()))
+        .unwrap_or_else(|| panic!("no {label} line in {lines:?}"))
+}
+
+async fn data_flows_and_it_stops_cleanly(extra: &[&str], signal: &str) {
+    let (mut up, _dir) = start(extra);
+    for label in ["browser:", "websocket:", "commander:"] {
+        url_after(&up.lines, label);
+    }
+    let ws = url_after(&up.lines, "websocket:");
+    assert!(
+        ws.contains("?token="),
+        "the websocket URL carries a development token: {ws}"
+    );
+    let mut browser = Browser::connect(&ws).await.unwrap();
+    browser.subscribe("Test:1", "telemetry", "scalars").await.unwrap();
+    let sample = browser.next_sample().await.unwrap();
+    assert!(sample["fields"]["int0"].as_i64().unwrap() > 0, "{sample}");
+
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(up.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = up.child.wait().unwrap();
+    assert!(
+        exit.success(),
+        "meridian up must exit cleanly on SIG{signal}, got {exit}"
+    );
+}
+
+#[tokio::test]
+async fn up_prints_its_endpoints_serves_data_and_stops_on_ctrl_c() {
+    data_flows_and_it_stops_cleanly(&[], "INT").await;
+}
+
+#[tokio::test]
+async fn up_with_redis_serves_data_and_stops_on_sigterm() {
+    let redis = RedisServer::start().unwrap();
+    data_flows_and_it_stops_cleanly(&["--redis", &redis.url()], "TERM").await;
+}
+
+#[test]
+fn every_subcommand_describes_its_flags() {
+    for sub in ["up", "producer", "manager", "commander", "sim"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_meridian"))
+            .args([sub, "--help"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{sub} --help failed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("--config <FILE>"), "{sub}: {text}");
+        for line in text.lines().filter(|l| l.trim_start().starts_with("--")) {
+            // clap puts the description on the flag's line: none may be bare.
+            assert!(
+                line.trim().split("  ").filter(|p| !p.is_empty()).count() >= 2,
+                "{sub}: undocumented flag: {line}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_bad_config_is_refused_naming_the_key() {
+    let dir = tempdir::TempDir::new();
+    let path = dir.0.join("bad.toml");
+    std::fs::write(&path, "[frontend]\nclient_queue = 3\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["up", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("frontend.client_queue"), "{err}");
+}
+
+mod tempdir {
+    /// A directory removed at the end of the test.
+    pub struct TempDir(pub std::path::PathBuf);
+    impl TempDir {
+        pub fn new() -> TempDir {
+            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("meridian-up-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
