@@ -3,9 +3,9 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use meridian_config::{Config, LogConfig, LogFormat, StoreBackend};
+use meridian_config::{Config, LogConfig, LogFormat, SimConfig, StoreBackend};
 use meridian_manager::Role;
-use meridian_sim::SimMiddleware;
+use meridian_sim::{SimMiddleware, SimOptions};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -112,6 +112,18 @@ struct SimArgs {
     /// CSC instances to simulate (overrides sim.cscs).
     #[arg(long, value_name = "CSC:INDEX")]
     csc: Vec<String>,
+    /// Print the CSCs, topics, rates and load that would be simulated, then exit.
+    #[arg(long)]
+    list: bool,
+    /// Multiply every telemetry rate, for stress (overrides sim.rate_multiplier).
+    #[arg(long, value_name = "X")]
+    rate_multiplier: Option<f64>,
+    /// Seed of the simulated values (overrides sim.seed).
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+    /// Read CSC interfaces from this directory of XML definitions (overrides sim.interfaces).
+    #[arg(long, value_name = "DIR")]
+    interfaces: Option<PathBuf>,
 }
 
 impl Cli {
@@ -175,6 +187,15 @@ impl Cli {
                 if !a.csc.is_empty() {
                     config.sim.cscs = a.csc.clone();
                 }
+                if let Some(x) = a.rate_multiplier {
+                    config.sim.rate_multiplier = x;
+                }
+                if let Some(seed) = a.seed {
+                    config.sim.seed = seed;
+                }
+                if let Some(dir) = &a.interfaces {
+                    config.sim.interfaces = Some(dir.clone());
+                }
             }
         }
         config.validate()?;
@@ -193,7 +214,7 @@ impl Cli {
                 Ok(meridian_manager::run(&config, role, shutdown).await?)
             }
             Command::Producer(_) => {
-                let sim = start_sims(std::slice::from_ref(&config.producer.csc), &shutdown)?;
+                let sim = start_sims(&config.sim, std::slice::from_ref(&config.producer.csc), &shutdown)?;
                 let trust = meridian_producer::ServerTrust::from_config(&config.tls)?;
                 let stats = Arc::default();
                 meridian_producer::run(&config, Arc::new(sim.clone()), trust, stats, shutdown).await?;
@@ -201,14 +222,15 @@ impl Cli {
                 Ok(())
             }
             Command::Commander(_) => {
-                let sim = start_sims(&config.sim.cscs, &shutdown)?;
+                let sim = start_sims(&config.sim, &config.sim.cscs, &shutdown)?;
                 let commander = meridian_commander::Commander::bind(&config, Arc::new(sim.clone())).await?;
                 commander.run(shutdown).await?;
                 sim.stopped().await;
                 Ok(())
             }
+            Command::Sim(a) if a.list => crate::sim_list::print(&config.sim),
             Command::Sim(_) => {
-                let sim = start_sims(&config.sim.cscs, &shutdown)?;
+                let sim = start_sims(&config.sim, &config.sim.cscs, &shutdown)?;
                 eprintln!("simulating {}; Ctrl-C to stop", config.sim.cscs.join(", "));
                 sim.stopped().await;
                 Ok(())
@@ -217,12 +239,27 @@ impl Cli {
     }
 }
 
+/// The simulator `config` describes, with nothing running yet.
+pub fn simulator(config: &SimConfig) -> SimMiddleware {
+    let options = SimOptions {
+        rate_multiplier: config.rate_multiplier,
+        seed: config.seed,
+        start_enabled: config.start_enabled,
+        script_interval_s: config.script_interval_s,
+    };
+    SimMiddleware::with_options(options, config.interfaces.clone())
+}
+
 /// Starts a simulator for each of `cscs`, stopping at `shutdown`.
-pub fn start_sims(cscs: &[String], shutdown: &CancellationToken) -> anyhow::Result<SimMiddleware> {
-    let sim = SimMiddleware::new();
+pub fn start_sims(
+    config: &SimConfig,
+    cscs: &[String],
+    shutdown: &CancellationToken,
+) -> anyhow::Result<SimMiddleware> {
+    let sim = simulator(config);
     for csc in cscs {
         let id = csc.parse().with_context(|| format!("sim.cscs: {csc:?}"))?;
-        sim.start(&id, meridian_sim::test_csc::DEFAULT_RATE_HZ, shutdown.clone())?;
+        sim.start(&id, shutdown.clone())?;
     }
     Ok(sim)
 }

@@ -2,6 +2,7 @@
 //! configuration, sets up logging and hands over to the role.
 
 mod cli;
+mod sim_list;
 mod up;
 
 use clap::Parser;

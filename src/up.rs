@@ -26,7 +26,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let ingest = Ingest::bind(&config, store.clone(), identity)?;
     let frontend = Frontend::bind(&config, store.clone()).await?;
     let producers_stop = shutdown.child_token();
-    let sim = crate::cli::start_sims(&config.sim.cscs, &producers_stop)?;
+    let sim = crate::cli::start_sims(&config.sim, &config.sim.cscs, &producers_stop)?;
     let middleware = Arc::new(sim.clone());
     let commander = meridian_commander::Commander::bind(&config, middleware.clone()).await?;
 

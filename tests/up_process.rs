@@ -167,3 +167,23 @@ mod tempdir {
         }
     }
 }
+
+/// `meridian sim --list` tells what the default night simulates and what load it makes.
+#[test]
+fn sim_list_prints_the_cscs_topics_and_rates() {
+    let out = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["sim", "--list"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for csc in ["MTM1M3:0", "MTMount:0", "ATDome:0", "ScriptQueue:1"] {
+        assert!(text.contains(csc), "{csc} missing: {text}");
+    }
+    let force = text
+        .lines()
+        .find(|l| l.contains("forceActuatorData"))
+        .expect("M1M3 forces listed");
+    assert!(force.contains("50.0 Hz"), "{force}");
+    assert!(text.lines().any(|l| l.starts_with("total telemetry:")), "{text}");
+}

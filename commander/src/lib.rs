@@ -145,14 +145,16 @@ async fn command(
         _ => return Err(CommandError::BadRequest("params: expected an object".into())),
     };
     let csc = CscId::new(csc_name, salindex).map_err(|e| CommandError::BadRequest(format!("csc: {e}")))?;
-    let ack = state
+    let acks = state
         .middleware
         .command(&csc, name, params, state.timeout)
         .await
         .map_err(|e| match e {
             MiddlewareError::UnknownCsc(_) => CommandError::UnknownCsc(e.to_string()),
-            MiddlewareError::UnknownCommand { .. } => CommandError::BadRequest(format!("cmd: {e}")),
+            MiddlewareError::BadCommand(_) => CommandError::BadRequest(e.to_string()),
+            MiddlewareError::Busy(_) => CommandError::Failed(e.to_string()),
         })?;
+    let ack = acks.final_ack().await;
     tracing::info!(%csc, command = name, state = ?ack.state, result = %ack.result, "command");
     match ack.state {
         AckState::Complete => Ok(Json(serde_json::json!({ "ack": ack.result }))),

@@ -22,10 +22,11 @@ pub struct ProducerConfig {
     /// Default `["127.0.0.1:7400"]`, the ingest of a local `meridian up`.
     pub ingest: Vec<String>,
 
-    /// Sampling rate of every telemetry topic without an entry in
-    /// `producer.rates`, in Hz, greater than 0 and at most 1000. Default
-    /// 10: smooth enough for a human watching a plot, a fraction of what
-    /// fast topics publish.
+    /// Sampling rate of telemetry topics that declare no rate of their own
+    /// and have no entry in `producer.rates`, in Hz, greater than 0 and at
+    /// most 1000. A topic that declares its rate (M1M3's 50 Hz forces) is
+    /// sampled at that rate: operators see what the device publishes, not
+    /// a 2 s poll. Default 10.
     pub telemetry_rate_hz: f64,
 
     /// Per-topic sampling rates, topic name to Hz, each greater than 0 and

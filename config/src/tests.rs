@@ -48,7 +48,11 @@ fn empty_text_is_all_defaults() {
     assert_eq!(config.producer.batch_delay_ms, 5);
     assert_eq!(config.commander.listen.to_string(), "0.0.0.0:8081");
     assert_eq!(config.commander.command_timeout_ms, 10_000);
-    assert_eq!(config.sim.cscs, ["Test:1"]);
+    assert_eq!(
+        config.sim.cscs,
+        ["MTM1M3:0", "MTMount:0", "ATDome:0", "ScriptQueue:1", "Test:1"]
+    );
+    assert_eq!(config.sim.rate_multiplier, 1.0);
     assert_eq!(config.log.format, LogFormat::Text);
     assert_eq!(config.log.filter, "info");
     config.validate().unwrap();

@@ -1,6 +1,7 @@
 //! Per-topic telemetry sampling: the latest value of each topic, at most at
-//! its configured rate (`producer.rates`, else `producer.telemetry_rate_hz`),
-//! and only when it changed since the last sample.
+//! its rate — `producer.rates` if configured, else the rate the topic
+//! declares, else `producer.telemetry_rate_hz` — and only when it changed
+//! since the last sample.
 
 use meridian_config::ProducerConfig;
 use meridian_proto::{Category, TopicSchema};

@@ -3,20 +3,28 @@
 //! The producer and the commander talk to CSCs only through the
 //! [`Middleware`] trait, the way they would talk to the observatory's real
 //! middleware: subscribe to a CSC's telemetry and events, send a command and
-//! await its acknowledgement. [`SimMiddleware`] is the implementation that
+//! await its acknowledgements. [`SimMiddleware`] is the implementation that
 //! runs simulated CSCs in-process; a real middleware adapter can be added
 //! later without touching producer or commander code.
 //!
 //! Layout:
 //! - [`middleware`]: the trait, what it delivers ([`Published`], [`CscFeed`], [`LatestTelemetry`]) and acknowledgements.
-//! - [`csc`]: behaviour every simulated CSC shares: summary state machine, publishing.
-//! - [`test_csc`]: the small `Test` CSC used by unit and end-to-end tests.
+//! - [`interface`]: topics and commands of each CSC (builtin compact definitions, or the site's XML via [`xml`]).
+//! - [`csc`]: what every CSC shares: summary state machine, generic events, acks, the telemetry schedule.
+//! - [`signal`]: smooth, seeded values.
+//! - [`cscs`]: what makes MTM1M3, MTMount, ATDome, ScriptQueue (and its Scripts) and Test themselves.
 //! - [`sim`]: [`SimMiddleware`], which starts simulated CSCs and routes to them.
 
 pub mod csc;
+pub mod cscs;
+pub mod interface;
 pub mod middleware;
+pub mod signal;
 pub mod sim;
-pub mod test_csc;
+pub mod xml;
 
-pub use middleware::{Ack, AckState, CscFeed, LatestTelemetry, Middleware, MiddlewareError, Published};
-pub use sim::SimMiddleware;
+pub use csc::SimOptions;
+pub use middleware::{
+    Ack, AckState, CommandAcks, CscFeed, LatestTelemetry, Middleware, MiddlewareError, Published,
+};
+pub use sim::{SimError, SimMiddleware};

@@ -1,7 +1,12 @@
 //! The boundary between Meridian and the observatory's middleware.
+//!
+//! The producer and the commander use only this trait. [`crate::SimMiddleware`]
+//! implements it with simulated CSCs; an adapter to the observatory's real
+//! middleware implements the same methods.
 
+use crate::interface::ParamError;
 use async_trait::async_trait;
-use meridian_proto::{Category, CscId, Fields, TopicSchema};
+use meridian_proto::{Category, Csc, CscId, Fields, TopicSchema};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,6 +15,8 @@ use tokio::sync::{mpsc, Notify};
 /// One value a CSC published on a topic.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Published {
+    /// The publishing instance; differs between values of one wildcard feed.
+    pub salindex: u32,
     pub topic: String,
     pub category: Category,
     /// When the CSC published it, Unix seconds.
@@ -28,6 +35,8 @@ pub struct CscFeed {
     /// Events in publication order; bounded by [`EVENT_FEED_CAPACITY`].
     pub events: mpsc::Receiver<Published>,
     /// The latest telemetry value of each topic; read at the sampling rate.
+    /// Empty for a wildcard feed (instances started on demand, e.g. Scripts,
+    /// publish events only).
     pub telemetry: Arc<LatestTelemetry>,
 }
 
@@ -62,6 +71,16 @@ impl LatestTelemetry {
         }
     }
 
+    /// How many values `topic` has had (its generation): a test counts
+    /// publications with it.
+    pub fn generation(&self, topic: &str) -> u64 {
+        self.latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+            .map_or(0, |(g, _)| *g)
+    }
+
     /// Waits until some topic gets a new value.
     pub async fn wait_changed(&self) {
         self.changed.notified().await
@@ -71,12 +90,19 @@ impl LatestTelemetry {
 /// Progress of a command, as the CSC reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckState {
+    /// Accepted and running; a final acknowledgement follows.
     InProgress,
     Complete,
     /// The CSC refused or the command failed; the result says why.
     Failed,
     /// No final acknowledgement arrived within the timeout.
     Timeout,
+}
+
+impl AckState {
+    pub fn is_final(self) -> bool {
+        !matches!(self, AckState::InProgress)
+    }
 }
 
 /// An acknowledgement with the CSC's result text.
@@ -86,29 +112,76 @@ pub struct Ack {
     pub result: String,
 }
 
+/// The acknowledgements of one command, in order; the last one is final.
+pub struct CommandAcks {
+    rx: mpsc::Receiver<Ack>,
+    done: bool,
+}
+
+impl CommandAcks {
+    pub fn new(rx: mpsc::Receiver<Ack>) -> Self {
+        CommandAcks { rx, done: false }
+    }
+
+    /// The next acknowledgement; `None` after the final one.
+    pub async fn next(&mut self) -> Option<Ack> {
+        if self.done {
+            return None;
+        }
+        let ack = self.rx.recv().await.unwrap_or(Ack {
+            state: AckState::Failed,
+            result: "the CSC stopped before acknowledging".into(),
+        });
+        self.done = ack.state.is_final();
+        Some(ack)
+    }
+
+    /// Waits for the final acknowledgement.
+    pub async fn final_ack(mut self) -> Ack {
+        let mut last = None;
+        while let Some(ack) = self.next().await {
+            last = Some(ack);
+        }
+        last.unwrap_or(Ack {
+            state: AckState::Failed,
+            result: "no acknowledgement".into(),
+        })
+    }
+}
+
 /// Why the middleware could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MiddlewareError {
     /// No such CSC is running: check the CSC name and SAL index.
     #[error("no CSC {0} is running")]
     UnknownCsc(CscId),
-    /// The CSC has no such command: check the name against its interface.
-    #[error("CSC {csc} has no command {command:?}")]
-    UnknownCommand { csc: CscId, command: String },
+    /// The command or its parameters do not match the CSC's interface; the
+    /// message names the parameter. Nothing was sent.
+    #[error(transparent)]
+    BadCommand(#[from] ParamError),
+    /// The CSC's command queue is full: it is busy; try again.
+    #[error("CSC {0} is busy: its command queue is full")]
+    Busy(CscId),
 }
 
 /// What the producer and commander need from the observatory's middleware.
 #[async_trait]
 pub trait Middleware: Send + Sync + 'static {
-    /// Subscribes to every topic of one CSC.
+    /// Subscribes to every topic of one CSC instance.
     fn subscribe(&self, csc: &CscId) -> Result<CscFeed, MiddlewareError>;
 
-    /// Sends a command and waits for its final acknowledgement, at most `timeout`.
+    /// Subscribes to the events of every instance of `csc`, present and
+    /// future (e.g. every `Script` the ScriptQueue starts); each value names
+    /// its instance in [`Published::salindex`].
+    fn subscribe_all_indices(&self, csc: &Csc) -> Result<CscFeed, MiddlewareError>;
+
+    /// Sends a command; the acknowledgements follow (in progress, then
+    /// complete, failed or timed out after `timeout`).
     async fn command(
         &self,
         csc: &CscId,
         command: &str,
         params: Fields,
         timeout: Duration,
-    ) -> Result<Ack, MiddlewareError>;
+    ) -> Result<CommandAcks, MiddlewareError>;
 }

@@ -8,7 +8,7 @@ use meridian_manager::ingest::Ingest;
 use meridian_manager::store::Store;
 use meridian_manager::tls::Identity;
 use meridian_producer::{ProducerStats, ServerTrust};
-use meridian_sim::SimMiddleware;
+use meridian_sim::{SimMiddleware, SimOptions};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -69,10 +69,15 @@ impl System {
         Ok(system)
     }
 
-    /// Starts a simulated CSC and its producer, sampling at the CSC's own rate.
+    /// Starts a simulated CSC publishing telemetry at `rate_hz` (the Test
+    /// CSC's nominal rate is 1 Hz), and its producer sampling at that rate.
     pub fn start_producer(&mut self, csc: &str, rate_hz: f64) -> anyhow::Result<Arc<ProducerStats>> {
         let sim = SimMiddleware::new();
-        sim.start(&csc.parse().context("csc")?, rate_hz, self.stop.clone())?;
+        let options = SimOptions {
+            rate_multiplier: rate_hz,
+            ..SimOptions::default()
+        };
+        sim.start_with(&csc.parse().context("csc")?, options, self.stop.clone())?;
         let mut config = test_config();
         config.producer.csc = csc.to_string();
         config.producer.ingest = vec![self.ingest_addr.to_string()];

@@ -70,7 +70,9 @@ fn hello(version: u16) -> ProducerFrame {
         protocol_version: version,
         csc: "Test".into(),
         salindex: 9,
-        topics: meridian_sim::test_csc::schemas(10.0),
+        topics: meridian_sim::interface::Interface::builtin("Test")
+            .unwrap()
+            .topics(),
     })
 }
 
