@@ -66,6 +66,9 @@ struct UpArgs {
     /// CSC instances to simulate and produce, e.g. `--csc Test:1 --csc Test:2` (overrides sim.cscs).
     #[arg(long, value_name = "CSC:INDEX")]
     csc: Vec<String>,
+    /// Read CSC interfaces from this directory of the site's XML definitions (overrides sim.interfaces).
+    #[arg(long, value_name = "DIR")]
+    interfaces: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -105,6 +108,9 @@ struct CommanderArgs {
     /// CSC instances to simulate and accept commands for (overrides sim.cscs).
     #[arg(long, value_name = "CSC:INDEX")]
     csc: Vec<String>,
+    /// Validate commands against this directory of the site's XML definitions (overrides sim.interfaces).
+    #[arg(long, value_name = "DIR")]
+    interfaces: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -151,6 +157,9 @@ impl Cli {
                 if !a.csc.is_empty() {
                     config.sim.cscs = a.csc.clone();
                 }
+                if let Some(dir) = &a.interfaces {
+                    config.sim.interfaces = Some(dir.clone());
+                }
                 config.ingest.listen.set_ip(a.host);
                 config.frontend.listen.set_ip(a.host);
                 config.commander.listen.set_ip(a.host);
@@ -178,6 +187,9 @@ impl Cli {
             Command::Commander(a) => {
                 if let Some(addr) = a.listen {
                     config.commander.listen = addr;
+                }
+                if let Some(dir) = &a.interfaces {
+                    config.sim.interfaces = Some(dir.clone());
                 }
                 if !a.csc.is_empty() {
                     config.sim.cscs = a.csc.clone();

@@ -176,3 +176,38 @@ async fn the_mount_moves_to_its_target_before_completing() {
     stop.cancel();
     sim.stopped().await;
 }
+
+/// With the site's XML (`--interfaces`), simulators publish every topic the
+/// site defines and commands are checked against the site's definitions.
+#[tokio::test]
+async fn simulators_run_on_the_sites_xml_interfaces() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/ts_xml");
+    assert!(dir.is_dir(), "site XML expected at {}", dir.display());
+    let options = SimOptions {
+        start_enabled: true,
+        ..SimOptions::default()
+    };
+    let sim = SimMiddleware::with_options(options, Some(dir));
+    let stop = CancellationToken::new();
+    let id: CscId = "MTMount:0".parse().unwrap();
+    sim.start(&id, stop.clone()).unwrap();
+    let csc = sim.csc(&id).unwrap();
+    let builtin = meridian_sim::interface::Interface::builtin("MTMount").unwrap();
+    assert!(
+        csc.interface.telemetry.len() > builtin.telemetry.len(),
+        "the XML has every topic"
+    );
+    assert_eq!(csc.interface.telemetry("azimuth").unwrap().rate_hz, Some(20.0));
+    let err = sim
+        .command(
+            &id,
+            "moveToTarget",
+            vec![("azimuth".into(), Value::Float(1.0))],
+            TIMEOUT,
+        )
+        .await
+        .err();
+    assert!(err.unwrap().to_string().contains("moveToTarget.elevation"));
+    stop.cancel();
+    sim.stopped().await;
+}
