@@ -1,6 +1,7 @@
 //! `meridian`: the one binary of every role. Parses flags, loads the
 //! configuration, sets up logging and hands over to the role.
 
+mod bench;
 mod cli;
 mod sim_list;
 mod up;

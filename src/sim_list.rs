@@ -56,6 +56,7 @@ fn encoded_size(topic: &meridian_proto::TopicSchema, seed: u64) -> usize {
     let now = unix_now(std::time::SystemTime::now());
     let fields = TopicSignal::new(topic, &Rng::new(seed)).sample(1.0, now);
     let sample = Sample {
+        salindex: None,
         topic: topic.name.clone(),
         category: topic.category,
         seq: 1,

@@ -49,9 +49,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let tasks = TaskTracker::new();
     let mut producers = Vec::new();
-    for csc in &config.sim.cscs {
+    // One producer per simulated CSC, and one for every Script the
+    // ScriptQueues start (all indices, one aggregated set of streams).
+    let mut cscs: Vec<(String, bool)> = config.sim.cscs.iter().map(|c| (c.clone(), false)).collect();
+    if config.sim.cscs.iter().any(|c| c.starts_with("ScriptQueue")) {
+        cscs.push(("Script".to_string(), true));
+    }
+    for (csc, all_indices) in cscs {
         let mut producer_config = config.clone();
-        producer_config.producer.csc = csc.clone();
+        producer_config.producer.csc = csc;
+        producer_config.producer.all_indices = all_indices;
         producer_config.producer.ingest = vec![ingest_addr.to_string()];
         let (middleware, trust, stop) = (middleware.clone(), trust.clone(), producers_stop.clone());
         producers.push(tasks.spawn(async move {

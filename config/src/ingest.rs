@@ -31,6 +31,24 @@ pub struct IngestConfig {
     /// is there to cap the memory a misbehaving client can make ingest
     /// spend, not to ration real producers.
     pub max_producers: usize,
+    /// How long a finished Script's state stays in the store, in seconds,
+    /// 1 to 604800. Every Script shares one stream per topic; only its small
+    /// per-run state hash is its own, and it expires this long after the
+    /// Script ends. Default 3600: an hour to look back at what ran.
+    pub script_ttl_s: u64,
+    /// How often the sweeper looks for per-Script state left behind (a
+    /// Script whose end was never seen), in seconds, 1 to 86400. One ingest
+    /// manager sweeps at a time, holding a lock in the store. Default 60.
+    pub sweep_interval_s: u64,
+    /// A Script's state not updated for this long is swept even though its
+    /// end was never seen, in seconds, 60 to 2592000. Default 86400 (a night
+    /// and a day: no Script runs that long).
+    pub script_max_age_s: u64,
+    /// How long the store remembers the last sequence number written for a
+    /// producer (what makes a replay after a reconnect exactly-once), in
+    /// seconds, 60 to 2592000. Must exceed the longest outage a producer's
+    /// spool rides out. Default 86400.
+    pub dedup_ttl_s: u64,
 }
 
 impl IngestConfig {
@@ -38,6 +56,10 @@ impl IngestConfig {
         problems.in_range("ingest.batch_max", self.batch_max, 1..=65_536);
         problems.in_range("ingest.batch_delay_ms", self.batch_delay_ms, 0..=1000);
         problems.at_least("ingest.max_producers", self.max_producers, 1);
+        problems.in_range("ingest.script_ttl_s", self.script_ttl_s, 1..=604_800);
+        problems.in_range("ingest.sweep_interval_s", self.sweep_interval_s, 1..=86_400);
+        problems.in_range("ingest.script_max_age_s", self.script_max_age_s, 60..=2_592_000);
+        problems.in_range("ingest.dedup_ttl_s", self.dedup_ttl_s, 60..=2_592_000);
     }
 }
 
@@ -48,6 +70,10 @@ impl Default for IngestConfig {
             batch_max: 512,
             batch_delay_ms: 5,
             max_producers: 1024,
+            script_ttl_s: 3600,
+            sweep_interval_s: 60,
+            script_max_age_s: 86_400,
+            dedup_ttl_s: 86_400,
         }
     }
 }

@@ -49,7 +49,7 @@ pub use error::{ConfigError, Invalid};
 pub use frontend::FrontendConfig;
 pub use ingest::IngestConfig;
 pub use log::{LogConfig, LogFormat};
-pub use producer::ProducerConfig;
+pub use producer::{ProducerConfig, SpoolOnFull};
 pub use sim::SimConfig;
 pub use store::{StoreBackend, StoreConfig};
 pub use tls::TlsConfig;

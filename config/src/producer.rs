@@ -41,6 +41,82 @@ pub struct ProducerConfig {
     /// 1000. Default 5: at most 5 ms of added latency; 0 sends each sample
     /// in its own frame.
     pub batch_delay_ms: u64,
+
+    /// Serve every instance of `producer.csc` (its SAL index is ignored),
+    /// e.g. every `Script` a ScriptQueue starts, each with a new index.
+    /// Default false.
+    pub all_indices: bool,
+
+    /// Most events held while the ingest is unreachable or has not yet
+    /// acknowledged them, 1 to 10000000. Default 100000: minutes of the
+    /// busiest CSC's events.
+    pub spool_events: usize,
+
+    /// Most bytes of events held (estimated), 1024 to 17179869184. Default
+    /// 67108864 (64 MiB). The spool is full at whichever bound comes first.
+    pub spool_bytes: usize,
+
+    /// What a full spool does with a new event: `"drop_newest"` keeps every
+    /// spooled event and drops (and counts) new ones; `"drop_oldest"` drops
+    /// the oldest to make room; `"block"` stops reading the CSC's events
+    /// until there is room, leaving it to the middleware. Default
+    /// `"drop_newest"`.
+    pub spool_on_full: SpoolOnFull,
+
+    /// Dedicated ingest pools: CSC name to the ingest addresses its
+    /// producers use instead of `producer.ingest`, e.g. `MTM1M3 =
+    /// ["ingest-m1m3:7400"]`, so the heaviest publishers have ingest
+    /// managers of their own. Default empty.
+    pub pools: BTreeMap<String, Vec<String>>,
+}
+
+/// What a full producer spool does with a new event (`producer.spool_on_full`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpoolOnFull {
+    DropNewest,
+    DropOldest,
+    Block,
+}
+
+impl ProducerConfig {
+    /// The ingest addresses this producer uses: its CSC's pool if it has
+    /// one, else `producer.ingest`.
+    pub fn ingest_addresses(&self) -> &[String] {
+        let name = self.csc.split(':').next().unwrap_or_default();
+        self.pools.get(name).map(Vec::as_slice).unwrap_or(&self.ingest)
+    }
+
+    pub(crate) fn check_more(&self, problems: &mut Problems) {
+        problems.in_range("producer.spool_events", self.spool_events, 1..=10_000_000);
+        problems.in_range("producer.spool_bytes", self.spool_bytes, 1024..=17_179_869_184);
+        for (csc, addrs) in &self.pools {
+            let key = key_path("producer.pools", csc);
+            if let Err(reason) = check_name("CSC name", csc) {
+                problems.push(
+                    key.clone(),
+                    "a CSC name of ASCII letters, digits and _",
+                    format!("{csc:?} ({reason})"),
+                );
+            }
+            if addrs.is_empty() {
+                problems.push(
+                    key.clone(),
+                    "at least one ingest address \"host:port\"",
+                    "an empty list",
+                );
+            }
+            for (i, addr) in addrs.iter().enumerate() {
+                if let Err(reason) = check_host_port(addr) {
+                    problems.push(
+                        format!("{key}[{i}]"),
+                        "an address \"host:port\" (IPv6 as \"[addr]:port\") with a port from 1 to 65535",
+                        format!("{addr:?} ({reason})"),
+                    );
+                }
+            }
+        }
+    }
 }
 
 impl ProducerConfig {
@@ -76,6 +152,7 @@ impl ProducerConfig {
         }
         problems.in_range("producer.batch_max", self.batch_max, 1..=65_536);
         problems.in_range("producer.batch_delay_ms", self.batch_delay_ms, 0..=1000);
+        self.check_more(problems);
     }
 }
 
@@ -105,6 +182,11 @@ impl Default for ProducerConfig {
             rates: BTreeMap::new(),
             batch_max: 256,
             batch_delay_ms: 5,
+            all_indices: false,
+            spool_events: 100_000,
+            spool_bytes: 64 * 1024 * 1024,
+            spool_on_full: SpoolOnFull::DropNewest,
+            pools: BTreeMap::new(),
         }
     }
 }

@@ -249,3 +249,19 @@ fn load_names_the_file() {
     let msg = err.to_string();
     assert!(msg.contains("bad.toml") && msg.contains("log.format"), "{msg}");
 }
+
+#[test]
+fn a_csc_with_a_dedicated_pool_uses_it_and_others_use_the_default_ingest() {
+    let config = Config::from_toml_str(
+        "[producer]\ncsc = \"MTM1M3:0\"\ningest = [\"ingest:7400\"]\n[producer.pools]\nMTM1M3 = [\"m1m3-a:7400\", \"m1m3-b:7400\"]\n",
+    )
+    .unwrap();
+    assert_eq!(config.producer.ingest_addresses(), ["m1m3-a:7400", "m1m3-b:7400"]);
+    let mut other = config.producer.clone();
+    other.csc = "ATDome:0".into();
+    assert_eq!(other.ingest_addresses(), ["ingest:7400"]);
+    let err = Config::from_toml_str("[producer.pools]\nMTM1M3 = [\"nohost\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("producer.pools.MTM1M3[0]"), "{err}");
+}

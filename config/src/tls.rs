@@ -15,9 +15,10 @@ use crate::validate::Problems;
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain this process presents: the server certificate
-    /// for ingest; for a producer, its client certificate (for mutual TLS,
-    /// not yet required). No default. Must be given together with
-    /// `tls.key`.
+    /// for ingest; for a producer, its client certificate, which must be
+    /// valid for the DNS name of its CSC (e.g. `MTM1M3`) when the ingest
+    /// requires client certificates (`tls.ca` set on the ingest). No
+    /// default. Must be given together with `tls.key`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cert: Option<PathBuf>,
 
@@ -27,7 +28,11 @@ pub struct TlsConfig {
     pub key: Option<PathBuf>,
 
     /// PEM CA bundle trusted for the peer: for a producer, the CA that
-    /// signed the ingest certificate. No default.
+    /// signed the ingest certificate; for an ingest, setting it REQUIRES
+    /// every producer to present a client certificate signed by it and
+    /// valid for the DNS name of the CSC it claims (case-insensitive): a
+    /// producer of another CSC is refused, with the reason, on both sides.
+    /// No default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca: Option<PathBuf>,
 

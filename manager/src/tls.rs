@@ -84,12 +84,50 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// A quinn server config for the ingest endpoint.
-pub fn server_config(identity: Identity) -> Result<quinn::ServerConfig, TlsError> {
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+/// The CA producers' client certificates must be signed by (`tls.ca`), if set.
+pub fn client_roots(tls: &TlsConfig) -> Result<Option<Vec<CertificateDer<'static>>>, TlsError> {
+    let Some(path) = &tls.ca else { return Ok(None) };
+    let file_err = |e: String| TlsError::File {
+        key: "tls.ca",
+        path: path.display().to_string(),
+        reason: e,
+    };
+    let roots = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_err(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_err(e.to_string()))?;
+    if roots.is_empty() {
+        return Err(file_err("no certificate in the file".into()));
+    }
+    Ok(Some(roots))
+}
+
+/// A quinn server config for the ingest endpoint; with `client_roots`,
+/// producers must present a client certificate signed by one of them.
+pub fn server_config(
+    identity: Identity,
+    client_roots: Option<Vec<CertificateDer<'static>>>,
+) -> Result<quinn::ServerConfig, TlsError> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| TlsError::Rustls(e.to_string()))?
-        .with_no_client_auth()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let builder = match client_roots {
+        None => builder.with_no_client_auth(),
+        Some(certs) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| TlsError::Rustls(format!("tls.ca: {e}")))?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                    .build()
+                    .map_err(|e| TlsError::Rustls(format!("tls.ca: {e}")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut tls = builder
         .with_single_cert(identity.chain, identity.key)
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
     tls.alpn_protocols = vec![ALPN.to_vec()];

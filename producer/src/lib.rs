@@ -4,28 +4,38 @@
 //! It subscribes to one CSC through the [`meridian_sim::Middleware`]
 //! boundary, samples telemetry at fixed rates (the latest value of each topic
 //! at each tick, and only if it changed), forwards events as they happen, and
-//! sends both over QUIC to the first reachable ingest manager of
-//! `producer.ingest`. Events and telemetry travel on separate QUIC streams
-//! so a burst of telemetry never delays an event.
+//! sends both over QUIC to the first reachable ingest manager of its pool.
+//!
+//! Nothing is lost between the CSC and the store while the producer runs:
+//! every event waits in a bounded [`Spool`] until the ingest acknowledges it
+//! as stored; when the connection is lost, the producer keeps reading its
+//! CSC into the spool, reconnects with exponential backoff and jitter, and
+//! replays what was not acknowledged, in order (the ingest writes each
+//! event once). Telemetry is not spooled: while disconnected only the latest
+//! value of each topic is kept, and sent at the first tick after reconnecting.
 //!
 //! It must not know about the store or browsers: its whole output is frames.
 //!
 //! Layout:
-//! - [`tls`]: which ingest certificates to trust.
+//! - [`tls`]: which ingest certificates to trust, and the producer's own.
 //! - [`sampler`]: per-topic telemetry rates.
-//! - [`session`]: one QUIC connection: handshake, streams, acknowledgements.
-//! - [`run`]: the reconnect loop.
+//! - [`session`]: one QUIC connection: handshake, stream writers, acknowledgements.
+//! - [`run`]: the producer's loop: feed, spool, sampler, reconnects.
 
 pub mod sampler;
 pub mod session;
 pub mod tls;
 
-use meridian_config::Config;
-use meridian_proto::CscId;
-use meridian_sim::{Middleware, MiddlewareError};
+use meridian_config::{Config, SpoolOnFull};
+use meridian_proto::spool::{OnFull, Pushed, Spool};
+use meridian_proto::{CscId, ProducerFrame, Sample};
+use meridian_sim::{CscFeed, Middleware, MiddlewareError, Published};
+use session::{ConnectError, Report, Session, Stream};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 pub use tls::ServerTrust;
@@ -44,15 +54,30 @@ pub enum ProducerError {
     Tls(String),
     #[error("cannot open a UDP socket for QUIC: {0}")]
     Socket(std::io::Error),
+    /// The ingest refused this producer (identity, protocol version):
+    /// retrying cannot help, the configuration must change.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Counters a test or a metrics page can read while the producer runs.
 #[derive(Debug, Default)]
 pub struct ProducerStats {
-    /// Samples written to a QUIC stream.
+    /// Samples written to a QUIC stream (replays count again).
     pub sent: AtomicU64,
     /// Samples the ingest manager acknowledged as stored.
     pub acked: AtomicU64,
+    /// Highest event sequence number acknowledged.
+    pub events_acked_seq: AtomicU64,
+    /// Events taken from the CSC (each gets a sequence number).
+    pub events_seen: AtomicU64,
+    /// Events dropped because the spool was full (`producer.spool_on_full`).
+    pub events_dropped: AtomicU64,
+    /// Events in the spool now (sent or not, not yet acknowledged).
+    pub spooled: AtomicU64,
+    /// Telemetry frames not sent because the stream was busy; the next tick
+    /// sends the newer values instead.
+    pub telemetry_conflated: AtomicU64,
     /// Connections established (1 + reconnects).
     pub connections: AtomicU64,
 }
@@ -63,8 +88,16 @@ impl ProducerStats {
     }
 }
 
-/// Runs the producer of `config.producer.csc` until `shutdown`, reconnecting
-/// with exponential backoff and jitter whenever the ingest manager is lost.
+/// Largest encoded frame the producer builds, in estimated bytes; well under
+/// the protocol's `MAX_FRAME_LEN`, so one batch never hogs a stream.
+const FRAME_BYTES: usize = 1024 * 1024;
+
+/// How long, at shutdown, to wait for the spool to be acknowledged.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Connecting = Pin<Box<dyn Future<Output = Result<Session, ConnectError>> + Send>>;
+
+/// Runs the producer of `config.producer.csc` until `shutdown`.
 pub async fn run(
     config: &Config,
     middleware: Arc<dyn Middleware>,
@@ -72,52 +105,301 @@ pub async fn run(
     stats: Arc<ProducerStats>,
     shutdown: CancellationToken,
 ) -> Result<(), ProducerError> {
-    let csc: CscId = config
-        .producer
-        .csc
-        .parse()
-        .map_err(|e| ProducerError::Csc(format!("{e}")))?;
-    let mut feed = middleware.subscribe(&csc)?;
-    let client = tls::client_config(&trust)?;
-    let bind: std::net::SocketAddr = ([0, 0, 0, 0], 0).into();
-    let mut endpoint = quinn::Endpoint::client(bind).map_err(ProducerError::Socket)?;
+    let p = &config.producer;
+    let csc: CscId = p.csc.parse().map_err(|e| ProducerError::Csc(format!("{e}")))?;
+    let feed = if p.all_indices {
+        middleware.subscribe_all_indices(&csc.csc)?
+    } else {
+        middleware.subscribe(&csc)?
+    };
+    let client = tls::client_config(&trust, &config.tls)?;
+    let mut endpoint = quinn::Endpoint::client(([0, 0, 0, 0], 0).into()).map_err(ProducerError::Socket)?;
     endpoint.set_default_client_config(client);
-    let mut sampler = sampler::Sampler::new(&feed.schemas, &config.producer);
+    let identity = session::Identity {
+        producer_id: random_id(),
+        csc: csc.clone(),
+        all_indices: p.all_indices,
+        schemas: feed.schemas.clone(),
+    };
+    let addrs = p.ingest_addresses().to_vec();
+    let connect = |endpoint: &quinn::Endpoint| -> Connecting {
+        Box::pin(Session::connect(
+            endpoint.clone(),
+            addrs.clone(),
+            config.tls.server_name.clone(),
+            identity.clone(),
+        ))
+    };
+    let span = tracing::info_span!("producer", %csc, id = format_args!("{:016x}", identity.producer_id));
+    tracing::Instrument::instrument(
+        produce(feed, endpoint, connect, p, stats, shutdown, addrs.clone()),
+        span,
+    )
+    .await
+}
+
+/// The producer's loop, inside its span.
+async fn produce(
+    mut feed: CscFeed,
+    endpoint: quinn::Endpoint,
+    connect: impl Fn(&quinn::Endpoint) -> Connecting,
+    p: &meridian_config::ProducerConfig,
+    stats: Arc<ProducerStats>,
+    shutdown: CancellationToken,
+    addrs: Vec<String>,
+) -> Result<(), ProducerError> {
+    let csc_all = p.all_indices;
+    let single_index: Option<u32> = if csc_all {
+        None
+    } else {
+        p.csc.parse::<CscId>().ok().map(|c| c.salindex)
+    };
+    tracing::info!(ingest = ?addrs, all_indices = p.all_indices, "producer started");
+
+    let on_full = match p.spool_on_full {
+        SpoolOnFull::DropNewest => OnFull::DropNewest,
+        SpoolOnFull::DropOldest => OnFull::DropOldest,
+        SpoolOnFull::Block => OnFull::Block,
+    };
+    let mut state = State {
+        spool: Spool::new(p.spool_events, p.spool_bytes, on_full),
+        held: None,
+        sampler: sampler::Sampler::new(&feed.schemas, p),
+        event_seq: 0,
+        telemetry_seq: 0,
+        batch_max: p.batch_max.max(1),
+        stats: stats.clone(),
+        single_index,
+    };
+    let mut tick = tokio::time::interval(state.sampler.tick());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut session: Option<Session> = None;
+    let mut connecting: Option<Connecting> = Some(connect(&endpoint));
+    let mut retry_at = tokio::time::Instant::now();
     let mut backoff = Backoff::new();
-    let mut seq = 0u64;
-    let mut was_connected = true;
-    tracing::info!(%csc, ingest = ?config.producer.ingest, "producer started");
-    while !shutdown.is_cancelled() {
-        match session::Session::connect(&endpoint, config, &csc, &feed.schemas, &stats, &shutdown).await {
-            Ok(session) => {
-                stats.connections.fetch_add(1, Ordering::Relaxed);
-                backoff.reset();
-                was_connected = true;
-                let end = session
-                    .run(&mut feed, &mut sampler, &mut seq, &stats, &shutdown)
-                    .await;
-                match end {
-                    session::End::Shutdown => break,
-                    session::End::Lost(reason) => {
-                        tracing::warn!(%reason, "lost the ingest manager; reconnecting");
+    let mut down_logged = false;
+    let mut feed_open = true;
+
+    loop {
+        if let Some(s) = &session {
+            state.flush_events(s);
+        }
+        let read_feed = feed_open && state.held.is_none();
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            event = feed.events.recv(), if read_feed => match event {
+                Some(event) => state.push_event(event),
+                None => feed_open = false,
+            },
+            _ = tick.tick() => {
+                if let Some(s) = &session {
+                    state.send_telemetry(s, &feed);
+                }
+            }
+            result = async { connecting.as_mut().expect("guarded").await }, if connecting.is_some() => {
+                connecting = None;
+                match result {
+                    Ok(s) => {
+                        stats.connections.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(ingest = %s.addr, spooled = state.spool.len(), "connected to ingest");
+                        backoff.reset();
+                        down_logged = false;
+                        state.spool.rewind();
+                        session = Some(s);
+                    }
+                    Err(ConnectError::Refused { addr, reason }) => {
+                        tracing::error!(ingest = %addr, %reason, "ingest refused this producer");
+                        return Err(ProducerError::Refused(format!("{addr} refused this producer: {reason}")));
+                    }
+                    Err(e) => {
+                        if !down_logged {
+                            tracing::warn!(error = %e, spooled = state.spool.len(), "cannot reach an ingest manager; spooling events and retrying with backoff");
+                            down_logged = true;
+                        }
+                        retry_at = tokio::time::Instant::now() + backoff.next_delay();
                     }
                 }
             }
-            Err(e) => {
-                if was_connected {
-                    tracing::warn!(error = %e, "cannot reach an ingest manager; retrying with backoff");
-                    was_connected = false;
+            _ = tokio::time::sleep_until(retry_at), if session.is_none() && connecting.is_none() => {
+                connecting = Some(connect(&endpoint));
+            }
+            report = async { session.as_mut().expect("guarded").report().await }, if session.is_some() => {
+                match report {
+                    Report::EventsStored(seq) => state.events_stored(seq),
+                    Report::TelemetryStored(_) => {}
+                    Report::Refused(reason) => {
+                        tracing::error!(%reason, "ingest refused a batch; reconnecting");
+                        session = None;
+                        state.spool.rewind();
+                        retry_at = tokio::time::Instant::now() + backoff.next_delay();
+                    }
+                    Report::Lost(reason) => {
+                        tracing::warn!(%reason, spooled = state.spool.len(), "lost the ingest manager; spooling events and reconnecting");
+                        down_logged = true;
+                        session = None;
+                        state.spool.rewind();
+                        retry_at = tokio::time::Instant::now() + backoff.next_delay();
+                    }
                 }
             }
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
+        state
+            .stats
+            .spooled
+            .store(state.spool.len() as u64, Ordering::Relaxed);
+    }
+
+    // Shutdown: hand the ingest what is spooled and wait (bounded) for it to be stored.
+    if let Some(mut s) = session {
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        while !state.spool.is_empty() {
+            state.flush_events(&s);
+            match tokio::time::timeout_at(deadline, s.report()).await {
+                Ok(Report::EventsStored(seq)) => state.events_stored(seq),
+                Ok(Report::TelemetryStored(_)) => {}
+                Ok(_) | Err(_) => break,
+            }
         }
+        s.close("producer shutting down");
+    }
+    if !state.spool.is_empty() {
+        tracing::error!(
+            events = state.spool.len(),
+            "stopping with events not acknowledged by an ingest: they are lost"
+        );
     }
     endpoint.wait_idle().await;
-    tracing::info!(%csc, "producer stopped");
+    tracing::info!("producer stopped");
     Ok(())
+}
+
+/// What the producer's loop keeps between events.
+struct State {
+    spool: Spool,
+    /// An event a blocking full spool handed back; the feed is not read until it fits.
+    held: Option<Sample>,
+    sampler: sampler::Sampler,
+    event_seq: u64,
+    telemetry_seq: u64,
+    batch_max: usize,
+    stats: Arc<ProducerStats>,
+    /// The hello's SAL index, or `None` when serving all indices.
+    single_index: Option<u32>,
+}
+
+impl State {
+    fn sample(&self, p: Published, seq: u64) -> Sample {
+        Sample {
+            topic: p.topic,
+            category: p.category,
+            salindex: if self.single_index.is_some() {
+                None
+            } else {
+                Some(p.salindex)
+            },
+            seq,
+            source_ts: p.source_ts,
+            fields: p.fields,
+        }
+    }
+
+    fn push_event(&mut self, event: Published) {
+        self.event_seq += 1;
+        self.stats.events_seen.fetch_add(1, Ordering::Relaxed);
+        let sample = self.sample(event, self.event_seq);
+        self.push(sample);
+    }
+
+    fn push(&mut self, sample: Sample) {
+        match self.spool.push(sample) {
+            Pushed::Spooled => {}
+            Pushed::DroppedOldest | Pushed::DroppedNewest => {
+                let dropped = self.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+                if dropped == 0 || dropped.is_power_of_two() {
+                    tracing::error!(
+                        dropped = dropped + 1,
+                        "event spool full (producer.spool_events/spool_bytes): events lost"
+                    );
+                }
+            }
+            Pushed::Full(sample) => self.held = Some(*sample),
+        }
+    }
+
+    fn events_stored(&mut self, seq: u64) {
+        let released = self.spool.ack(seq);
+        self.stats.acked.fetch_add(released as u64, Ordering::Relaxed);
+        self.stats.events_acked_seq.fetch_max(seq, Ordering::Relaxed);
+        if let Some(sample) = self.held.take() {
+            self.push(sample);
+        }
+    }
+
+    /// Moves unsent events from the spool into the session's queue while it has room.
+    fn flush_events(&mut self, session: &Session) {
+        while self.spool.has_unsent() {
+            let Some(permit) = session.try_reserve(Stream::Events) else {
+                return;
+            };
+            let mut batch = self.spool.take_unsent(self.batch_max);
+            let mut bytes: usize = batch.iter().map(meridian_proto::spool::estimated_size).sum();
+            while bytes > FRAME_BYTES && batch.len() > 1 {
+                // Too big for one frame: send the first half now, the rest next.
+                let rest = batch.split_off(batch.len() / 2);
+                bytes = batch.iter().map(meridian_proto::spool::estimated_size).sum();
+                self.spool.unsend(rest.len());
+            }
+            let n = batch.len() as u64;
+            match session::encode(&ProducerFrame::Batch(batch)) {
+                Ok(frame) => {
+                    permit.send(frame);
+                    self.stats.sent.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(reason) => tracing::error!(%reason, "an event batch could not be encoded"),
+            }
+        }
+    }
+
+    /// Sends the telemetry due now, if the stream has room; otherwise the
+    /// next tick sends newer values.
+    fn send_telemetry(&mut self, session: &Session, feed: &CscFeed) {
+        let mut due = Vec::new();
+        self.sampler.sample(&feed.telemetry, Instant::now(), &mut due);
+        if due.is_empty() {
+            return;
+        }
+        let Some(permit) = session.try_reserve(Stream::Telemetry) else {
+            self.stats.telemetry_conflated.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let samples: Vec<Sample> = due
+            .into_iter()
+            .map(|p| {
+                self.telemetry_seq += 1;
+                self.sample(p, self.telemetry_seq)
+            })
+            .collect();
+        let n = samples.len() as u64;
+        match session::encode(&ProducerFrame::Batch(samples)) {
+            Ok(frame) => {
+                permit.send(frame);
+                self.stats.sent.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(reason) => tracing::error!(%reason, "a telemetry batch could not be encoded"),
+        }
+    }
+}
+
+/// A random 64-bit id, from the OS's hashing seed (no RNG dependency).
+fn random_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
 }
 
 /// Exponential backoff from 100 ms to 5 s with ±25 % jitter, so producers
@@ -132,12 +414,9 @@ impl Backoff {
     const MAX: Duration = Duration::from_secs(5);
 
     fn new() -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.subsec_nanos() as u64 | 1);
         Backoff {
             delay: Self::MIN,
-            state: seed,
+            state: random_id() | 1,
         }
     }
 

@@ -1,79 +1,92 @@
 //! One QUIC connection to an ingest manager.
 //!
 //! The first bidirectional stream carries the handshake and then events; a
-//! second one carries telemetry. Each stream's acknowledgements come back on
-//! it. Frames are written as soon as there is something to send: events in
-//! batches of whatever is waiting (up to `producer.batch_max`), telemetry
-//! once per sampling tick.
+//! second one carries telemetry, so a burst of telemetry never delays an
+//! event. Each stream has a writer task fed through a small bounded queue
+//! of encoded frames, and a reader task that reports acknowledgements; both
+//! report a lost connection. The producer's loop never waits on the
+//! network: when a queue is full, events stay in the spool and telemetry is
+//! resampled at the next tick.
 
-use crate::sampler::Sampler;
-use crate::ProducerStats;
-use meridian_config::Config;
 use meridian_proto::{
-    encode_frame, CscId, FrameBuffer, Hello, IngestFrame, ProducerFrame, Sample, TopicSchema,
-    PROTOCOL_VERSION,
+    encode_frame, CscId, FrameBuffer, Hello, IngestFrame, ProducerFrame, TopicSchema, PROTOCOL_VERSION,
 };
-use meridian_sim::{CscFeed, Published};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tracing::Instrument;
 
 /// How long to wait for an ingest manager to answer the hello.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long, at shutdown, to wait for acknowledgements of what was sent.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Encoded frames waiting for a stream's writer. Small: the spool, not this
+/// queue, is where events wait.
+pub const FRAMES_QUEUED: usize = 8;
 
 /// Why a session could not start.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ConnectError {
-    #[error("no ingest address in producer.ingest")]
+    #[error("no ingest address configured")]
     NoAddress,
     #[error("{addr}: {reason}")]
     Unreachable { addr: String, reason: String },
-    /// The ingest manager refused the handshake: fix the configuration, retrying will not help.
-    #[error("{addr} refused the handshake: {reason}")]
+    /// The ingest manager refused this producer (identity, version, names):
+    /// fix the configuration, retrying will not help.
+    #[error("{addr} refused this producer: {reason}")]
     Refused { addr: String, reason: String },
 }
 
-/// How a session ended.
-pub enum End {
-    Shutdown,
+/// What the stream tasks report to the producer's loop.
+#[derive(Debug)]
+pub enum Report {
+    /// Every event with `seq <= up_to_seq` is stored.
+    EventsStored(u64),
+    /// Every telemetry sample with `seq <= up_to_seq` is stored.
+    TelemetryStored(u64),
+    /// The ingest refused a batch; the stream closes.
+    Refused(String),
+    /// The connection or a stream ended.
     Lost(String),
 }
 
-pub struct Session {
-    conn: quinn::Connection,
-    events: quinn::SendStream,
-    telemetry: quinn::SendStream,
-    /// Batches sent but not yet acknowledged, per stream: (last seq, samples).
-    /// Bounded by QUIC flow control, which stops writes the ingest has not read.
-    unacked: [Unacked; 2],
-    acks: tokio::task::JoinSet<()>,
-    batch_max: usize,
+/// Which stream a frame goes on.
+#[derive(Debug, Clone, Copy)]
+pub enum Stream {
+    Events,
+    Telemetry,
 }
 
-type Unacked = Arc<std::sync::Mutex<std::collections::VecDeque<(u64, u64)>>>;
+pub struct Session {
+    pub addr: String,
+    conn: quinn::Connection,
+    events: mpsc::Sender<Vec<u8>>,
+    telemetry: mpsc::Sender<Vec<u8>>,
+    reports: mpsc::Receiver<Report>,
+    tasks: JoinSet<()>,
+}
+
+/// What to say in the hello.
+#[derive(Clone)]
+pub struct Identity {
+    pub producer_id: u64,
+    pub csc: CscId,
+    pub all_indices: bool,
+    pub schemas: Vec<TopicSchema>,
+}
 
 impl Session {
-    /// Connects to the first ingest manager of `producer.ingest` that answers, and says hello.
+    /// Connects to the first ingest manager of `addrs` that answers, and says hello.
     pub async fn connect(
-        endpoint: &quinn::Endpoint,
-        config: &Config,
-        csc: &CscId,
-        schemas: &[TopicSchema],
-        stats: &Arc<ProducerStats>,
-        shutdown: &CancellationToken,
+        endpoint: quinn::Endpoint,
+        addrs: Vec<String>,
+        server_name: String,
+        identity: Identity,
     ) -> Result<Session, ConnectError> {
         let mut last = ConnectError::NoAddress;
-        for addr in &config.producer.ingest {
-            if shutdown.is_cancelled() {
-                break;
-            }
-            match Self::connect_one(endpoint, addr, config, csc, schemas, stats).await {
+        for addr in addrs {
+            match Self::connect_one(&endpoint, &addr, &server_name, &identity).await {
                 Ok(session) => return Ok(session),
+                Err(e @ ConnectError::Refused { .. }) => return Err(e),
                 Err(e) => last = e,
             }
         }
@@ -83,12 +96,14 @@ impl Session {
     async fn connect_one(
         endpoint: &quinn::Endpoint,
         addr: &str,
-        config: &Config,
-        csc: &CscId,
-        schemas: &[TopicSchema],
-        stats: &Arc<ProducerStats>,
+        server_name: &str,
+        identity: &Identity,
     ) -> Result<Session, ConnectError> {
         let unreachable = |reason: String| ConnectError::Unreachable {
+            addr: addr.to_string(),
+            reason,
+        };
+        let refused = |reason: String| ConnectError::Refused {
             addr: addr.to_string(),
             reason,
         };
@@ -98,163 +113,138 @@ impl Session {
             .next()
             .ok_or_else(|| unreachable("no address for this name".into()))?;
         let connecting = endpoint
-            .connect(socket, &config.tls.server_name)
+            .connect(socket, server_name)
             .map_err(|e| unreachable(e.to_string()))?;
         let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting)
             .await
             .map_err(|_| unreachable("QUIC handshake timed out".into()))?
-            .map_err(|e| unreachable(e.to_string()))?;
-        let (mut events, mut recv) = conn.open_bi().await.map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| match tls_rejection(&e) {
+                true => refused(format!(
+                    "TLS handshake rejected ({e}): check tls.cert, tls.key and tls.ca"
+                )),
+                false => unreachable(e.to_string()),
+            })?;
+        // In TLS 1.3 the ingest checks our certificate after we think the
+        // handshake is done: its rejection arrives as the connection closing.
+        let closed_reason = |e: quinn::ConnectionError| match e {
+            quinn::ConnectionError::ApplicationClosed(close) => {
+                refused(String::from_utf8_lossy(&close.reason).into_owned())
+            }
+            other if tls_rejection(&other) => refused(format!(
+                "TLS handshake rejected ({other}): check tls.cert, tls.key and tls.ca"
+            )),
+            other => unreachable(other.to_string()),
+        };
+        let (mut events, mut recv) = conn.open_bi().await.map_err(closed_reason)?;
         let hello = ProducerFrame::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
-            csc: csc.csc.to_string(),
-            salindex: csc.salindex,
-            topics: schemas.to_vec(),
+            producer_id: identity.producer_id,
+            csc: identity.csc.csc.to_string(),
+            salindex: identity.csc.salindex,
+            all_indices: identity.all_indices,
+            topics: identity.schemas.clone(),
         });
-        write(&mut events, &hello).await.map_err(unreachable)?;
+        write(&mut events, &encode(&hello).map_err(unreachable)?)
+            .await
+            .map_err(unreachable)?;
         let mut frames = FrameBuffer::new();
         let answer = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut recv, &mut frames))
             .await
             .map_err(|_| unreachable("no answer to the hello".into()))?;
         match answer {
             Ok(Some(IngestFrame::Welcome { .. })) => {}
-            Ok(Some(IngestFrame::Refused { reason })) => {
-                return Err(ConnectError::Refused {
-                    addr: addr.to_string(),
-                    reason,
-                })
-            }
+            Ok(Some(IngestFrame::Refused { reason })) => return Err(refused(reason)),
             Ok(Some(other)) => return Err(unreachable(format!("unexpected answer to the hello: {other:?}"))),
-            Ok(None) => return Err(unreachable("stream closed before the answer".into())),
-            Err(reason) => return Err(unreachable(reason)),
+            Ok(None) | Err(_) => {
+                // The ingest closed the connection instead of answering: its reason says why.
+                return Err(match conn.close_reason() {
+                    Some(reason) => closed_reason(reason),
+                    None => unreachable("stream closed before the answer".into()),
+                });
+            }
         }
-        let (telemetry, telemetry_acks) = conn.open_bi().await.map_err(|e| unreachable(e.to_string()))?;
-        tracing::info!(ingest = addr, "connected to ingest");
-        let mut acks = tokio::task::JoinSet::new();
+        let (telemetry, telemetry_recv) = conn.open_bi().await.map_err(|e| unreachable(e.to_string()))?;
+        let (report_tx, reports) = mpsc::channel(256);
+        let (events_tx, events_rx) = mpsc::channel(FRAMES_QUEUED);
+        let (telemetry_tx, telemetry_rx) = mpsc::channel(FRAMES_QUEUED);
+        let mut tasks = JoinSet::new();
         let span = tracing::Span::current();
-        let unacked: [Unacked; 2] = Default::default();
-        acks.spawn(
-            read_acks(recv, frames, unacked[0].clone(), stats.clone(), "events").instrument(span.clone()),
-        );
-        acks.spawn(
-            read_acks(
-                telemetry_acks,
-                FrameBuffer::new(),
-                unacked[1].clone(),
-                stats.clone(),
-                "telemetry",
-            )
-            .instrument(span),
+        tasks.spawn(write_frames(events, events_rx, report_tx.clone()).instrument(span.clone()));
+        tasks.spawn(write_frames(telemetry, telemetry_rx, report_tx.clone()).instrument(span.clone()));
+        tasks.spawn(read_acks(recv, frames, Stream::Events, report_tx.clone()).instrument(span.clone()));
+        tasks.spawn(
+            read_acks(telemetry_recv, FrameBuffer::new(), Stream::Telemetry, report_tx).instrument(span),
         );
         Ok(Session {
+            addr: addr.to_string(),
             conn,
-            events,
-            telemetry,
-            unacked,
-            acks,
-            batch_max: config.producer.batch_max.max(1),
+            events: events_tx,
+            telemetry: telemetry_tx,
+            reports,
+            tasks,
         })
     }
 
-    /// Forwards the feed until shutdown or until the connection is lost.
-    pub async fn run(
-        mut self,
-        feed: &mut CscFeed,
-        sampler: &mut Sampler,
-        seq: &mut u64,
-        stats: &Arc<ProducerStats>,
-        shutdown: &CancellationToken,
-    ) -> End {
-        let batch_max = self.batch_max;
-        let mut tick = tokio::time::interval(sampler.tick());
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut due = Vec::new();
-        let mut ack_readers = std::mem::take(&mut self.acks);
-        let end = loop {
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break End::Shutdown,
-                reason = self.conn.closed() => break End::Lost(reason.to_string()),
-                Some(first) = feed.events.recv() => {
-                    let mut batch = vec![first];
-                    while batch.len() < batch_max {
-                        match feed.events.try_recv() {
-                            Ok(p) => batch.push(p),
-                            Err(_) => break,
-                        }
-                    }
-                    if let Err(reason) = self.send(Stream::Events, batch, seq, stats).await {
-                        break End::Lost(reason);
-                    }
-                }
-                _ = tick.tick() => {
-                    sampler.sample(&feed.telemetry, Instant::now(), &mut due);
-                    if !due.is_empty() {
-                        if let Err(reason) = self.send(Stream::Telemetry, std::mem::take(&mut due), seq, stats).await {
-                            break End::Lost(reason);
-                        }
-                    }
-                }
-                Some(_) = ack_readers.join_next() => {}
-            }
-        };
-        if let End::Shutdown = end {
-            // Finish both streams and wait (bounded) for the last acknowledgements.
-            let _ = self.events.finish();
-            let _ = self.telemetry.finish();
-            let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
-                while ack_readers.join_next().await.is_some() {}
-            })
-            .await;
-            self.conn.close(0u32.into(), b"producer shutting down");
+    /// Room for one more frame on `stream`, without waiting.
+    pub fn try_reserve(&self, stream: Stream) -> Option<mpsc::Permit<'_, Vec<u8>>> {
+        match stream {
+            Stream::Events => self.events.try_reserve().ok(),
+            Stream::Telemetry => self.telemetry.try_reserve().ok(),
         }
-        end
     }
 
-    async fn send(
-        &mut self,
-        stream: Stream,
-        batch: Vec<Published>,
-        seq: &mut u64,
-        stats: &ProducerStats,
-    ) -> Result<(), String> {
-        let samples: Vec<Sample> = batch
-            .into_iter()
-            .map(|p| {
-                *seq += 1;
-                Sample {
-                    topic: p.topic,
-                    category: p.category,
-                    seq: *seq,
-                    source_ts: p.source_ts,
-                    fields: p.fields,
-                }
-            })
-            .collect();
-        let n = samples.len() as u64;
-        let (send, unacked) = match stream {
-            Stream::Events => (&mut self.events, &self.unacked[0]),
-            Stream::Telemetry => (&mut self.telemetry, &self.unacked[1]),
-        };
-        unacked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back((*seq, n));
-        write(send, &ProducerFrame::Batch(samples)).await?;
-        stats.sent.fetch_add(n, Ordering::Relaxed);
-        Ok(())
+    /// The next report of the stream tasks.
+    pub async fn report(&mut self) -> Report {
+        self.reports
+            .recv()
+            .await
+            .unwrap_or(Report::Lost("stream tasks ended".into()))
+    }
+
+    /// Closes the connection (after the streams were drained, at shutdown).
+    pub fn close(mut self, reason: &str) {
+        self.conn.close(0u32.into(), reason.as_bytes());
+        self.tasks.abort_all();
     }
 }
 
-enum Stream {
-    Events,
-    Telemetry,
+/// Whether the TLS handshake failed on a certificate (a TLS alert, from
+/// either side): a configuration problem that retrying will not fix, unlike
+/// a network fault.
+fn tls_rejection(e: &quinn::ConnectionError) -> bool {
+    // QUIC carries TLS alerts as transport error codes 0x100 + alert.
+    let is_alert = |code: quinn::TransportErrorCode| (0x100..0x200).contains(&u64::from(code));
+    match e {
+        quinn::ConnectionError::TransportError(t) => is_alert(t.code),
+        quinn::ConnectionError::ConnectionClosed(c) => is_alert(c.error_code),
+        _ => false,
+    }
 }
 
-async fn write(send: &mut quinn::SendStream, frame: &ProducerFrame) -> Result<(), String> {
+/// Encodes a frame; a frame over the size limit is an error to log, not to send.
+pub fn encode(frame: &ProducerFrame) -> Result<Vec<u8>, String> {
     let mut buf = Vec::new();
     encode_frame(frame, &mut buf).map_err(|e| e.to_string())?;
-    send.write_all(&buf).await.map_err(|e| e.to_string())
+    Ok(buf)
+}
+
+async fn write(send: &mut quinn::SendStream, bytes: &[u8]) -> Result<(), String> {
+    send.write_all(bytes).await.map_err(|e| e.to_string())
+}
+
+/// Writes queued frames to one stream until the queue closes or the stream fails.
+async fn write_frames(
+    mut send: quinn::SendStream,
+    mut frames: mpsc::Receiver<Vec<u8>>,
+    reports: mpsc::Sender<Report>,
+) {
+    while let Some(frame) = frames.recv().await {
+        if let Err(reason) = write(&mut send, &frame).await {
+            let _ = reports.send(Report::Lost(reason)).await;
+            return;
+        }
+    }
+    let _ = send.finish();
 }
 
 async fn read_frame(
@@ -273,32 +263,29 @@ async fn read_frame(
     }
 }
 
-/// Reads acknowledgements of one stream until it ends.
+/// Reports acknowledgements of one stream until it ends.
 async fn read_acks(
     mut recv: quinn::RecvStream,
     mut frames: FrameBuffer,
-    unacked: Unacked,
-    stats: Arc<ProducerStats>,
-    stream: &'static str,
+    stream: Stream,
+    reports: mpsc::Sender<Report>,
 ) {
-    loop {
+    let report = loop {
         match read_frame(&mut recv, &mut frames).await {
             Ok(Some(IngestFrame::Ack { up_to_seq })) => {
-                tracing::trace!(stream, up_to_seq, "acknowledged");
-                let mut unacked = unacked.lock().unwrap_or_else(|p| p.into_inner());
-                while let Some(&(last, n)) = unacked.front() {
-                    if last > up_to_seq {
-                        break;
-                    }
-                    unacked.pop_front();
-                    stats.acked.fetch_add(n, Ordering::Relaxed);
+                let r = match stream {
+                    Stream::Events => Report::EventsStored(up_to_seq),
+                    Stream::Telemetry => Report::TelemetryStored(up_to_seq),
+                };
+                if reports.send(r).await.is_err() {
+                    return;
                 }
             }
-            Ok(Some(IngestFrame::Error { reason })) => {
-                tracing::error!(stream, %reason, "ingest refused a batch");
-            }
-            Ok(Some(other)) => tracing::warn!(stream, frame = ?other, "unexpected frame from ingest"),
-            Ok(None) | Err(_) => return,
+            Ok(Some(IngestFrame::Error { reason })) => break Report::Refused(reason),
+            Ok(Some(other)) => break Report::Lost(format!("unexpected frame from ingest: {other:?}")),
+            Ok(None) => break Report::Lost(format!("ingest closed the {stream:?} stream")),
+            Err(reason) => break Report::Lost(reason),
         }
-    }
+    };
+    let _ = reports.send(report).await;
 }

@@ -42,12 +42,34 @@ impl ServerTrust {
     }
 }
 
+/// Finishes the client config with the producer's own certificate, if configured.
+fn with_identity(
+    builder: rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
+    own: &TlsConfig,
+) -> Result<rustls::ClientConfig, ProducerError> {
+    let (Some(cert), Some(key)) = (&own.cert, &own.key) else {
+        return Ok(builder.with_no_client_auth());
+    };
+    let file =
+        |k: &str, p: &std::path::Path, e: String| ProducerError::Tls(format!("{k} = {}: {e}", p.display()));
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| file("tls.cert", cert, e.to_string()))?;
+    let key_der = rustls::pki_types::PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| file("tls.key", key, e.to_string()))?;
+    builder
+        .with_client_auth_cert(chain, key_der)
+        .map_err(|e| ProducerError::Tls(format!("tls.cert/tls.key: {e}")))
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The quinn client configuration for `trust`.
-pub fn client_config(trust: &ServerTrust) -> Result<quinn::ClientConfig, ProducerError> {
+/// The quinn client configuration for `trust`, presenting `tls.cert`/`tls.key`
+/// as the producer's client certificate when they are set (required by an
+/// ingest that checks producer identities).
+pub fn client_config(trust: &ServerTrust, own: &TlsConfig) -> Result<quinn::ClientConfig, ProducerError> {
     let tls_err = |e: rustls::Error| ProducerError::Tls(format!("TLS configuration refused: {e}"));
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -58,14 +80,16 @@ pub fn client_config(trust: &ServerTrust) -> Result<quinn::ClientConfig, Produce
             for cert in certs {
                 roots.add(cert.clone()).map_err(tls_err)?;
             }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            with_identity(builder.with_root_certificates(roots), own)?
         }
         ServerTrust::InsecureAnyCertificate => {
             tracing::warn!("tls: ingest certificates are NOT verified (tls.dev_self_signed without tls.ca): development only");
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
-                .with_no_client_auth()
+            with_identity(
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider()))),
+                own,
+            )?
         }
     };
     tls.alpn_protocols = vec![ALPN.to_vec()];

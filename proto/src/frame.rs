@@ -33,9 +33,17 @@ pub const LEN_PREFIX: usize = 4;
 pub struct Hello {
     /// Must equal [`PROTOCOL_VERSION`].
     pub protocol_version: u16,
+    /// Identifies this producer process: exactly-once writes are tracked per
+    /// producer id, so a replay after a reconnect is written once. Random at
+    /// start; a restarted producer is a new producer.
+    pub producer_id: u64,
     /// The CSC this producer serves, e.g. `MTM1M3`.
     pub csc: String,
+    /// Its SAL index; 0 with [`Hello::all_indices`] for every instance.
     pub salindex: u32,
+    /// The producer serves every instance of the CSC (e.g. every `Script`
+    /// a ScriptQueue starts); each sample names its instance.
+    pub all_indices: bool,
     /// Every topic the producer may send; samples of other topics are refused.
     pub topics: Vec<TopicSchema>,
 }
@@ -65,8 +73,12 @@ pub struct Sample {
     /// Topic name, one of the handshake's schemas.
     pub topic: String,
     pub category: Category,
-    /// Per-producer sequence number, increasing by one per sample on a stream;
-    /// acknowledgements and deduplication are expressed in it.
+    /// The publishing instance, for a producer of all indices
+    /// ([`Hello::all_indices`]); `None` means the hello's SAL index.
+    pub salindex: Option<u32>,
+    /// Per-producer sequence number, increasing on each QUIC stream (events
+    /// and telemetry count apart); acknowledgements and exactly-once writes
+    /// are expressed in it.
     pub seq: u64,
     /// When the CSC published it, Unix seconds.
     pub source_ts: f64,
@@ -264,6 +276,7 @@ mod tests {
         ProducerFrame::Batch(vec![Sample {
             topic: "scalars".into(),
             category: Category::Telemetry,
+            salindex: None,
             seq: 7,
             source_ts: 1.7e9,
             fields: vec![("x".into(), Value::Floats(vec![1.0; 156]))],
@@ -359,6 +372,8 @@ mod tests {
     fn hello_with_wrong_version_names_the_field() {
         let hello = Hello {
             protocol_version: 99,
+            producer_id: 1,
+            all_indices: false,
             csc: "Test".into(),
             salindex: 1,
             topics: vec![],

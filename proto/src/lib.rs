@@ -13,11 +13,13 @@
 //! - [`topic`]: `Csc`, `SalIndex`, `Category`, `TopicId` and the store keys.
 //! - [`value`]: field values of a sample and their JSON form.
 //! - [`frame`]: producer ↔ ingest frames, the handshake, encode/decode.
+//! - [`spool`]: the producer's bounded event spool (acknowledge, rewind, replay).
 //! - [`browser`]: the JSON messages of the native WebSocket protocol.
 //! - [`stream_id`]: the store's entry ids (`<ms>-<seq>`), shared by Redis and the in-memory store.
 
 pub mod browser;
 pub mod frame;
+pub mod spool;
 pub mod stream_id;
 pub mod topic;
 pub mod value;
@@ -27,7 +29,7 @@ pub use frame::{
     ProducerFrame, Sample, TopicSchema, MAX_FRAME_LEN, PROTOCOL_VERSION,
 };
 pub use stream_id::StreamId;
-pub use topic::{Category, Csc, CscId, NameError, SalIndex, TopicId};
+pub use topic::{Category, Csc, CscId, NameError, SalIndex, TopicId, AGGREGATED_CSCS};
 pub use value::{Fields, Value, ValueKind};
 
 /// Seconds since the Unix epoch as `f64`, the timestamp unit of every

@@ -4,8 +4,10 @@
 //! - [`redis_server`]: starts a real `redis-server` on a free port (never 6379) and stops it on drop.
 //! - [`system`]: the whole pipeline in one process over real sockets (QUIC, WebSocket, Redis).
 //! - [`browser`]: a WebSocket client of the native protocol.
+//! - [`manual_csc`]: a CSC whose events the test publishes, to count them end to end.
 
 pub mod browser;
+pub mod manual_csc;
 pub mod redis_server;
 pub mod system;
 

@@ -1,6 +1,7 @@
 //! A real `redis-server` for one test: its own free port (never 6379, so a
-//! developer's Redis is never touched), its own temporary directory, no
-//! persistence, killed and cleaned up on drop.
+//! developer's Redis is never touched), its own temporary directory, killed
+//! and cleaned up on drop. No persistence, unless started with
+//! [`RedisServer::start_persistent`] to test what survives a restart.
 //!
 //! Synchronous on purpose (std::process, std::net), so any test can use it,
 //! async or not. Each test starts its own server, so tests run in parallel.
@@ -36,6 +37,8 @@ pub struct RedisServer {
     binary: PathBuf,
     port: u16,
     dir: PathBuf,
+    /// Whether every write goes to an append-only file in `dir` first.
+    persistent: bool,
     child: Option<Child>,
 }
 
@@ -50,6 +53,18 @@ enum StartError {
 impl RedisServer {
     /// Starts a server on a free port and waits until it answers PING.
     pub fn start() -> anyhow::Result<RedisServer> {
+        RedisServer::start_with(false)
+    }
+
+    /// Like [`RedisServer::start`], but with an append-only file fsynced on
+    /// every write (`--appendonly yes --appendfsync always`) in the server's
+    /// temporary directory, so data acknowledged before [`RedisServer::stop`]
+    /// (a kill, as in a crash) is there again after [`RedisServer::restart`].
+    pub fn start_persistent() -> anyhow::Result<RedisServer> {
+        RedisServer::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> anyhow::Result<RedisServer> {
         let binary = find_redis_server()?;
         let dir = std::env::temp_dir().join(format!(
             "meridian-redis-{}-{}",
@@ -64,6 +79,7 @@ impl RedisServer {
             binary,
             port: 0,
             dir,
+            persistent,
             child: None,
         };
         for _ in 0..PORT_ATTEMPTS {
@@ -95,9 +111,10 @@ impl RedisServer {
         }
     }
 
-    /// Starts the server again on the same port, empty (nothing is
-    /// persisted), and waits until it answers PING: what clients see when
-    /// Redis restarts.
+    /// Starts the server again on the same port and waits until it answers
+    /// PING: what clients see when Redis restarts. The server comes back
+    /// empty, or, if started with [`RedisServer::start_persistent`], with
+    /// every write acknowledged before it stopped.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();
         let deadline = Instant::now() + STARTUP_DEADLINE;
@@ -139,7 +156,12 @@ impl RedisServer {
         let child = Command::new(&self.binary)
             .arg("--port")
             .arg(self.port.to_string())
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--bind", "127.0.0.1", "--save", ""])
+            .args(if self.persistent {
+                ["--appendonly", "yes", "--appendfsync", "always"].as_slice()
+            } else {
+                ["--appendonly", "no"].as_slice()
+            })
             .arg("--dir")
             .arg(&self.dir)
             .args(["--daemonize", "no"])

@@ -8,7 +8,7 @@ use meridian_manager::ingest::Ingest;
 use meridian_manager::store::Store;
 use meridian_manager::tls::Identity;
 use meridian_producer::{ProducerStats, ServerTrust};
-use meridian_sim::{SimMiddleware, SimOptions};
+use meridian_sim::{Middleware, SimMiddleware, SimOptions};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -44,7 +44,16 @@ impl System {
     /// Starts ingest and frontend on `store`, and a simulator plus producer
     /// for each of `cscs` publishing telemetry at `rate_hz`.
     pub async fn start(store: Arc<dyn Store>, cscs: &[&str], rate_hz: f64) -> anyhow::Result<System> {
-        let config = test_config();
+        let mut system = Self::start_with(store, test_config()).await?;
+        for csc in cscs {
+            system.start_producer(csc, rate_hz)?;
+        }
+        Ok(system)
+    }
+
+    /// Starts ingest and frontend on `store` with `config` (e.g. from
+    /// [`test_config`] with changes), and no producer yet.
+    pub async fn start_with(store: Arc<dyn Store>, config: Config) -> anyhow::Result<System> {
         let identity = Identity::self_signed(&config.tls.server_name)?;
         let trust = ServerTrust::Roots(identity.chain.clone());
         let ingest = Ingest::bind(&config, store.clone(), identity)?;
@@ -54,7 +63,7 @@ impl System {
         let tasks = TaskTracker::new();
         tasks.spawn(ingest.run(stop.clone()));
         tasks.spawn(frontend.run(stop.clone()));
-        let mut system = System {
+        Ok(System {
             store,
             ingest_addr,
             frontend_addr,
@@ -62,11 +71,7 @@ impl System {
             producers: Vec::new(),
             stop,
             tasks,
-        };
-        for csc in cscs {
-            system.start_producer(csc, rate_hz)?;
-        }
-        Ok(system)
+        })
     }
 
     /// Starts a simulated CSC publishing telemetry at `rate_hz` (the Test
@@ -78,19 +83,36 @@ impl System {
             ..SimOptions::default()
         };
         sim.start_with(&csc.parse().context("csc")?, options, self.stop.clone())?;
+        Ok(self.spawn_producer(Arc::new(sim), |config| {
+            config.producer.csc = csc.to_string();
+            config.producer.telemetry_rate_hz = rate_hz;
+        }))
+    }
+
+    /// Starts a producer on `middleware` for this system's ingest;
+    /// `configure` sets its CSC and anything else.
+    pub fn spawn_producer(
+        &mut self,
+        middleware: Arc<dyn Middleware>,
+        configure: impl FnOnce(&mut Config),
+    ) -> Arc<ProducerStats> {
         let mut config = test_config();
-        config.producer.csc = csc.to_string();
         config.producer.ingest = vec![self.ingest_addr.to_string()];
-        config.producer.telemetry_rate_hz = rate_hz;
+        configure(&mut config);
         let stats = Arc::new(ProducerStats::default());
         let (trust, stop, s) = (self.trust.clone(), self.stop.clone(), stats.clone());
         self.tasks.spawn(async move {
-            if let Err(e) = meridian_producer::run(&config, Arc::new(sim), trust, s, stop).await {
+            if let Err(e) = meridian_producer::run(&config, middleware, trust, s, stop).await {
                 tracing::error!("producer failed: {e}");
             }
         });
         self.producers.push(stats.clone());
-        Ok(stats)
+        stats
+    }
+
+    /// A token that stops with this system (for simulators a test starts).
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
     }
 
     /// The WebSocket URL of the native protocol, with the test token.

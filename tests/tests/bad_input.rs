@@ -28,7 +28,9 @@ async fn system() -> (System, Browser) {
 /// A raw QUIC connection to the ingest manager, trusting its certificate.
 async fn raw_connection(system: &System) -> quinn::Connection {
     let mut endpoint = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).unwrap();
-    endpoint.set_default_client_config(meridian_producer::tls::client_config(&system.trust).unwrap());
+    endpoint.set_default_client_config(
+        meridian_producer::tls::client_config(&system.trust, &Default::default()).unwrap(),
+    );
     endpoint
         .connect(system.ingest_addr, "meridian-ingest")
         .unwrap()
@@ -68,6 +70,8 @@ async fn others_keep_receiving(watcher: &mut Browser) {
 fn hello(version: u16) -> ProducerFrame {
     ProducerFrame::Hello(Hello {
         protocol_version: version,
+        producer_id: 7,
+        all_indices: false,
         csc: "Test".into(),
         salindex: 9,
         topics: meridian_sim::interface::Interface::builtin("Test")
@@ -146,6 +150,7 @@ async fn a_sample_of_an_undeclared_topic_is_refused_naming_it() {
         &ProducerFrame::Batch(vec![Sample {
             topic: "noSuchTopic".into(),
             category: meridian_proto::Category::Telemetry,
+            salindex: None,
             seq: 1,
             source_ts: 1.0,
             fields: vec![("x".into(), Value::Int(1))],

@@ -6,14 +6,17 @@
 //! entries after its "last id seen"; history shorter than the configured
 //! retention, or memory and Redis growing without bound; live plots that
 //! freeze until the next poll instead of updating as samples arrive; text
-//! fields mangled (unicode, empty values); and, for Redis, the manager
-//! hanging or crashing when Redis goes away instead of reporting the outage
-//! and carrying on once Redis is back.
+//! fields mangled (unicode, empty values); a sample written twice after a
+//! producer replayed it, or lost because a stale dedup mark never expired;
+//! two managers both believing they hold one lock; state hashes that never
+//! expire or expire too soon; and, for Redis, the manager hanging or crashing
+//! when Redis goes away instead of reporting the outage and carrying on once
+//! Redis is back, or data acknowledged before a Redis crash missing after it.
 
 use anyhow::{ensure, Context};
 use meridian_manager::store::memory::MemoryStore;
 use meridian_manager::store::redis::RedisStore;
-use meridian_manager::store::{Append, Entry, Store, StoreError, StreamEntries, TRIM_SLACK};
+use meridian_manager::store::{Append, Entry, OnceBatch, Store, StoreError, StreamEntries, TRIM_SLACK};
 use meridian_proto::StreamId;
 use meridian_tests::redis_server::RedisServer;
 use std::collections::HashSet;
@@ -112,6 +115,13 @@ conformance!(
     read_times_out_empty_when_nothing_arrives,
     fields_keep_order_and_values,
     concurrent_appenders_keep_every_entry,
+    append_once_writes_each_seq_once,
+    append_once_mark_expires_after_mark_ttl,
+    append_once_refuses_bad_batches_before_writing,
+    concurrent_append_once_writes_one_copy,
+    hash_set_and_get_round_trip_with_ttl,
+    keys_exist_delete_count_and_list_by_prefix,
+    lock_is_held_by_one_holder_until_expiry,
 );
 
 fn append(key: &str, maxlen: usize, n: usize) -> Append {
@@ -513,5 +523,423 @@ async fn redis_connect_to_nothing_is_unavailable() -> anyhow::Result<()> {
         "connect to nothing: {:?}",
         result.map(|s| s.url().to_string())
     );
+    Ok(())
+}
+
+/// A TTL no test outlives.
+const LONG_TTL: Duration = Duration::from_secs(60);
+
+/// A TTL short enough to wait out.
+const SHORT_TTL: Duration = Duration::from_millis(300);
+
+/// How long a key with [`SHORT_TTL`] may take to be gone.
+const EXPIRY_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Polls `check` every 20 ms until it is true, failing after
+/// [`EXPIRY_PATIENCE`]: for expiry, which no event announces.
+async fn eventually<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, StoreError>>,
+{
+    let deadline = Instant::now() + EXPIRY_PATIENCE;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "not within {EXPIRY_PATIENCE:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A batch of `seqs` for `stream` under the mark `dedup_key`, each entry
+/// carrying its seq as the `seq` field.
+fn once(dedup_key: &str, stream: &str, seqs: impl IntoIterator<Item = u64>, mark_ttl: Duration) -> OnceBatch {
+    OnceBatch {
+        dedup_key: dedup_key.to_string(),
+        mark_ttl,
+        entries: seqs
+            .into_iter()
+            .map(|seq| {
+                let fields = vec![("seq".to_string(), seq.to_string())];
+                let key = stream.to_string();
+                (
+                    seq,
+                    Append {
+                        key,
+                        maxlen: 10_000,
+                        fields,
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+fn seqs(entries: &[Entry]) -> Vec<u64> {
+    entries
+        .iter()
+        .filter_map(|e| e.field("seq")?.parse().ok())
+        .collect()
+}
+
+fn pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn sorted_pairs(mut pairs: Vec<(String, String)>) -> Vec<(String, String)> {
+    pairs.sort();
+    pairs
+}
+
+async fn append_once_writes_each_seq_once(b: &Backend) -> anyhow::Result<()> {
+    let store = &*b.store;
+    let (mark, stream) = ("meridian:{p1}:mark", "meridian:{p1}:stream");
+    assert_eq!(store.append_once(&[]).await?, Vec::<usize>::new());
+    assert_eq!(
+        store.append_once(&[once(mark, stream, 1..=10, LONG_TTL)]).await?,
+        [10]
+    );
+    // A replay overlapping what was written: only the new seqs.
+    assert_eq!(
+        store.append_once(&[once(mark, stream, 5..=15, LONG_TTL)]).await?,
+        [5]
+    );
+    // Entirely at or below the mark: nothing.
+    assert_eq!(
+        store.append_once(&[once(mark, stream, 3..=15, LONG_TTL)]).await?,
+        [0]
+    );
+    assert_eq!(
+        seqs(&store.last(stream, 100).await?),
+        (1..=15).collect::<Vec<_>>()
+    );
+
+    // Another mark is independent, even for the same stream.
+    let other = "meridian:{p1}:other-mark";
+    assert_eq!(
+        store.append_once(&[once(other, stream, 1..=3, LONG_TTL)]).await?,
+        [3]
+    );
+
+    // Several batches in one call, in order: the last sees the first's mark.
+    let empty = OnceBatch {
+        entries: Vec::new(),
+        ..once("meridian:{p3}:mark", "meridian:{p3}:stream", [], LONG_TTL)
+    };
+    let got = store
+        .append_once(&[
+            once(mark, stream, 14..=17, LONG_TTL),
+            once("meridian:{p2}:mark", "meridian:{p2}:stream", 1..=2, LONG_TTL),
+            empty,
+            once(mark, stream, 17..=18, LONG_TTL),
+        ])
+        .await?;
+    assert_eq!(got, [2, 2, 0, 1]);
+    let expected: Vec<u64> = (1..=15).chain(1..=3).chain(16..=18).collect();
+    assert_eq!(seqs(&store.last(stream, 100).await?), expected);
+    assert_eq!(seqs(&store.last("meridian:{p2}:stream", 100).await?), [1, 2]);
+    assert!(
+        !store.exists("meridian:{p3}:mark").await?,
+        "an empty batch set a mark"
+    );
+    Ok(())
+}
+
+async fn append_once_mark_expires_after_mark_ttl(b: &Backend) -> anyhow::Result<()> {
+    let store = &*b.store;
+    let (mark, stream) = ("meridian:{p1}:mark", "meridian:{p1}:stream");
+    assert_eq!(
+        store.append_once(&[once(mark, stream, 1..=3, SHORT_TTL)]).await?,
+        [3]
+    );
+    // (It may be gone already on a busy machine.)
+    if let Some(left) = store.ttl(mark).await? {
+        assert!(left <= SHORT_TTL, "mark TTL {left:?} above {SHORT_TTL:?}");
+    }
+    eventually("the mark expires", || async { Ok(!store.exists(mark).await?) }).await?;
+
+    // With the mark gone, the same seqs are new again.
+    assert_eq!(
+        store.append_once(&[once(mark, stream, 1..=3, LONG_TTL)]).await?,
+        [3]
+    );
+    assert_eq!(seqs(&store.last(stream, 100).await?), [1, 2, 3, 1, 2, 3]);
+
+    // A replay of duplicates only still refreshes the mark's TTL.
+    let longer = LONG_TTL * 10;
+    assert_eq!(
+        store.append_once(&[once(mark, stream, 1..=3, longer)]).await?,
+        [0]
+    );
+    let left = store.ttl(mark).await?.context("the mark lost its TTL")?;
+    assert!(
+        left > LONG_TTL && left <= longer,
+        "mark TTL {left:?} not refreshed to {longer:?}"
+    );
+    Ok(())
+}
+
+async fn append_once_refuses_bad_batches_before_writing(b: &Backend) -> anyhow::Result<()> {
+    let store = &*b.store;
+    let (mark, stream) = ("meridian:{p1}:mark", "meridian:{p1}:stream");
+    let mut fieldless = once(mark, stream, 1..=2, LONG_TTL);
+    fieldless.entries[1].1.fields.clear();
+    let zero_ttl = once(mark, stream, 1..=2, Duration::ZERO);
+    for bad in [fieldless, zero_ttl] {
+        let result = store
+            .append_once(&[once("meridian:{p2}:mark", "meridian:{p2}:s", [1], LONG_TTL), bad])
+            .await;
+        assert!(matches!(result, Err(StoreError::Refused(_))), "got {result:?}");
+    }
+    assert_eq!(store.key_count().await?, 0, "a refused call stored something");
+
+    // A stream key of another type: refused, and nothing of the batch written.
+    let hash = "meridian:{p1}:a-hash";
+    store.hash_set(hash, &pairs(&[("f", "v")]), None).await?;
+    let mut mixed = once(mark, stream, 1..=3, LONG_TTL);
+    mixed.entries[2].1.key = hash.to_string();
+    let result = store.append_once(&[mixed]).await;
+    assert!(matches!(result, Err(StoreError::Refused(_))), "got {result:?}");
+    assert!(!store.exists(stream).await?, "a refused batch wrote entries");
+    assert!(!store.exists(mark).await?, "a refused batch set its mark");
+
+    // Keys of another type are refused by the other calls too.
+    assert_eq!(
+        store.append_once(&[once(mark, stream, [1], LONG_TTL)]).await?,
+        [1]
+    );
+    let refused = [
+        store.hash_get(stream).await.map(|_| ()),
+        store
+            .hash_set(stream, &pairs(&[("f", "v")]), Some(LONG_TTL))
+            .await,
+        store.lock(hash, "a", LONG_TTL).await.map(|_| ()),
+        store.unlock(hash, "a").await.map(|_| ()),
+        store.len(hash).await.map(|_| ()),
+        store
+            .append_once(&[once(hash, stream, [2], LONG_TTL)])
+            .await
+            .map(|_| ()),
+    ];
+    for (i, result) in refused.into_iter().enumerate() {
+        assert!(
+            matches!(result, Err(StoreError::Refused(_))),
+            "call {i}: {result:?}"
+        );
+    }
+    assert_eq!(
+        store.ttl(stream).await?,
+        None,
+        "a refused hash_set changed the TTL"
+    );
+    assert_eq!(seqs(&store.last(stream, 10).await?), [1]);
+    Ok(())
+}
+
+async fn concurrent_append_once_writes_one_copy(b: &Backend) -> anyhow::Result<()> {
+    let (mark, stream) = ("meridian:{p1}:mark", "meridian:{p1}:stream");
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let store = Arc::clone(&b.store);
+        tasks.push(tokio::spawn(async move {
+            let mut written = 0;
+            for first in (1..=200).step_by(5) {
+                // Two batches per call, the second overlapping the first.
+                let batches = [
+                    once(mark, stream, first..first + 5, LONG_TTL),
+                    once(mark, stream, first + 2..first + 7, LONG_TTL),
+                ];
+                written += store.append_once(&batches).await?.iter().sum::<usize>();
+            }
+            anyhow::Ok(written)
+        }));
+    }
+    let mut written = 0;
+    for task in tasks {
+        written += tokio::time::timeout(PATIENCE, task).await???;
+    }
+    assert_eq!(written, 202, "entries reported written by both tasks");
+    let stored = b.store.last(stream, 1000).await?;
+    assert_eq!(seqs(&stored), (1..=202).collect::<Vec<_>>());
+    Ok(())
+}
+
+async fn hash_set_and_get_round_trip_with_ttl(b: &Backend) -> anyhow::Result<()> {
+    let store = &*b.store;
+    let key = "meridian:{Script}:state:1";
+    assert_eq!(store.hash_get(key).await?, []);
+    assert_eq!(store.ttl(key).await?, None);
+
+    store
+        .hash_set(key, &pairs(&[("a", "1"), ("b", "")]), None)
+        .await?;
+    store
+        .hash_set(key, &pairs(&[("a", "2"), ("名前", "望遠鏡 🔭")]), None)
+        .await?;
+    let expected = pairs(&[("a", "2"), ("b", ""), ("名前", "望遠鏡 🔭")]);
+    assert_eq!(sorted_pairs(store.hash_get(key).await?), expected);
+    assert_eq!(store.ttl(key).await?, None);
+
+    // A TTL, changed alone (no fields), then removed by a set without one.
+    store.hash_set(key, &[], Some(LONG_TTL)).await?;
+    let left = store.ttl(key).await?.context("no TTL after hash_set with one")?;
+    assert!(left <= LONG_TTL && left > LONG_TTL / 2, "TTL {left:?}");
+    store.hash_set(key, &pairs(&[("c", "3")]), None).await?;
+    assert_eq!(store.ttl(key).await?, None, "hash_set with None kept the TTL");
+    assert_eq!(store.hash_get(key).await?.len(), 4);
+
+    // Fields and a short TTL at once: the hash disappears.
+    let short = "meridian:{Script}:state:2";
+    store
+        .hash_set(short, &pairs(&[("x", "y")]), Some(SHORT_TTL))
+        .await?;
+    if let Some(left) = store.ttl(short).await? {
+        assert!(left <= SHORT_TTL, "TTL {left:?} above {SHORT_TTL:?}");
+    }
+    eventually("the hash expires", || async { Ok(!store.exists(short).await?) }).await?;
+    assert_eq!(store.hash_get(short).await?, []);
+    assert_eq!(store.ttl(short).await?, None);
+
+    // No fields and no key: nothing is created.
+    store.hash_set(short, &[], Some(LONG_TTL)).await?;
+    assert!(!store.exists(short).await?);
+    Ok(())
+}
+
+async fn keys_exist_delete_count_and_list_by_prefix(b: &Backend) -> anyhow::Result<()> {
+    let store = &*b.store;
+    assert_eq!(store.key_count().await?, 0);
+    let literal = [
+        "meridian:{Script}:state:1",
+        "meridian:{Script}:state:2",
+        "meridian:*star:1",
+        "meridian:xstar:1",
+        "meridian:[ab]:1",
+        "meridian:a:1",
+        "meridian:?:1",
+        "meridian:back\\slash:1",
+        "meridian:backXslash:1",
+    ];
+    for key in literal {
+        store.hash_set(key, &pairs(&[("f", "v")]), None).await?;
+    }
+    // Enough keys that listing takes several SCAN steps.
+    const BULK: usize = 1500;
+    for n in 0..BULK {
+        store
+            .hash_set(&format!("meridian:bulk:{n}"), &pairs(&[("n", "1")]), None)
+            .await?;
+    }
+    fill(store, "meridian:{Script}:events", 3).await?;
+    assert!(store.lock("meridian:{Script}:lock", "me", LONG_TTL).await?);
+    let total = literal.len() + BULK + 2;
+    assert_eq!(store.key_count().await?, total);
+
+    let list = |prefix: &'static str, limit: usize| async move {
+        let mut keys = store.keys_with_prefix(prefix, limit).await?;
+        keys.sort();
+        anyhow::Ok(keys)
+    };
+    assert_eq!(
+        list("meridian:{Script}:state:", 100).await?,
+        ["meridian:{Script}:state:1", "meridian:{Script}:state:2"]
+    );
+    assert_eq!(list("meridian:*star:", 100).await?, ["meridian:*star:1"]);
+    assert_eq!(list("meridian:[ab]:", 100).await?, ["meridian:[ab]:1"]);
+    assert_eq!(list("meridian:?:", 100).await?, ["meridian:?:1"]);
+    assert_eq!(list("meridian:back\\", 100).await?, ["meridian:back\\slash:1"]);
+    assert_eq!(list("meridian:bulk:", 10_000).await?.len(), BULK);
+    assert_eq!(list("meridian:bulk:", 1_100).await?.len(), 1_100);
+    assert_eq!(list("meridian:", 10_000).await?.len(), total);
+    assert_eq!(list("meridian:", 0).await?, Vec::<String>::new());
+    assert_eq!(list("nothing:", 100).await?, Vec::<String>::new());
+
+    assert!(store.exists("meridian:{Script}:state:1").await?);
+    assert!(store.exists("meridian:{Script}:events").await?);
+    assert!(store.exists("meridian:{Script}:lock").await?);
+    assert!(!store.exists("meridian:missing").await?);
+    let doomed = [
+        "meridian:{Script}:state:1",
+        "meridian:{Script}:events",
+        "meridian:missing",
+    ];
+    let doomed: Vec<String> = doomed.iter().map(|k| k.to_string()).collect();
+    assert_eq!(store.delete(&doomed).await?, 2);
+    assert_eq!(store.delete(&doomed).await?, 0);
+    assert_eq!(store.delete(&[]).await?, 0);
+    assert!(!store.exists("meridian:{Script}:state:1").await?);
+    assert_eq!(store.len("meridian:{Script}:events").await?, 0);
+    assert_eq!(store.key_count().await?, total - 2);
+    Ok(())
+}
+
+async fn lock_is_held_by_one_holder_until_expiry(b: &Backend) -> anyhow::Result<()> {
+    let store = &*b.store;
+    let name = "meridian:{Script}:lock";
+    assert!(store.lock(name, "a", LONG_TTL).await?, "a free lock was refused");
+    assert!(!store.lock(name, "b", LONG_TTL).await?, "b took a's lock");
+    // Renewal sets the holder's new TTL.
+    assert!(store.lock(name, "a", LONG_TTL * 2).await?, "a could not renew");
+    let left = store.ttl(name).await?.context("a lock without TTL")?;
+    assert!(left > LONG_TTL && left <= LONG_TTL * 2, "renewed TTL {left:?}");
+    assert!(!store.unlock(name, "b").await?, "b released a's lock");
+    assert!(!store.lock(name, "b", LONG_TTL).await?, "b took a's lock");
+    assert!(store.unlock(name, "a").await?, "a could not release its lock");
+    assert!(!store.unlock(name, "a").await?, "a released a free lock");
+    assert!(!store.exists(name).await?);
+
+    // Expiry frees it for the next holder.
+    assert!(
+        store.lock(name, "b", SHORT_TTL).await?,
+        "a released lock was refused"
+    );
+    eventually("a takes b's expired lock", || store.lock(name, "a", LONG_TTL)).await?;
+    assert!(!store.unlock(name, "b").await?, "b released a's lock");
+    assert!(store.unlock(name, "a").await?);
+
+    let refused = store.lock(name, "a", Duration::ZERO).await;
+    assert!(
+        matches!(refused, Err(StoreError::Refused(_))),
+        "zero TTL: {refused:?}"
+    );
+    Ok(())
+}
+
+/// With `--appendonly yes --appendfsync always`, what Redis acknowledged
+/// before a kill is there after the restart: entries, dedup marks (so a
+/// replay after the restart is still written once), hashes and locks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_persistent_data_survives_restart() -> anyhow::Result<()> {
+    let mut server = RedisServer::start_persistent()?;
+    let store = RedisStore::connect(&server.url()).await?;
+    let (mark, stream) = ("meridian:{p1}:mark", "meridian:{p1}:stream");
+    let state = "meridian:{Script}:state:1";
+    assert_eq!(
+        store.append_once(&[once(mark, stream, 1..=5, LONG_TTL)]).await?,
+        [5]
+    );
+    store.hash_set(state, &pairs(&[("a", "1")]), None).await?;
+    assert!(store.lock("meridian:{Script}:lock", "a", LONG_TTL).await?);
+
+    server.stop();
+    server.restart()?;
+    let stored = until_ok("read after restart", || store.last(stream, 100)).await?;
+    assert_eq!(seqs(&stored), [1, 2, 3, 4, 5]);
+    // Also the first script call after the restart: Redis forgot the script.
+    assert_eq!(
+        store.append_once(&[once(mark, stream, 3..=7, LONG_TTL)]).await?,
+        [2]
+    );
+    assert_eq!(seqs(&store.last(stream, 100).await?), [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(store.hash_get(state).await?, pairs(&[("a", "1")]));
+    assert!(!store.lock("meridian:{Script}:lock", "b", LONG_TTL).await?);
+    assert!(store.ttl(mark).await?.is_some(), "the mark lost its TTL");
     Ok(())
 }

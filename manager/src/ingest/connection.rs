@@ -1,10 +1,11 @@
 //! One producer connection: the handshake, then batches on each stream.
 
 use super::close_code;
-use super::writer::Writer;
-use crate::store::Append;
+use super::writer::{HashUpdate, Write, Writer};
+use crate::store::{Append, OnceBatch};
 use meridian_proto::{
-    encode_frame, unix_now, Category, CscId, DecodeError, FrameBuffer, IngestFrame, ProducerFrame, TopicId,
+    encode_frame, unix_now, Category, CscId, DecodeError, FrameBuffer, IngestFrame, ProducerFrame, Sample,
+    TopicId,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,12 +29,138 @@ pub struct Context {
     pub writer: Writer,
     pub telemetry_maxlen: usize,
     pub event_maxlen: usize,
+    /// Producers must present a client certificate valid for their CSC's name.
+    pub check_identity: bool,
+    /// How long a finished instance's state hash (a Script's) is kept.
+    pub instance_ttl: Duration,
+    /// How long exactly-once marks outlive their last write.
+    pub dedup_ttl: Duration,
 }
 
-/// Where each declared topic of this producer is stored.
+/// What this producer declared, and where its samples go.
 struct Session {
     csc: CscId,
+    producer_id: u64,
+    all_indices: bool,
+    /// Declared topics: (category, name) → (stream key for this instance, retention).
     keys: HashMap<(Category, String), (String, usize)>,
+}
+
+/// Script states after which a Script runs no more (DONE, STOPPED, FAILED,
+/// CONFIGURE_FAILED in the observatory's ScriptState enumeration).
+const FINAL_SCRIPT_STATES: &[i64] = &[8, 9, 10, 11];
+
+impl Session {
+    /// The instance a sample comes from.
+    fn instance(&self, sample: &Sample) -> CscId {
+        match (self.all_indices, sample.salindex) {
+            (true, Some(index)) => CscId {
+                csc: self.csc.csc.clone(),
+                salindex: index,
+            },
+            _ => self.csc.clone(),
+        }
+    }
+
+    /// What a batch of samples writes: telemetry appended, events once per
+    /// sequence number, and instance state of aggregated CSCs.
+    fn write_for(&self, samples: Vec<Sample>, ctx: &Context) -> Result<Write, Fault> {
+        let ingest_ts = unix_now(SystemTime::now()).to_string();
+        let mut write = Write::default();
+        let mut events = Vec::new();
+        for sample in samples {
+            let Some((key, maxlen)) = self.keys.get(&(sample.category, sample.topic.clone())) else {
+                return Err(Fault::Protocol(format!(
+                    "sample seq {}: {} topic {:?} was not declared in the hello",
+                    sample.seq, sample.category, sample.topic
+                )));
+            };
+            let instance = self.instance(&sample);
+            let mut fields = vec![
+                ("seq".to_string(), sample.seq.to_string()),
+                ("src".to_string(), sample.source_ts.to_string()),
+                ("ing".to_string(), ingest_ts.clone()),
+            ];
+            if instance.is_aggregated() {
+                fields.push(("salindex".to_string(), instance.salindex.to_string()));
+                if sample.category == Category::Event && sample.topic == "state" {
+                    write
+                        .hashes
+                        .push(instance_state(&instance, &sample, &ingest_ts, ctx.instance_ttl));
+                }
+            }
+            fields.push((
+                "f".to_string(),
+                meridian_proto::value::fields_to_json(&sample.fields),
+            ));
+            let append = Append {
+                key: key.clone(),
+                maxlen: *maxlen,
+                fields,
+            };
+            match sample.category {
+                Category::Telemetry => write.appends.push(append),
+                Category::Event => events.push((sample.seq, append)),
+            }
+        }
+        if !events.is_empty() {
+            write.once = Some(OnceBatch {
+                dedup_key: self.csc.dedup_key(self.producer_id, "events"),
+                mark_ttl: ctx.dedup_ttl,
+                entries: events,
+            });
+        }
+        Ok(write)
+    }
+}
+
+/// The state hash of a Script after its `state` event: its state, and a TTL
+/// once it has ended, so a night of Scripts leaves no keys behind.
+fn instance_state(instance: &CscId, sample: &Sample, ingest_ts: &str, ttl: Duration) -> HashUpdate {
+    let state = sample
+        .fields
+        .iter()
+        .find(|(k, _)| k == "state")
+        .and_then(|(_, v)| match v {
+            meridian_proto::Value::Int(i) => Some(*i),
+            _ => None,
+        });
+    let mut fields = vec![("updated".to_string(), ingest_ts.to_string())];
+    if let Some(state) = state {
+        fields.push(("state".to_string(), state.to_string()));
+    }
+    let ended = state.is_some_and(|s| FINAL_SCRIPT_STATES.contains(&s));
+    HashUpdate {
+        key: instance.instance_key(),
+        fields,
+        ttl: ended.then_some(ttl),
+    }
+}
+
+/// Checks that the producer's client certificate names the CSC it claims.
+fn check_identity(conn: &quinn::Connection, csc: &CscId) -> Result<(), Fault> {
+    let certs = conn
+        .peer_identity()
+        .and_then(|id| {
+            id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .ok_or_else(|| {
+            Fault::Refused("no client certificate: this ingest requires one (tls.ca is set)".into())
+        })?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| Fault::Refused("empty client certificate chain".into()))?;
+    let cert = webpki::EndEntityCert::try_from(leaf)
+        .map_err(|e| Fault::Refused(format!("client certificate unreadable: {e}")))?;
+    let name = rustls::pki_types::ServerName::try_from(csc.csc.to_string())
+        .map_err(|e| Fault::Refused(format!("CSC name {} is not a DNS name: {e}", csc.csc)))?;
+    cert.verify_is_valid_for_subject_name(&name).map_err(|_| {
+        Fault::Refused(format!(
+            "the client certificate is not valid for CSC {}: a producer may only serve the CSC its certificate names",
+            csc.csc
+        ))
+    })
 }
 
 /// Why a connection is being closed.
@@ -107,7 +234,23 @@ async fn serve_connection(
         }
         None => return Err(Fault::Lost("stream closed before the hello".into())),
     };
-    let session = match hello.validate() {
+    let validated = hello
+        .validate()
+        .map_err(|e| Fault::Refused(e.to_string()))
+        .and_then(|csc| {
+            if ctx.check_identity {
+                check_identity(conn, &csc)?;
+            }
+            if hello.all_indices && !csc.is_aggregated() {
+                return Err(Fault::Refused(format!(
+                    "hello.all_indices: CSC {} is not one whose instances share streams ({:?})",
+                    csc.csc,
+                    meridian_proto::AGGREGATED_CSCS
+                )));
+            }
+            Ok(csc)
+        });
+    let session = match validated {
         Ok(csc) => {
             let mut keys = HashMap::new();
             for t in &hello.topics {
@@ -119,10 +262,17 @@ async fn serve_connection(
                 };
                 keys.insert((t.category, t.name.clone()), (id.stream_key(), maxlen));
             }
-            Arc::new(Session { csc, keys })
+            Arc::new(Session {
+                csc,
+                producer_id: hello.producer_id,
+                all_indices: hello.all_indices,
+                keys,
+            })
         }
-        Err(e) => {
-            let reason = e.to_string();
+        Err(fault) => {
+            let reason = match &fault {
+                Fault::Refused(r) | Fault::Protocol(r) | Fault::Lost(r) => r.clone(),
+            };
             if write_frame(
                 &mut send,
                 &IngestFrame::Refused {
@@ -207,29 +357,10 @@ async fn serve_stream(
             let Some(up_to_seq) = samples.last().map(|s| s.seq) else {
                 continue;
             };
-            let ingest_ts = unix_now(SystemTime::now()).to_string();
-            let mut appends = Vec::with_capacity(samples.len());
-            for sample in samples {
-                let Some((key, maxlen)) = session.keys.get(&(sample.category, sample.topic.clone())) else {
-                    return Err(Fault::Protocol(format!(
-                        "sample seq {}: {} topic {:?} was not declared in the hello",
-                        sample.seq, sample.category, sample.topic
-                    )));
-                };
-                appends.push(Append {
-                    key: key.clone(),
-                    maxlen: *maxlen,
-                    fields: vec![
-                        ("seq".into(), sample.seq.to_string()),
-                        ("src".into(), sample.source_ts.to_string()),
-                        ("ing".into(), ingest_ts.clone()),
-                        ("f".into(), meridian_proto::value::fields_to_json(&sample.fields)),
-                    ],
-                });
-            }
+            let write = session.write_for(samples, ctx)?;
             let stored = ctx
                 .writer
-                .submit(appends)
+                .submit(write)
                 .await
                 .map_err(|e| Fault::Lost(e.to_string()))?;
             if replies.send(Reply::Stored { up_to_seq, stored }).await.is_err() {

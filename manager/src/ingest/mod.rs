@@ -14,6 +14,7 @@
 //! the producer sees; the endpoint keeps serving everyone else.
 
 mod connection;
+pub mod sweeper;
 pub mod writer;
 
 use crate::store::Store;
@@ -61,7 +62,8 @@ impl Ingest {
     /// Binds `ingest.listen` (port 0 picks a free port) with `identity`.
     pub fn bind(config: &Config, store: Arc<dyn Store>, identity: Identity) -> Result<Ingest, IngestError> {
         let addr = config.ingest.listen;
-        let mut server = tls::server_config(identity)?;
+        let client_roots = tls::client_roots(&config.tls)?;
+        let mut server = tls::server_config(identity, client_roots)?;
         let mut transport = quinn::TransportConfig::default();
         transport.max_concurrent_bidi_streams(8u32.into());
         transport.max_concurrent_uni_streams(0u32.into());
@@ -86,11 +88,20 @@ impl Ingest {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), IngestError> {
         let tasks = TaskTracker::new();
         let writer = writer::Writer::start(self.store.clone(), &self.config.ingest, &tasks);
+        let ingest = &self.config.ingest;
         let ctx = Arc::new(connection::Context {
             writer,
             telemetry_maxlen: self.config.store.telemetry_maxlen,
             event_maxlen: self.config.store.event_maxlen,
+            check_identity: self.config.tls.ca.is_some(),
+            instance_ttl: std::time::Duration::from_secs(ingest.script_ttl_s),
+            dedup_ttl: std::time::Duration::from_secs(ingest.dedup_ttl_s),
         });
+        tasks.spawn(sweeper::run(
+            self.store.clone(),
+            sweeper::SweepConfig::from(ingest),
+            shutdown.clone(),
+        ));
         let limit = Arc::new(tokio::sync::Semaphore::new(self.config.ingest.max_producers));
         tracing::info!(addr = %self.local_addr(), "ingest listening (QUIC)");
         let connections = CancellationToken::new();

@@ -3,12 +3,19 @@
 //! `ingest.batch_max` entries, waiting at most `ingest.batch_delay_ms` to
 //! fill one, and tells each batch's stream when it is stored.
 //!
+//! Telemetry is appended as is; events are appended exactly once per
+//! producer sequence number ([`Store::append_once`]), so a replay after a
+//! lost acknowledgement is not written twice; per-instance state hashes of
+//! aggregated CSCs (Scripts) are updated after their events.
+//!
 //! Queue bound: [`QUEUE_BATCHES`] batches. When full (the store is slow or
 //! down), stream readers wait in `submit`, stop reading their QUIC streams,
 //! and flow control makes producers wait: the producer pays, with its own
-//! bounded spool, and no memory grows here.
+//! bounded spool, and no memory grows here. A write that fails because the
+//! store is unavailable is retried with backoff until it succeeds: nothing
+//! is acknowledged before it is stored.
 
-use crate::store::{Append, Store, StoreError};
+use crate::store::{Append, OnceBatch, Store, StoreError};
 use meridian_config::IngestConfig;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,8 +28,33 @@ pub const QUEUE_BATCHES: usize = 256;
 /// Longest wait between retries of a failed store write.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
 
+/// A hash to set after the batch's entries are stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HashUpdate {
+    pub key: String,
+    pub fields: Vec<(String, String)>,
+    pub ttl: Option<Duration>,
+}
+
+/// What one batch of one producer stream writes.
+#[derive(Debug, Default)]
+pub struct Write {
+    /// Telemetry entries, appended as they are.
+    pub appends: Vec<Append>,
+    /// Events, appended once per sequence number.
+    pub once: Option<OnceBatch>,
+    /// State hashes updated after the entries.
+    pub hashes: Vec<HashUpdate>,
+}
+
+impl Write {
+    fn entries(&self) -> usize {
+        self.appends.len() + self.once.as_ref().map_or(0, |o| o.entries.len())
+    }
+}
+
 struct Request {
-    appends: Vec<Append>,
+    write: Write,
     stored: oneshot::Sender<Result<(), String>>,
 }
 
@@ -48,15 +80,12 @@ impl Writer {
         Writer { tx }
     }
 
-    /// Queues `appends`; the returned receiver resolves once they are stored
-    /// (or with the store's reason if it refused them). Waits while the queue is full.
-    pub async fn submit(
-        &self,
-        appends: Vec<Append>,
-    ) -> Result<oneshot::Receiver<Result<(), String>>, WriterStopped> {
+    /// Queues `write`; the returned receiver resolves once it is stored
+    /// (or with the store's reason if it refused it). Waits while the queue is full.
+    pub async fn submit(&self, write: Write) -> Result<oneshot::Receiver<Result<(), String>>, WriterStopped> {
         let (stored, rx) = oneshot::channel();
         self.tx
-            .send(Request { appends, stored })
+            .send(Request { write, stored })
             .await
             .map_err(|_| WriterStopped)?;
         Ok(rx)
@@ -65,9 +94,8 @@ impl Writer {
 
 async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Request>, batch_max: usize, delay: Duration) {
     let mut pending: Vec<Request> = Vec::new();
-    let mut appends: Vec<Append> = Vec::with_capacity(batch_max);
     while let Some(first) = rx.recv().await {
-        let mut count = first.appends.len();
+        let mut count = first.write.entries();
         pending.push(first);
         let deadline = tokio::time::Instant::now() + delay;
         while count < batch_max {
@@ -77,44 +105,70 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Request>, batch_max: 
                 Err(_) => tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten(),
             };
             let Some(next) = next else { break };
-            count += next.appends.len();
+            count += next.write.entries();
             pending.push(next);
         }
+        let mut appends = Vec::with_capacity(count);
+        let mut once = Vec::new();
+        let mut hashes = Vec::new();
         for request in &mut pending {
-            appends.append(&mut request.appends);
+            appends.append(&mut request.write.appends);
+            once.extend(request.write.once.take());
+            hashes.append(&mut request.write.hashes);
         }
-        let outcome = write_until_stored(store.as_ref(), &appends).await;
-        appends.clear();
+        let (a, o) = tokio::join!(
+            async {
+                match appends.is_empty() {
+                    true => Ok(()),
+                    false => until_stored("append", || store.append(&appends)).await,
+                }
+            },
+            async {
+                match once.is_empty() {
+                    true => Ok(()),
+                    false => until_stored("append_once", || store.append_once(&once)).await,
+                }
+            },
+        );
+        let mut outcome = a.and(o);
+        if outcome.is_ok() {
+            for h in &hashes {
+                if let Err(e) = until_stored("hash_set", || store.hash_set(&h.key, &h.fields, h.ttl)).await {
+                    outcome = Err(e);
+                }
+            }
+        }
         for request in pending.drain(..) {
             let _ = request.stored.send(outcome.clone());
         }
     }
 }
 
-/// Writes `appends`, retrying with backoff while the store is unavailable.
+/// Runs a store write, retrying with backoff while the store is unavailable.
 /// A refused write (a bug or misconfiguration, e.g. a key of another type)
 /// is not retried: its streams get the reason and are not acknowledged.
-async fn write_until_stored(store: &dyn Store, appends: &[Append]) -> Result<(), String> {
+async fn until_stored<T, F, Fut>(what: &str, mut write: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
     let mut delay = Duration::from_millis(50);
     let mut failing = false;
     loop {
-        match store.append(appends).await {
+        match write().await {
             Ok(_) => {
                 if failing {
-                    tracing::warn!(
-                        entries = appends.len(),
-                        "store writes resumed; nothing acknowledged was lost"
-                    );
+                    tracing::warn!(what, "store writes resumed; nothing acknowledged was lost");
                 }
                 return Ok(());
             }
             Err(StoreError::Refused(reason)) => {
-                tracing::error!(entries = appends.len(), %reason, "store refused a batch; not acknowledged");
+                tracing::error!(what, %reason, "store refused a batch; not acknowledged");
                 return Err(format!("store refused the batch: {reason}"));
             }
             Err(e) => {
                 if !failing {
-                    tracing::warn!(error = %e, "store write failed; retrying and holding producers back");
+                    tracing::warn!(what, error = %e, "store write failed; retrying and holding producers back");
                     failing = true;
                 }
                 tokio::time::sleep(delay).await;

@@ -12,7 +12,16 @@
 //! - retention is approximate like `MAXLEN ~`: at least `maxlen` newest
 //!   entries are kept, and a stream never holds more than `maxlen` plus one
 //!   trimming unit ([`TRIM_SLACK`]);
-//! - reads return entries strictly after the given id, oldest first.
+//! - reads return entries strictly after the given id, oldest first;
+//! - every key holds one type (a stream, a hash, or a string: dedup marks and
+//!   locks); using it as another type is `Refused`, like Redis's `WRONGTYPE`,
+//!   and the calls that check types (`append_once`, `hash_set`) write nothing then;
+//! - a key may expire; an expired key is absent to every call (Redis's
+//!   `DBSIZE`, behind [`Store::key_count`], may still count it for up to about a
+//!   second, until Redis reclaims it);
+//! - times to live are set in whole milliseconds, rounded up, at most
+//!   [`memory::MAX_TTL`]; a zero TTL is `Refused` (it would expire the key as
+//!   it is written).
 
 pub mod memory;
 pub mod redis;
@@ -105,6 +114,67 @@ pub trait Store: Send + Sync + 'static {
     /// A reader that may block waiting for new entries. On Redis each reader
     /// owns a connection, since `XREAD BLOCK` holds the connection it runs on.
     async fn reader(&self) -> Result<Box<dyn StreamReader>, StoreError>;
+
+    /// Appends each batch atomically and exactly once: within a batch, an
+    /// entry whose `seq` is not above the batch's high-water mark (the
+    /// highest seq already written under `dedup_key`) is skipped, the rest
+    /// are appended in order, and the mark moves to the highest seq written
+    /// — all in one atomic step (a Lua script on Redis), so a replay after a
+    /// lost acknowledgement, or through another ingest manager, is written
+    /// once. The mark expires `mark_ttl` after its last update. Returns, per
+    /// batch, how many entries were appended (the others were duplicates).
+    async fn append_once(&self, batches: &[OnceBatch]) -> Result<Vec<usize>, StoreError>;
+
+    /// Sets fields of the hash `key` (creating it), and its time to live:
+    /// `Some(ttl)` expires it `ttl` from now, `None` keeps it until deleted
+    /// (and removes a TTL set before).
+    async fn hash_set(
+        &self,
+        key: &str,
+        fields: &[(String, String)],
+        ttl: Option<Duration>,
+    ) -> Result<(), StoreError>;
+
+    /// Every field of the hash `key`; empty if it does not exist (or expired).
+    async fn hash_get(&self, key: &str) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Remaining time to live of `key`: `Ok(None)` if it exists with no TTL
+    /// or does not exist (see [`Store::exists`]).
+    async fn ttl(&self, key: &str) -> Result<Option<Duration>, StoreError>;
+
+    /// Whether `key` exists (of any type, not expired).
+    async fn exists(&self, key: &str) -> Result<bool, StoreError>;
+
+    /// Deletes keys; returns how many existed.
+    async fn delete(&self, keys: &[String]) -> Result<usize, StoreError>;
+
+    /// Keys starting with `prefix` (SCAN MATCH on Redis: never KEYS), at
+    /// most `limit`. For sweepers and tests, not for hot paths.
+    async fn keys_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError>;
+
+    /// Number of keys in the store (DBSIZE), expired keys excluded.
+    async fn key_count(&self) -> Result<usize, StoreError>;
+
+    /// Takes or renews the lock `name` for `holder` for `ttl`: true if
+    /// `holder` holds it afterwards (it was free, expired, or already
+    /// `holder`'s), false if someone else holds it. Atomic (SET NX PX, or a
+    /// script that renews only the holder's own lock).
+    async fn lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError>;
+
+    /// Releases `name` if `holder` holds it (atomically); true if it did.
+    async fn unlock(&self, name: &str, holder: &str) -> Result<bool, StoreError>;
+}
+
+/// Entries of one producer stream to append exactly once (see [`Store::append_once`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnceBatch {
+    /// Where the high-water mark of this producer stream lives; shares the
+    /// entries' hash tag so a Redis Cluster keeps them on one shard.
+    pub dedup_key: String,
+    /// How long the mark outlives its last update.
+    pub mark_ttl: Duration,
+    /// Entries with their sequence numbers, in increasing `seq` order.
+    pub entries: Vec<(u64, Append)>,
 }
 
 /// Reads new entries of many streams at once, waiting for them.

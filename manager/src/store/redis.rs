@@ -2,7 +2,10 @@
 //!
 //! Commands: `XADD key MAXLEN ~ n * field value ...` (pipelined per batch),
 //! `XREVRANGE`, `XRANGE` with an exclusive `(` start (Redis >= 6.2), `XLEN`,
-//! and `XREAD COUNT c BLOCK ms STREAMS ...` on a reader's own connection.
+//! and `XREAD COUNT c BLOCK ms STREAMS ...` on a reader's own connection;
+//! `HGETALL`, `PTTL`, `EXISTS`, `DEL`, `SCAN MATCH` and `DBSIZE`. What must
+//! be atomic is a Lua script run with `EVALSHA` (`APPEND_ONCE`,
+//! `HASH_SET`, `LOCK`, `UNLOCK`; each documents its `KEYS`/`ARGV`).
 //!
 //! Short commands share one [`ConnectionManager`], which reconnects in the
 //! background after a connection breaks (e.g. Redis restarted): the call that
@@ -14,12 +17,13 @@
 //! Replies are parsed by hand from [`redis::Value`], accepting both RESP2
 //! and RESP3 shapes, and never panic on an odd reply.
 
-use super::memory::check_batch;
-use super::{Append, Entry, Store, StoreError, StreamEntries, StreamReader};
+use super::memory::{check_batch, check_once_batches, ttl_millis};
+use super::{Append, Entry, OnceBatch, Store, StoreError, StreamEntries, StreamReader};
 use async_trait::async_trait;
 use meridian_proto::StreamId;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError, ServerErrorKind, Value};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// How long establishing one TCP connection to Redis may take: Redis on the
@@ -43,6 +47,11 @@ const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
 /// declares its connection broken (a silent network partition would
 /// otherwise hang the reader forever).
 const READ_REPLY_GRACE: Duration = Duration::from_secs(5);
+
+/// How many keys one `SCAN` step looks at: large enough that listing a
+/// database of a few hundred thousand keys takes few round trips, small
+/// enough that each step blocks Redis for well under a millisecond.
+const SCAN_COUNT: usize = 1000;
 
 /// A [`super::Store`] on Redis streams.
 #[derive(Clone)]
@@ -82,6 +91,73 @@ impl RedisStore {
     /// The URL this store connects to, for diagnostics.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Runs `calls` of `script` in one pipelined round trip and returns the
+    /// replies in order; loads the script first if Redis does not know it.
+    async fn run_script(&self, script: &LuaScript, calls: &[ScriptCall]) -> Result<Vec<Value>, StoreError> {
+        let sha = match script.sha.get() {
+            Some(sha) => sha.clone(),
+            None => self.load_script(script).await?,
+        };
+        let replies = match self.send_script(&sha, calls).await {
+            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                let sha = self.load_script(script).await?;
+                self.send_script(&sha, calls).await
+            }
+            other => other,
+        }
+        .map_err(store_error)?;
+        if replies.len() != calls.len() {
+            return Err(StoreError::Protocol(format!(
+                "{} replies to a pipeline of {} calls of the {} script",
+                replies.len(),
+                calls.len(),
+                script.name
+            )));
+        }
+        Ok(replies)
+    }
+
+    async fn send_script(&self, sha: &str, calls: &[ScriptCall]) -> Result<Vec<Value>, RedisError> {
+        let mut pipe = redis::pipe();
+        for call in calls {
+            pipe.cmd("EVALSHA")
+                .arg(sha)
+                .arg(call.keys.len())
+                .arg(&call.keys)
+                .arg(&call.args);
+        }
+        pipe.query_async(&mut self.commands.clone()).await
+    }
+
+    /// `SCRIPT LOAD`s `script` and remembers its SHA1.
+    async fn load_script(&self, script: &LuaScript) -> Result<String, StoreError> {
+        let reply: Value = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(script.source)
+            .query_async(&mut self.commands.clone())
+            .await
+            .map_err(store_error)?;
+        let sha = text(&reply).ok_or_else(|| unexpected("reply to SCRIPT LOAD", &reply))?;
+        // Another call may have loaded it at the same time: same SHA1.
+        let _ = script.sha.set(sha.clone());
+        Ok(sha)
+    }
+
+    /// Runs one call of a script that returns an integer.
+    async fn run_script_once(&self, script: &LuaScript, call: ScriptCall) -> Result<i64, StoreError> {
+        let replies = self.run_script(script, std::slice::from_ref(&call)).await?;
+        integer(script.name, &replies[0])
+    }
+
+    /// Runs a command that answers an integer.
+    async fn query_integer(&self, cmd: &redis::Cmd, what: &str) -> Result<i64, StoreError> {
+        let reply: Value = cmd
+            .query_async(&mut self.commands.clone())
+            .await
+            .map_err(store_error)?;
+        integer(what, &reply)
     }
 }
 
@@ -183,6 +259,157 @@ impl Store for RedisStore {
         reader.connection().await?;
         Ok(Box::new(reader))
     }
+
+    /// One `EVALSHA` of `APPEND_ONCE` per non-empty batch, all in one
+    /// pipeline. Each batch is atomic; if one fails (a key of another type)
+    /// the others still run, and the first error is returned: retrying the
+    /// whole call is safe, since the marks skip what was written.
+    async fn append_once(&self, batches: &[OnceBatch]) -> Result<Vec<usize>, StoreError> {
+        check_once_batches(batches)?;
+        let mut calls = Vec::new();
+        for batch in batches.iter().filter(|b| !b.entries.is_empty()) {
+            let mut keys = Vec::with_capacity(1 + batch.entries.len());
+            keys.push(batch.dedup_key.clone());
+            let mut args = vec![ttl_millis("mark_ttl", batch.mark_ttl)?.to_string()];
+            for (seq, append) in &batch.entries {
+                keys.push(append.key.clone());
+                args.push(seq.to_string());
+                args.push(append.maxlen.to_string());
+                args.push(append.fields.len().to_string());
+                for (field, value) in &append.fields {
+                    args.push(field.clone());
+                    args.push(value.clone());
+                }
+            }
+            calls.push(ScriptCall { keys, args });
+        }
+        if calls.is_empty() {
+            return Ok(vec![0; batches.len()]);
+        }
+        let mut replies = self.run_script(&APPEND_ONCE, &calls).await?.into_iter();
+        batches
+            .iter()
+            .map(|batch| {
+                if batch.entries.is_empty() {
+                    return Ok(0);
+                }
+                let reply = replies.next().unwrap_or(Value::Nil);
+                let n = integer(APPEND_ONCE.name, &reply)?;
+                usize::try_from(n).map_err(|_| unexpected("count from append_once", &reply))
+            })
+            .collect()
+    }
+
+    /// One `HASH_SET` script: with no fields, only the TTL of an existing
+    /// key changes (Redis has no empty hashes, so a missing key stays missing).
+    async fn hash_set(
+        &self,
+        key: &str,
+        fields: &[(String, String)],
+        ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        let ttl = match ttl {
+            Some(ttl) => ttl_millis("ttl", ttl)?.to_string(),
+            None => String::new(),
+        };
+        let mut args = Vec::with_capacity(1 + 2 * fields.len());
+        args.push(ttl);
+        for (field, value) in fields {
+            args.push(field.clone());
+            args.push(value.clone());
+        }
+        let call = ScriptCall {
+            keys: vec![key.to_string()],
+            args,
+        };
+        self.run_script_once(&HASH_SET, call).await.map(|_| ())
+    }
+
+    async fn hash_get(&self, key: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let reply: Value = redis::cmd("HGETALL")
+            .arg(key)
+            .query_async(&mut self.commands.clone())
+            .await
+            .map_err(store_error)?;
+        match strip(reply) {
+            Value::Nil => Ok(Vec::new()),
+            other => parse_pairs("hash", other),
+        }
+    }
+
+    /// `PTTL`: -2 (no key) and -1 (no TTL) read as `None`.
+    async fn ttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {
+        let ms = self.query_integer(redis::cmd("PTTL").arg(key), "PTTL").await?;
+        Ok(u64::try_from(ms).ok().map(Duration::from_millis))
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .query_integer(redis::cmd("EXISTS").arg(key), "EXISTS")
+            .await?
+            > 0)
+    }
+
+    /// One `DEL` (in a Redis Cluster, of keys in one slot).
+    async fn delete(&self, keys: &[String]) -> Result<usize, StoreError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let n = self.query_integer(redis::cmd("DEL").arg(keys), "DEL").await?;
+        usize::try_from(n).map_err(|_| StoreError::Protocol(format!("DEL replied {n}")))
+    }
+
+    /// `SCAN 0 MATCH <prefix with glob characters escaped>* COUNT 1000` until
+    /// the cursor comes back to 0 or `limit` keys are found; sorted, and
+    /// without the duplicates SCAN may return while Redis rehashes.
+    async fn keys_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let pattern = format!("{}*", escape_glob(prefix));
+        let mut found = std::collections::BTreeSet::new();
+        let mut cursor = "0".to_string();
+        while found.len() < limit {
+            let reply: Value = redis::cmd("SCAN")
+                .arg(&cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(&mut self.commands.clone())
+                .await
+                .map_err(store_error)?;
+            let (next, keys) = parse_scan(reply)?;
+            found.extend(keys);
+            if next == "0" {
+                break;
+            }
+            cursor = next;
+        }
+        Ok(found.into_iter().take(limit).collect())
+    }
+
+    /// `DBSIZE`, which counts keys that have expired but that Redis has not
+    /// reclaimed yet (it does within about a second, or when they are touched).
+    async fn key_count(&self) -> Result<usize, StoreError> {
+        let n = self.query_integer(&redis::cmd("DBSIZE"), "DBSIZE").await?;
+        usize::try_from(n).map_err(|_| StoreError::Protocol(format!("DBSIZE replied {n}")))
+    }
+
+    /// The `LOCK` script.
+    async fn lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let call = ScriptCall {
+            keys: vec![name.to_string()],
+            args: vec![holder.to_string(), ttl_millis("lock ttl", ttl)?.to_string()],
+        };
+        Ok(self.run_script_once(&LOCK, call).await? == 1)
+    }
+
+    /// The `UNLOCK` script.
+    async fn unlock(&self, name: &str, holder: &str) -> Result<bool, StoreError> {
+        let call = ScriptCall {
+            keys: vec![name.to_string()],
+            args: vec![holder.to_string()],
+        };
+        Ok(self.run_script_once(&UNLOCK, call).await? == 1)
+    }
 }
 
 /// Reads streams with `XREAD BLOCK` on a connection of its own.
@@ -276,6 +503,139 @@ impl StreamReader for RedisReader {
     }
 }
 
+/// A Lua script run with `EVALSHA`. It is loaded with `SCRIPT LOAD` on first
+/// use, and again whenever Redis answers `NOSCRIPT` (after a restart or a
+/// `SCRIPT FLUSH`: Redis does not persist loaded scripts). A `NOSCRIPT`
+/// reply means the script did not run, so the retry cannot write twice.
+struct LuaScript {
+    name: &'static str,
+    source: &'static str,
+    /// The script's SHA1 as Redis computed it: a function of `source` only,
+    /// so one process-wide cache serves stores of every server.
+    sha: OnceLock<String>,
+}
+
+/// One call of a script: its `KEYS` and `ARGV`.
+struct ScriptCall {
+    keys: Vec<String>,
+    args: Vec<String>,
+}
+
+/// Appends one [`OnceBatch`] exactly once; returns how many entries it wrote.
+///
+/// `KEYS = [dedup_key, stream of entry 1, ..., stream of entry n]`;
+/// `ARGV = [mark_ttl_ms, then per entry: seq, maxlen, field count, field,
+/// value, ...]`, with n ≥ 1. First checks, writing nothing if one fails: the
+/// mark (`GET`, missing reads as 0) is a canonical decimal number, and every
+/// stream key holds a stream or nothing. Then `XADD key MAXLEN ~ maxlen *`
+/// for each entry whose seq is above the mark, in order, moving the mark to
+/// it; then `SET dedup_key mark PX mark_ttl_ms`, so the TTL is refreshed
+/// even when every entry was a duplicate. Sequence numbers are compared as
+/// decimal strings (longer is larger, then by bytes), exact for all of u64
+/// where Lua's doubles are not.
+///
+/// In a Redis Cluster all `KEYS` of one call must hash to one slot: callers
+/// give the mark and the streams of a producer one hash tag.
+static APPEND_ONCE: LuaScript = LuaScript {
+    name: "append_once",
+    source: r#"
+local function above(a, b)
+  if #a ~= #b then return #a > #b end
+  return a > b
+end
+local mark = redis.call('GET', KEYS[1]) or '0'
+if #mark > 20 or not (mark == '0' or string.match(mark, '^[1-9]%d*$')) then
+  return redis.error_reply('ERR dedup mark ' .. KEYS[1] .. ' holds "' .. mark .. '", not a sequence number')
+end
+for i = 2, #KEYS do
+  local kind = redis.call('TYPE', KEYS[i]).ok
+  if kind ~= 'stream' and kind ~= 'none' then
+    return redis.error_reply('WRONGTYPE key ' .. KEYS[i] .. ' holds a ' .. kind .. ', not a stream')
+  end
+end
+local written = 0
+local at = 2
+for i = 2, #KEYS do
+  local seq, maxlen, count = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])
+  if above(seq, mark) then
+    local xadd = {'XADD', KEYS[i], 'MAXLEN', '~', maxlen, '*'}
+    for j = at + 3, at + 2 + 2 * count do
+      xadd[#xadd + 1] = ARGV[j]
+    end
+    redis.call(unpack(xadd))
+    mark = seq
+    written = written + 1
+  end
+  at = at + 3 + 2 * count
+end
+redis.call('SET', KEYS[1], mark, 'PX', ARGV[1])
+return written
+"#,
+    sha: OnceLock::new(),
+};
+
+/// Sets fields of a hash and its TTL in one atomic step that changes
+/// nothing if the key holds another type (a `MULTI` would still apply the
+/// TTL after `HSET` failed).
+///
+/// `KEYS = [key]`; `ARGV = [ttl_ms, or "" for none, field, value, ...]`.
+/// With no fields, only the TTL of an existing key (of any type) changes.
+/// `HSET` goes in chunks of 100 pairs, under Lua's `unpack` limit.
+static HASH_SET: LuaScript = LuaScript {
+    name: "hash_set",
+    source: r#"
+if #ARGV > 1 then
+  local kind = redis.call('TYPE', KEYS[1]).ok
+  if kind ~= 'hash' and kind ~= 'none' then
+    return redis.error_reply('WRONGTYPE key ' .. KEYS[1] .. ' holds a ' .. kind .. ', not a hash')
+  end
+  for i = 2, #ARGV, 200 do
+    redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 199, #ARGV)))
+  end
+end
+if ARGV[1] == '' then
+  redis.call('PERSIST', KEYS[1])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return 1
+"#,
+    sha: OnceLock::new(),
+};
+
+/// Takes or renews a lock: 1 if `holder` holds it afterwards, else 0.
+///
+/// `KEYS = [lock]`; `ARGV = [holder, ttl_ms]`. The holder's own lock gets
+/// its TTL renewed (`PEXPIRE`); a free one is taken with `SET NX PX`.
+static LOCK: LuaScript = LuaScript {
+    name: "lock",
+    source: r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1
+end
+return 0
+"#,
+    sha: OnceLock::new(),
+};
+
+/// Releases a lock only if `holder` holds it: 1 if it did, else 0.
+///
+/// `KEYS = [lock]`; `ARGV = [holder]`.
+static UNLOCK: LuaScript = LuaScript {
+    name: "unlock",
+    source: r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#,
+    sha: OnceLock::new(),
+};
+
 /// Sorts a redis-rs error into what the caller should do about it.
 fn store_error(err: RedisError) -> StoreError {
     let text = err.to_string();
@@ -350,27 +710,7 @@ fn parse_entry(value: Value) -> Result<Entry, StoreError> {
     let id = parse_id(&id)?;
     let fields = match strip(fields) {
         Value::Nil => Vec::new(),
-        Value::Array(flat) => {
-            if flat.len() % 2 != 0 {
-                return Err(StoreError::Protocol(format!(
-                    "entry {id} has an odd number of field names and values"
-                )));
-            }
-            flat.chunks_exact(2)
-                .map(|pair| match (text(&pair[0]), text(&pair[1])) {
-                    (Some(k), Some(v)) => Ok((k, v)),
-                    _ => Err(unexpected("field of a stream entry", &pair[0])),
-                })
-                .collect::<Result<_, _>>()?
-        }
-        Value::Map(pairs) => pairs
-            .iter()
-            .map(|(k, v)| match (text(k), text(v)) {
-                (Some(k), Some(v)) => Ok((k, v)),
-                _ => Err(unexpected("field of a stream entry", k)),
-            })
-            .collect::<Result<_, _>>()?,
-        other => return Err(unexpected("fields of a stream entry", &other)),
+        other => parse_pairs(&format!("stream entry {id}"), other)?,
     };
     Ok(Entry { id, fields })
 }
@@ -416,6 +756,77 @@ fn parse_streams(value: Value) -> Result<Vec<StreamEntries>, StoreError> {
     Ok(streams)
 }
 
+/// An integer reply.
+fn integer(what: &str, value: &Value) -> Result<i64, StoreError> {
+    match value {
+        Value::Int(n) => Ok(*n),
+        Value::Attribute { data, .. } => integer(what, data),
+        other => Err(unexpected(&format!("reply to {what}"), other)),
+    }
+}
+
+/// `prefix` with SCAN's glob characters (`* ? [ ] \`) escaped, so it
+/// matches itself literally.
+fn escape_glob(prefix: &str) -> String {
+    let mut escaped = String::with_capacity(prefix.len() + 8);
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+/// The reply of SCAN: `[cursor, [key, ...]]`.
+fn parse_scan(value: Value) -> Result<(String, Vec<String>), StoreError> {
+    let items = match strip(value) {
+        Value::Array(items) if items.len() == 2 => items,
+        other => return Err(unexpected("reply to SCAN", &other)),
+    };
+    let mut items = items.into_iter();
+    let (Some(cursor), Some(keys)) = (items.next(), items.next()) else {
+        return Err(StoreError::Protocol("SCAN reply without cursor".to_string()));
+    };
+    let cursor = text(&cursor).ok_or_else(|| unexpected("SCAN cursor", &cursor))?;
+    let keys = match strip(keys) {
+        Value::Array(keys) | Value::Set(keys) => keys
+            .iter()
+            .map(|key| text(key).ok_or_else(|| unexpected("key from SCAN", key)))
+            .collect::<Result<_, _>>()?,
+        other => return Err(unexpected("keys from SCAN", &other)),
+    };
+    Ok((cursor, keys))
+}
+
+/// Field/value pairs: a flat `[field, value, ...]` list (RESP2) or a map
+/// (RESP3). `what` names the owner in errors.
+fn parse_pairs(what: &str, value: Value) -> Result<Vec<(String, String)>, StoreError> {
+    match value {
+        Value::Array(flat) => {
+            if flat.len() % 2 != 0 {
+                return Err(StoreError::Protocol(format!(
+                    "{what} has an odd number of field names and values"
+                )));
+            }
+            flat.chunks_exact(2)
+                .map(|pair| match (text(&pair[0]), text(&pair[1])) {
+                    (Some(k), Some(v)) => Ok((k, v)),
+                    _ => Err(unexpected(&format!("field of a {what}"), &pair[0])),
+                })
+                .collect()
+        }
+        Value::Map(pairs) => pairs
+            .iter()
+            .map(|(k, v)| match (text(k), text(v)) {
+                (Some(k), Some(v)) => Ok((k, v)),
+                _ => Err(unexpected(&format!("field of a {what}"), k)),
+            })
+            .collect(),
+        other => Err(unexpected(&format!("fields of a {what}"), &other)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,6 +865,15 @@ mod tests {
         assert_eq!(parse_streams(resp2).unwrap(), expected);
         assert_eq!(parse_streams(resp3).unwrap(), expected);
         assert_eq!(parse_streams(Value::Nil).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn glob_characters_in_a_prefix_are_escaped() {
+        assert_eq!(
+            escape_glob("meridian:{Script}:state:"),
+            "meridian:{Script}:state:"
+        );
+        assert_eq!(escape_glob(r"a*b?c[d]e\f"), r"a\*b\?c\[d\]e\\f");
     }
 
     #[test]

@@ -1,0 +1,157 @@
+//! What the benchmarks measure besides counts: CPU time from `/proc` (per
+//! process and per named thread, so one process can hold both the system
+//! under test and its load generator) and latency percentiles.
+
+use std::time::Duration;
+
+/// Clock ticks per second of `utime`/`stime` in `/proc/*/stat`. Linux has
+/// reported 100 (`USER_HZ`) on every architecture for decades; reading
+/// `sysconf` would need libc for no gain.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// User + system CPU time of one process or thread, from its `stat` file.
+fn stat_cpu(path: &str) -> Option<(String, Duration)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    // `pid (comm) state ...`: comm may hold spaces and parentheses, so split
+    // at the last ')'. utime and stime are fields 14 and 15 (1-based), i.e.
+    // the 12th and 13th after the comm.
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?.to_string();
+    let mut rest = text.get(close + 1..)?.split_whitespace().skip(11);
+    let utime: u64 = rest.next()?.parse().ok()?;
+    let stime: u64 = rest.next()?.parse().ok()?;
+    Some((
+        comm,
+        Duration::from_secs_f64((utime + stime) as f64 / TICKS_PER_SECOND),
+    ))
+}
+
+/// CPU time used so far by process `pid` (all its threads, live and exited).
+pub fn process_cpu(pid: u32) -> Duration {
+    stat_cpu(&format!("/proc/{pid}/stat")).map_or(Duration::ZERO, |(_, t)| t)
+}
+
+/// CPU time used so far by this process.
+pub fn own_cpu() -> Duration {
+    process_cpu(std::process::id())
+}
+
+/// CPU time used so far by the live threads of this process whose name
+/// starts with `prefix` (thread names are cut to 15 bytes by Linux).
+pub fn threads_cpu(prefix: &str) -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| stat_cpu(&format!("{}/stat", task.path().display())))
+        .filter(|(comm, _)| comm.starts_with(prefix))
+        .map(|(_, t)| t)
+        .sum()
+}
+
+/// CPU time of the parties of one measurement, taken at one instant.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuSnapshot {
+    /// This whole process.
+    pub process: Duration,
+    /// The load generator's threads inside this process.
+    pub load: Duration,
+    /// The Redis server.
+    pub redis: Duration,
+}
+
+impl CpuSnapshot {
+    pub fn take(load_thread_prefix: &str, redis_pid: u32) -> CpuSnapshot {
+        CpuSnapshot {
+            process: own_cpu(),
+            load: threads_cpu(load_thread_prefix),
+            redis: process_cpu(redis_pid),
+        }
+    }
+
+    /// CPU used from `earlier` to `self`.
+    pub fn since(&self, earlier: &CpuSnapshot) -> CpuSnapshot {
+        CpuSnapshot {
+            process: self.process.saturating_sub(earlier.process),
+            load: self.load.saturating_sub(earlier.load),
+            redis: self.redis.saturating_sub(earlier.redis),
+        }
+    }
+
+    /// The process's CPU minus its load generator's: the system under test.
+    pub fn under_test(&self) -> Duration {
+        self.process.saturating_sub(self.load)
+    }
+}
+
+/// Latency percentiles of one run, from every recorded value (runs are
+/// short enough to keep them all and sort, which is exact).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Percentiles {
+    pub count: usize,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+impl Percentiles {
+    pub fn of(mut values: Vec<Duration>) -> Percentiles {
+        if values.is_empty() {
+            return Percentiles::default();
+        }
+        values.sort_unstable();
+        let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+        Percentiles {
+            count: values.len(),
+            p50: at(0.50),
+            p99: at(0.99),
+            max: values[values.len() - 1],
+        }
+    }
+}
+
+/// Microseconds of `cpu` per item, for "CPU per sample" columns.
+pub fn micros_per(cpu: Duration, items: u64) -> f64 {
+    if items == 0 {
+        return f64::NAN;
+    }
+    cpu.as_secs_f64() * 1e6 / items as f64
+}
+
+/// `cpu` as a percentage of one core over `wall`.
+pub fn core_percent(cpu: Duration, wall: Duration) -> f64 {
+    if wall.is_zero() {
+        return f64::NAN;
+    }
+    cpu.as_secs_f64() * 100.0 / wall.as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_a_known_set() {
+        let values = (1..=100).map(Duration::from_millis).collect();
+        let p = Percentiles::of(values);
+        assert_eq!(p.count, 100);
+        assert_eq!(p.p50, Duration::from_millis(51));
+        assert_eq!(p.p99, Duration::from_millis(99));
+        assert_eq!(p.max, Duration::from_millis(100));
+        assert_eq!(Percentiles::of(Vec::new()).count, 0);
+    }
+
+    #[test]
+    fn own_cpu_time_is_readable() {
+        let t0 = own_cpu();
+        let mut x = 0u64;
+        for i in 0..50_000_000u64 {
+            x = x.wrapping_add(i ^ (x >> 3));
+        }
+        assert!(x != 1);
+        assert!(own_cpu() >= t0);
+        assert!(stat_cpu("/proc/self/stat").is_some());
+    }
+}

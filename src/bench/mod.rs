@@ -1,0 +1,38 @@
+//! `meridian bench`: throughput figures with their baselines measured in the same run.
+//!
+//! Benchmarks here are tools that print numbers (like quinn's `perf`), not
+//! tests: each one starts what it needs (its own `redis-server`), measures
+//! the stock tool's figure first as the baseline, then Meridian's, and
+//! prints both with their ratio. docs/performance.md explains the figures.
+//!
+//! Layout:
+//! - `ingest`: `bench ingest`, QUIC producers → ingest → Redis vs `redis-benchmark`.
+//! - `producer`: the synthetic producer the ingest bench drives.
+//! - `redis_server`: a private `redis-server` and the `redis-cli`/`redis-benchmark` calls.
+//! - `measure`: CPU time from `/proc` and latency percentiles.
+
+mod ingest;
+mod measure;
+mod producer;
+mod redis_server;
+
+use clap::{Args, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: Bench,
+}
+
+#[derive(Subcommand, Debug)]
+enum Bench {
+    /// Ingest path (QUIC → ingest → Redis) against redis-benchmark XADD -P 64.
+    Ingest(ingest::IngestArgs),
+}
+
+pub async fn run(args: BenchArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    match args.what {
+        Bench::Ingest(a) => ingest::run(a, shutdown).await,
+    }
+}

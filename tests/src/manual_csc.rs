@@ -1,0 +1,104 @@
+//! A CSC whose events the test itself publishes, through the same
+//! `Middleware` boundary the producer uses for real ones: tests count
+//! exactly what went in and compare it with what reached Redis.
+
+use async_trait::async_trait;
+use meridian_proto::{Category, Csc, CscId, Fields, Value};
+use meridian_sim::interface::Interface;
+use meridian_sim::{CommandAcks, CscFeed, LatestTelemetry, Middleware, MiddlewareError, Published};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The publishing side: `publish(n)` sends the `scalars` event with `int0 = n`.
+pub struct ManualCsc {
+    id: CscId,
+    tx: mpsc::Sender<Published>,
+    rx: Mutex<Option<mpsc::Receiver<Published>>>,
+}
+
+impl ManualCsc {
+    /// A Test CSC instance fed by the test; its feed holds `capacity` events.
+    pub fn new(csc: &str, capacity: usize) -> Arc<ManualCsc> {
+        let (tx, rx) = mpsc::channel(capacity);
+        Arc::new(ManualCsc {
+            id: csc.parse().expect("csc"),
+            tx,
+            rx: Mutex::new(Some(rx)),
+        })
+    }
+
+    /// Publishes event `scalars` with `int0 = n`; waits while the producer is behind.
+    pub async fn publish(&self, n: i64) {
+        let fields: Fields = vec![
+            ("int0".into(), Value::Int(n)),
+            ("string0".into(), Value::Str(format!("event {n}"))),
+        ];
+        let event = Published {
+            salindex: self.id.salindex,
+            topic: "scalars".into(),
+            category: Category::Event,
+            source_ts: meridian_proto::unix_now(std::time::SystemTime::now()),
+            fields,
+        };
+        self.tx
+            .send(event)
+            .await
+            .expect("the producer stopped reading its CSC");
+    }
+}
+
+#[async_trait]
+impl Middleware for ManualCsc {
+    fn subscribe(&self, csc: &CscId) -> Result<CscFeed, MiddlewareError> {
+        let events = self.rx.lock().unwrap().take();
+        match events {
+            Some(events) if *csc == self.id => Ok(CscFeed {
+                schemas: Interface::builtin("Test").expect("Test interface").topics(),
+                events,
+                telemetry: Arc::new(LatestTelemetry::default()),
+            }),
+            _ => Err(MiddlewareError::UnknownCsc(csc.clone())),
+        }
+    }
+
+    fn subscribe_all_indices(&self, csc: &Csc) -> Result<CscFeed, MiddlewareError> {
+        Err(MiddlewareError::UnknownCsc(CscId {
+            csc: csc.clone(),
+            salindex: 0,
+        }))
+    }
+
+    async fn command(
+        &self,
+        csc: &CscId,
+        _: &str,
+        _: Fields,
+        _: Duration,
+    ) -> Result<CommandAcks, MiddlewareError> {
+        Err(MiddlewareError::UnknownCsc(csc.clone()))
+    }
+}
+
+/// The `int0` values of the `scalars` events stored for `csc`, in stream order.
+pub async fn stored_event_values(store: &dyn meridian_manager::store::Store, csc: &str) -> Vec<i64> {
+    let topic =
+        meridian_proto::TopicId::new(csc.parse().expect("csc"), Category::Event, "scalars").expect("topic");
+    let key = topic.stream_key();
+    let mut out = Vec::new();
+    let mut after = meridian_proto::StreamId::ZERO;
+    loop {
+        let entries = store
+            .range(&key, after, None, 10_000)
+            .await
+            .expect("store readable");
+        let Some(last) = entries.last() else { break };
+        after = last.id;
+        for e in &entries {
+            let fields: serde_json::Value =
+                serde_json::from_str(e.field("f").expect("fields")).expect("json");
+            out.push(fields["int0"].as_i64().expect("int0"));
+        }
+    }
+    out
+}
