@@ -15,19 +15,69 @@ pub struct FrontendConfig {
     /// Port 0 picks a free port (tests).
     pub listen: SocketAddr,
 
-    /// Bearer tokens a browser may present; any one of them is accepted.
+    /// Read-only tokens a browser may present; any one of them is accepted.
     /// At least one, each non-empty without whitespace. Default
     /// `["dev-token"]`, which is public knowledge: replace it anywhere
     /// reachable from outside a development machine. Errors never echo a
     /// token.
     pub tokens: Vec<String>,
 
-    /// Messages queued per browser, 16 to 1000000. Default 4096. When a
-    /// browser reads slower than telemetry arrives and its queue is full,
-    /// it is disconnected with a reason rather than slowing everyone else
-    /// or growing memory; it can reconnect and recover from the store's
-    /// history. The slow client pays, no one else.
+    /// Tokens that may also send commands (the dashboard enables its
+    /// command panel for them); each non-empty without whitespace. Default
+    /// empty.
+    pub command_tokens: Vec<String>,
+
+    /// Events queued per browser, 16 to 1000000. Default 4096. Telemetry
+    /// never queues beyond one value per topic (newer values replace older
+    /// ones). When a browser reads slower than events arrive and this
+    /// queue is full, new events are dropped for it and it is told which
+    /// topics lost data from which stream id, so it can recover them; the
+    /// slow client pays, no one else.
     pub client_queue: usize,
+
+    /// Bytes queued per browser (events and conflated telemetry), 65536 to
+    /// 1073741824. Default 8388608 (8 MiB): the memory bound of one
+    /// connection, whatever the client does.
+    pub client_bytes: usize,
+
+    /// A browser that keeps losing events for this long is disconnected
+    /// with a reason, in milliseconds, 100 to 600000. Default 10000.
+    pub slow_timeout_ms: u64,
+
+    /// Each browser receives at most one data frame per tick, carrying all
+    /// new samples of its topics, in milliseconds, 1 to 1000. Default 20
+    /// (50 frames/s, the fastest CSC rate, M1M3's 50 Hz, so its plots keep
+    /// every sample): fewer, larger writes let one core serve a thousand
+    /// browsers. Telemetry faster than this is conflated to the newest
+    /// value per topic per frame.
+    pub tick_ms: u64,
+
+    /// Most topics one browser may subscribe to, 1 to 100000. Default
+    /// 10000.
+    pub max_subscriptions: usize,
+
+    /// Most entries replayed to a browser recovering from a stream id or
+    /// asking for history, per topic, 1 to 1000000. Default 100000; older
+    /// data is reported as missed.
+    pub max_replay: usize,
+
+    /// TAI − UTC in seconds (leap seconds), for the time the server tells
+    /// browsers, 0 to 100. Default 37 (since 2017).
+    pub tai_utc_offset_s: u32,
+
+    /// On shutdown, browsers are told to reconnect elsewhere and given this
+    /// long to leave before their sockets close, in milliseconds, 0 to
+    /// 60000. Default 2000.
+    pub drain_grace_ms: u64,
+
+    /// How often this manager publishes its load in the store and checks
+    /// its share of the browsers, in milliseconds, 100 to 60000. Default 2000.
+    pub load_interval_ms: u64,
+
+    /// A manager with more than this factor times the average number of
+    /// browsers per manager asks its excess browsers to reconnect (after a
+    /// random delay), so new managers get load, 1.0 to 100.0. Default 1.25.
+    pub rebalance_factor: f64,
 
     /// How long the shared store reader blocks waiting for new entries
     /// (`XREAD BLOCK`), in milliseconds, 1 to 10000. Default 100: bounds
@@ -62,7 +112,31 @@ impl FrontendConfig {
                 );
             }
         }
+        for (i, token) in self.command_tokens.iter().enumerate() {
+            if token.is_empty() || token.chars().any(char::is_whitespace) {
+                problems.push(
+                    format!("frontend.command_tokens[{i}]"),
+                    "a non-empty token without whitespace",
+                    "an empty token or one containing whitespace",
+                );
+            }
+        }
         problems.in_range("frontend.client_queue", self.client_queue, 16..=1_000_000);
+        problems.in_range("frontend.client_bytes", self.client_bytes, 65_536..=1_073_741_824);
+        problems.in_range("frontend.slow_timeout_ms", self.slow_timeout_ms, 100..=600_000);
+        problems.in_range("frontend.tick_ms", self.tick_ms, 1..=1000);
+        problems.in_range("frontend.max_subscriptions", self.max_subscriptions, 1..=100_000);
+        problems.in_range("frontend.max_replay", self.max_replay, 1..=1_000_000);
+        problems.in_range("frontend.tai_utc_offset_s", self.tai_utc_offset_s, 0..=100);
+        problems.in_range("frontend.drain_grace_ms", self.drain_grace_ms, 0..=60_000);
+        problems.in_range("frontend.load_interval_ms", self.load_interval_ms, 100..=60_000);
+        if !(1.0..=100.0).contains(&self.rebalance_factor) {
+            problems.push(
+                "frontend.rebalance_factor",
+                "a number from 1.0 to 100.0",
+                self.rebalance_factor.to_string(),
+            );
+        }
         problems.in_range("frontend.read_block_ms", self.read_block_ms, 1..=10_000);
         problems.in_range("frontend.read_count", self.read_count, 1..=100_000);
     }
@@ -73,7 +147,17 @@ impl Default for FrontendConfig {
         Self {
             listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8080)),
             tokens: vec!["dev-token".to_string()],
+            command_tokens: Vec::new(),
             client_queue: 4096,
+            client_bytes: 8 * 1024 * 1024,
+            slow_timeout_ms: 10_000,
+            tick_ms: 20,
+            max_subscriptions: 10_000,
+            max_replay: 100_000,
+            tai_utc_offset_s: 37,
+            drain_grace_ms: 2000,
+            load_interval_ms: 2000,
+            rebalance_factor: 1.25,
             read_block_ms: 100,
             read_count: 256,
         }

@@ -40,18 +40,51 @@ impl From<&TopicId> for TopicRef {
     }
 }
 
+/// What a browser subscribes to: `csc` is required; a missing `salindex`,
+/// `category` or `topic` means "all" (every index, both categories, every topic).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectorRef {
+    pub csc: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salindex: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<Category>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// Recover: every entry after this stream id, then live samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
 /// What a browser asks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ClientRequest {
-    /// Start receiving a topic; the last stored sample comes first if there is one.
-    Subscribe(TopicRef),
-    /// Stop receiving a topic.
-    Unsubscribe(TopicRef),
+    /// The token, as the first message, when the URL carries none.
+    Auth { token: String },
+    /// Start receiving topics; the last stored sample of each comes first
+    /// (or, with `after`, every entry after that id).
+    Subscribe(SelectorRef),
+    /// Stop receiving topics.
+    Unsubscribe(SelectorRef),
+    /// Past samples of one topic: the `last` N, or those `since` a Unix time.
+    History {
+        #[serde(flatten)]
+        topic: TopicRef,
+        #[serde(default)]
+        last: Option<usize>,
+        #[serde(default)]
+        since: Option<f64>,
+    },
+    /// The server's UTC and TAI, echoing `request_time`.
+    Time {
+        #[serde(default)]
+        request_time: Option<f64>,
+    },
 }
 
-/// Why a browser's message was refused. The connection closes after the
-/// error reply, so a client that sends garbage learns why.
+/// Why a browser's message was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
     #[error("message is {len} bytes, the limit is MAX_CLIENT_MESSAGE_LEN = {max}")]
@@ -74,12 +107,53 @@ impl ClientRequest {
     }
 }
 
-/// Replies and notices to a browser (samples are written by [`sample_message`]).
+/// What a token allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Watch only.
+    Read,
+    /// Watch and send commands.
+    Command,
+}
+
+/// Replies and notices to a browser (samples travel in batch frames, see [`batch_frame`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
-    Subscribed(TopicRef),
-    Unsubscribed(TopicRef),
+    /// First message of a connection.
+    Welcome {
+        scope: Scope,
+        tick_ms: u64,
+        server: String,
+    },
+    /// The topics a subscription covers now; `waiting`: the topic (or more
+    /// topics of a wildcard) will be added when its producer declares it.
+    Subscribed {
+        topics: Vec<TopicRef>,
+        waiting: bool,
+    },
+    Unsubscribed {
+        topics: Vec<TopicRef>,
+    },
+    /// Data between `after` and `resumed` (a stream id) is no longer stored: it was missed.
+    Gap {
+        topic: TopicRef,
+        after: String,
+        resumed: String,
+    },
+    /// UTC and TAI as Unix seconds; `tai_utc` is TAI − UTC (leap seconds).
+    Time {
+        utc: f64,
+        tai: f64,
+        tai_utc: u32,
+        request_time: Option<f64>,
+    },
+    /// Reconnect (to any frontend) after `after_ms`, and recover with each topic's last id.
+    Reconnect {
+        reason: String,
+        after_ms: u64,
+    },
     /// A request failed. `fatal` says the server is closing the connection.
     Error {
         message: String,
@@ -93,14 +167,47 @@ impl ServerMessage {
     }
 }
 
+/// The JSON text of a data frame: `{"type":"batch","samples":[…],"lost":[…]}`.
+/// `samples` are sample objects ([`sample_message`]) spliced as they are;
+/// `lost` names each topic whose events were dropped for this slow browser,
+/// with the first lost id to recover from.
+pub fn batch_frame<'a>(samples: impl Iterator<Item = &'a str>, lost: &[(TopicId, StreamId)]) -> String {
+    let mut out = String::with_capacity(4096);
+    out.push_str(r#"{"type":"batch","samples":["#);
+    for (i, s) in samples.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(s);
+    }
+    out.push_str(r#"],"lost":["#);
+    for (i, (topic, from)) in lost.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let t = TopicRef::from(topic);
+        let _ = std::fmt::Write::write_fmt(
+            &mut out,
+            format_args!(
+                r#"{{"csc":"{}","salindex":{},"category":"{}","topic":"{}","from_id":"{}"}}"#,
+                t.csc, t.salindex, t.category, t.topic, from
+            ),
+        );
+    }
+    out.push_str("]}");
+    out
+}
+
 /// The JSON text of one sample for browsers:
-/// `{"type":"sample","csc":…,"salindex":…,"category":…,"topic":…,"id":…,"source_ts":…,"ingest_ts":…,"fields":{…}}`.
-/// `fields_json` is the JSON object stored at ingest.
+/// `{"type":"sample","csc":…,"salindex":…,"category":…,"topic":…,"id":…,"source_ts":…,"ingest_ts":…,"frontend_ts":…,"fields":{…}}`.
+/// `fields_json` is the JSON object stored at ingest; the three times
+/// (CSC, ingest, frontend; Unix seconds) give the lag of each hop.
 pub fn sample_message(
     topic: &TopicId,
     id: StreamId,
     source_ts: f64,
     ingest_ts: f64,
+    frontend_ts: f64,
     fields_json: &str,
 ) -> String {
     use std::fmt::Write;
@@ -109,7 +216,7 @@ pub fn sample_message(
     // Names are checked ASCII identifiers (see topic.rs), safe to write unescaped.
     let _ = write!(
         out,
-        r#""{}","salindex":{},"category":"{}","topic":"{}","id":"{}","source_ts":{},"ingest_ts":{},"fields":"#,
+        r#""{}","salindex":{},"category":"{}","topic":"{}","id":"{}","source_ts":{},"ingest_ts":{},"frontend_ts":{},"fields":"#,
         topic.csc.csc,
         topic.csc.salindex,
         topic.category,
@@ -117,6 +224,7 @@ pub fn sample_message(
         id,
         json_f64(source_ts),
         json_f64(ingest_ts),
+        json_f64(frontend_ts),
     );
     out.push_str(fields_json);
     out.push('}');
@@ -141,11 +249,14 @@ mod tests {
             r#"{"op":"subscribe","csc":"Test","salindex":1,"category":"telemetry","topic":"scalars"}"#,
         )
         .unwrap();
-        assert!(matches!(r, ClientRequest::Subscribe(ref t) if t.topic == "scalars"));
+        assert!(matches!(r, ClientRequest::Subscribe(ref t) if t.topic.as_deref() == Some("scalars")));
+        let all = ClientRequest::parse(r#"{"op":"subscribe","csc":"MTM1M3","after":"5-0"}"#).unwrap();
+        assert!(matches!(all, ClientRequest::Subscribe(ref t) if t.topic.is_none() && t.after.is_some()));
         let err =
-            ClientRequest::parse(r#"{"op":"subscribe","csc":"Test","salindex":1,"category":"telemetry"}"#)
-                .unwrap_err();
-        assert!(err.to_string().contains("topic"), "{err}");
+            ClientRequest::parse(r#"{"op":"subscribe","salindex":1,"category":"telemetry"}"#).unwrap_err();
+        assert!(err.to_string().contains("csc"), "{err}");
+        let err = ClientRequest::parse(r#"{"op":"subscribe","csc":"Test","topik":"x"}"#).unwrap_err();
+        assert!(err.to_string().contains("topik"), "{err}");
         let err = ClientRequest::parse(&"x".repeat(MAX_CLIENT_MESSAGE_LEN + 1)).unwrap_err();
         assert!(err.to_string().contains("MAX_CLIENT_MESSAGE_LEN"), "{err}");
         assert!(ClientRequest::parse("\u{0}garbage").is_err());
@@ -154,7 +265,7 @@ mod tests {
     #[test]
     fn sample_messages_are_valid_json() {
         let topic: TopicId = TopicId::new("Test:1".parse().unwrap(), Category::Telemetry, "scalars").unwrap();
-        let text = sample_message(&topic, StreamId::new(5, 1), 1.5, f64::NAN, r#"{"a":[1,2]}"#);
+        let text = sample_message(&topic, StreamId::new(5, 1), 1.5, f64::NAN, 2.0, r#"{"a":[1,2]}"#);
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["id"], "5-1");
         assert_eq!(v["fields"]["a"][1], 2);

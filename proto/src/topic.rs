@@ -132,6 +132,11 @@ impl CscId {
     }
 }
 
+/// The hash listing every topic producers have declared: field
+/// [`TopicId::catalog_field`], value the nominal rate in Hz ("" for events).
+/// Frontends resolve wildcard subscriptions ("every topic of MTM1M3") with it.
+pub const CATALOG_KEY: &str = "meridian:catalog";
+
 /// CSCs whose instances share one set of streams (see the module doc).
 pub const AGGREGATED_CSCS: &[&str] = &["Script"];
 
@@ -223,6 +228,37 @@ impl TopicId {
             self.category.as_str(),
             self.topic
         )
+    }
+}
+
+impl TopicId {
+    /// This topic's field in the [`CATALOG_KEY`] hash: `CSC:idx/category/topic`,
+    /// with `*` for the index of an aggregated CSC (every instance).
+    pub fn catalog_field(&self) -> String {
+        if self.csc.is_aggregated() {
+            format!("{}:*/{}/{}", self.csc.csc, self.category, self.topic)
+        } else {
+            self.to_string()
+        }
+    }
+
+    /// Parses a [`TopicId::catalog_field`]; `None` for the index of an
+    /// aggregated CSC's entry (every instance).
+    pub fn from_catalog_field(field: &str) -> Option<(Csc, Option<SalIndex>, Category, String)> {
+        let mut parts = field.splitn(3, '/');
+        let (csc, category, topic) = (parts.next()?, parts.next()?, parts.next()?);
+        let (name, index) = csc.split_once(':')?;
+        let index = if index == "*" {
+            None
+        } else {
+            Some(index.parse().ok()?)
+        };
+        Some((
+            Csc::new(name).ok()?,
+            index,
+            category.parse().ok()?,
+            topic.to_string(),
+        ))
     }
 }
 

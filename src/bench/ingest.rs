@@ -137,6 +137,12 @@ pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Resul
          ingest.batch_max {batch_max}, batch_delay_ms {batch_delay_ms}; MAXLEN ~ {}; {cores} cores",
         args.producers, args.batch, args.window, args.duration_s, args.maxlen
     );
+    // Other work on the box skews every figure: say how busy it was.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "load average before the run: {} (anything near {cores} means the figures are skewed)",
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
     println!(
         "redis-server {} on 127.0.0.1:{} (pid {}, dir {})",
         redis.version,

@@ -1,8 +1,14 @@
 //! A WebSocket client speaking the native protocol, as a browser would.
+//!
+//! Batch frames are unpacked: each sample of a batch comes out of
+//! [`Browser::next_json`] as its own `{"type":"sample",…}` message, and each
+//! entry of a batch's `lost` list as a `{"type":"lost",…}` message (the
+//! topic and `from_id`), in the order the batch carried them (samples first).
 
 use anyhow::{anyhow, bail, Context};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -13,21 +19,57 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 
 pub struct Browser {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pending: VecDeque<Value>,
+    /// The `welcome` message the server opened with.
+    pub welcome: Value,
 }
 
-/// What the next frame from the server was.
+/// What the next message from the server was.
 #[derive(Debug)]
 pub enum Received {
     Json(Value),
     Closed { code: u16, reason: String },
 }
 
+/// `Name:index` as the protocol's `csc` and `salindex`.
+fn split_csc(csc: &str) -> anyhow::Result<(&str, u32)> {
+    let (name, index) = csc.split_once(':').unwrap_or((csc, "0"));
+    Ok((name, index.parse()?))
+}
+
+/// The topic key a test uses for a sample or topic object: `CSC:idx/category/topic`.
+pub fn topic_key(v: &Value) -> String {
+    format!(
+        "{}:{}/{}/{}",
+        v["csc"].as_str().unwrap_or("?"),
+        v["salindex"],
+        v["category"].as_str().unwrap_or("?"),
+        v["topic"].as_str().unwrap_or("?")
+    )
+}
+
 impl Browser {
+    /// Connects and reads the server's `welcome`; fails if the server refuses.
     pub async fn connect(url: &str) -> anyhow::Result<Browser> {
+        let mut browser = Self::connect_raw(url).await?;
+        let welcome = browser.next_json().await.context("waiting for welcome")?;
+        if welcome["type"] != "welcome" {
+            bail!("expected a welcome, got {welcome}");
+        }
+        browser.welcome = welcome;
+        Ok(browser)
+    }
+
+    /// Connects without reading anything (for tests of authentication).
+    pub async fn connect_raw(url: &str) -> anyhow::Result<Browser> {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .with_context(|| format!("connect {url}"))?;
-        Ok(Browser { ws })
+        Ok(Browser {
+            ws,
+            pending: VecDeque::new(),
+            welcome: Value::Null,
+        })
     }
 
     pub async fn send_text(&mut self, text: &str) -> anyhow::Result<()> {
@@ -35,25 +77,58 @@ impl Browser {
         Ok(())
     }
 
-    /// Sends a subscribe request for `csc` (`Name:index`), category and topic.
-    pub async fn subscribe(&mut self, csc: &str, category: &str, topic: &str) -> anyhow::Result<()> {
-        let (name, index) = csc.split_once(':').unwrap_or((csc, "0"));
-        let request = json!({"op": "subscribe", "csc": name, "salindex": index.parse::<u32>()?,
-                             "category": category, "topic": topic});
-        self.send_text(&request.to_string()).await
+    pub async fn send_json(&mut self, v: &Value) -> anyhow::Result<()> {
+        self.send_text(&v.to_string()).await
     }
 
-    /// The next JSON message or close frame, within [`DEADLINE`].
+    /// Sends a subscribe request for `csc` (`Name:index`), category and topic.
+    pub async fn subscribe(&mut self, csc: &str, category: &str, topic: &str) -> anyhow::Result<()> {
+        let (name, index) = split_csc(csc)?;
+        self.send_json(
+            &json!({"op": "subscribe", "csc": name, "salindex": index, "category": category, "topic": topic}),
+        )
+        .await
+    }
+
+    /// Subscribes to one topic from stream id `after` (recovery after a reconnect).
+    pub async fn subscribe_after(
+        &mut self,
+        csc: &str,
+        category: &str,
+        topic: &str,
+        after: &str,
+    ) -> anyhow::Result<()> {
+        let (name, index) = split_csc(csc)?;
+        self.send_json(
+            &json!({"op": "subscribe", "csc": name, "salindex": index, "category": category, "topic": topic, "after": after}),
+        )
+        .await
+    }
+
+    /// The next message or close frame, within [`DEADLINE`].
     pub async fn next(&mut self) -> anyhow::Result<Received> {
         loop {
+            if let Some(v) = self.pending.pop_front() {
+                return Ok(Received::Json(v));
+            }
             let frame = tokio::time::timeout(DEADLINE, self.ws.next())
                 .await
                 .map_err(|_| anyhow!("no message within {DEADLINE:?}"))?;
             match frame {
                 Some(Ok(Message::Text(text))) => {
-                    return Ok(Received::Json(
-                        serde_json::from_str(&text).context("server sent invalid JSON")?,
-                    ))
+                    let v: Value = serde_json::from_str(&text).context("server sent invalid JSON")?;
+                    if v["type"] == "batch" {
+                        for s in v["samples"].as_array().into_iter().flatten() {
+                            self.pending.push_back(s.clone());
+                        }
+                        for l in v["lost"].as_array().into_iter().flatten() {
+                            let mut l = l.clone();
+                            l["type"] = "lost".into();
+                            self.pending.push_back(l);
+                        }
+                        continue;
+                    }
+                    return Ok(Received::Json(v));
                 }
                 Some(Ok(Message::Close(frame))) => {
                     let (code, reason) =
@@ -80,16 +155,42 @@ impl Browser {
         }
     }
 
-    /// The next message of type `sample`, skipping replies.
+    /// The next message of type `sample`, skipping replies; an error or a
+    /// loss notice is an error.
     pub async fn next_sample(&mut self) -> anyhow::Result<Value> {
         loop {
             let v = self.next_json().await?;
-            if v["type"] == "sample" {
+            match v["type"].as_str() {
+                Some("sample") => return Ok(v),
+                Some("error") | Some("lost") => bail!("server said: {v}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// The next message of type `kind`, skipping samples and other replies.
+    pub async fn next_of(&mut self, kind: &str) -> anyhow::Result<Value> {
+        loop {
+            let v = self.next_json().await?;
+            if v["type"] == kind {
                 return Ok(v);
             }
-            if v["type"] == "error" {
+            if v["type"] == "error" && kind != "error" {
                 bail!("server error: {v}");
             }
+        }
+    }
+}
+
+/// What a recovering client keeps: the last stream id seen per topic.
+#[derive(Debug, Default, Clone)]
+pub struct Cursors(pub HashMap<String, String>);
+
+impl Cursors {
+    /// Records a sample's id under its topic.
+    pub fn saw(&mut self, sample: &Value) {
+        if let Some(id) = sample["id"].as_str() {
+            self.0.insert(topic_key(sample), id.to_string());
         }
     }
 }

@@ -2,14 +2,14 @@
 //! it: a broken or hostile producer or browser must not take the control
 //! room's data away from everyone else.
 
-use meridian_manager::frontend::CLOSE_BAD_REQUEST;
+use meridian_manager::frontend::CLOSE_UNAUTHORIZED;
 use meridian_manager::ingest::close_code;
 use meridian_manager::store::memory::MemoryStore;
 use meridian_proto::{
     encode_frame, FrameBuffer, Hello, IngestFrame, ProducerFrame, Sample, Value, MAX_FRAME_LEN,
 };
 use meridian_tests::browser::{Browser, Received};
-use meridian_tests::system::System;
+use meridian_tests::system::{System, TOKEN};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -174,35 +174,45 @@ async fn a_sample_of_an_undeclared_topic_is_refused_naming_it() {
     system.stop().await;
 }
 
-/// Reads until the server closes, returning the fatal error message and the close frame.
-async fn error_then_close(browser: &mut Browser) -> (String, u16, String) {
-    let error = browser.next_json().await.unwrap();
-    assert_eq!(error["type"], "error", "{error}");
-    assert_eq!(error["fatal"], true, "{error}");
-    match browser.next().await.unwrap() {
-        Received::Closed { code, reason } => (error["message"].as_str().unwrap().to_string(), code, reason),
-        other => panic!("expected a close, got {other:?}"),
-    }
+/// The next reply is a non-fatal error; returns its message.
+async fn error_reply(browser: &mut Browser) -> String {
+    let error = browser.next_of("error").await.unwrap();
+    assert_eq!(error["fatal"], false, "{error}");
+    error["message"].as_str().unwrap().to_string()
 }
 
+/// After bad input, the same connection still serves a good subscription.
+async fn still_served(browser: &mut Browser) {
+    browser.subscribe("Test:1", "telemetry", "scalars").await.unwrap();
+    let sample = browser.next_sample().await.unwrap();
+    assert_eq!(sample["topic"], "scalars");
+}
+
+/// Garbage, a request missing a field, and a binary frame each get an error
+/// naming what was wrong; the connection stays open, and others are unaffected.
 #[tokio::test]
-async fn garbage_on_a_websocket_closes_only_that_connection() {
+async fn garbage_on_a_websocket_is_answered_and_the_connection_kept() {
     let (system, mut watcher) = system().await;
     let mut bad = Browser::connect(&system.ws_url()).await.unwrap();
     bad.send_text("{not json").await.unwrap();
-    let (message, code, _) = error_then_close(&mut bad).await;
+    let message = error_reply(&mut bad).await;
     assert!(message.contains("not a valid request"), "{message}");
-    assert_eq!(code, CLOSE_BAD_REQUEST);
 
-    let mut missing = Browser::connect(&system.ws_url()).await.unwrap();
-    missing
-        .send_text(r#"{"op":"subscribe","csc":"Test","salindex":1,"category":"telemetry"}"#)
+    bad.send_text(r#"{"op":"subscribe","salindex":1,"category":"telemetry"}"#)
         .await
         .unwrap();
-    let (message, code, _) = error_then_close(&mut missing).await;
-    assert!(message.contains("missing field `topic`"), "{message}");
-    assert_eq!(code, CLOSE_BAD_REQUEST);
+    let message = error_reply(&mut bad).await;
+    assert!(message.contains("missing field `csc`"), "{message}");
 
+    bad.send_text(
+        r#"{"op":"subscribe","csc":"Test","salindex":1,"category":"telemetry","topic":"scalars","colour":1}"#,
+    )
+    .await
+    .unwrap();
+    let message = error_reply(&mut bad).await;
+    assert!(message.contains("colour"), "{message}");
+
+    still_served(&mut bad).await;
     others_keep_receiving(&mut watcher).await;
     system.stop().await;
 }
@@ -213,10 +223,10 @@ async fn an_oversized_websocket_message_is_refused_naming_the_limit() {
     let mut bad = Browser::connect(&system.ws_url()).await.unwrap();
     let limit = meridian_proto::browser::MAX_CLIENT_MESSAGE_LEN;
     bad.send_text(&" ".repeat(limit + 1)).await.unwrap();
-    let (message, code, _) = error_then_close(&mut bad).await;
+    let message = error_reply(&mut bad).await;
     assert!(message.contains("MAX_CLIENT_MESSAGE_LEN"), "{message}");
     assert!(message.contains(&limit.to_string()), "{message}");
-    assert_eq!(code, CLOSE_BAD_REQUEST);
+    still_served(&mut bad).await;
     others_keep_receiving(&mut watcher).await;
     system.stop().await;
 }
@@ -229,32 +239,95 @@ async fn a_bad_name_is_an_error_that_keeps_the_connection() {
         .subscribe("Te st:1", "telemetry", "scalars")
         .await
         .unwrap();
-    let error = browser.next_json().await.unwrap();
-    assert_eq!(error["type"], "error");
-    assert_eq!(error["fatal"], false);
-    assert!(error["message"].as_str().unwrap().contains("Te st"), "{error}");
-    // The same connection still serves a good subscription.
-    browser.subscribe("Test:1", "telemetry", "scalars").await.unwrap();
-    browser.next_sample().await.unwrap();
+    let message = error_reply(&mut browser).await;
+    assert!(message.contains("Te st"), "{message}");
+    still_served(&mut browser).await;
     system.stop().await;
 }
 
+/// A topic no producer declared is an error naming it, not a silent subscription.
 #[tokio::test]
-async fn a_wrong_token_is_refused_before_the_upgrade() {
+async fn an_unknown_topic_is_an_error_that_keeps_the_connection() {
     let (system, _watcher) = system().await;
-    for url in [
-        format!("ws://{}/ws?token=wrong", system.frontend_addr),
-        format!("ws://{}/ws", system.frontend_addr),
-    ] {
-        match tokio_tungstenite::connect_async(&url).await {
-            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-                assert_eq!(response.status(), 401, "{url}");
-                let body =
-                    String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned();
-                assert!(body.contains("token"), "{body}");
-            }
-            other => panic!("{url}: expected 401, got {:?}", other.map(|_| ())),
-        }
+    let mut browser = Browser::connect(&system.ws_url()).await.unwrap();
+    browser
+        .subscribe("Test:1", "telemetry", "noSuchTopic")
+        .await
+        .unwrap();
+    let message = error_reply(&mut browser).await;
+    assert!(
+        message.contains("unknown topic") && message.contains("noSuchTopic"),
+        "{message}"
+    );
+    // A CSC no producer declared yet is waited for, not refused.
+    browser
+        .subscribe("NoSuchCsc:1", "event", "heartbeat")
+        .await
+        .unwrap();
+    let reply = browser.next_of("subscribed").await.unwrap();
+    assert_eq!(reply["waiting"], true, "{reply}");
+    still_served(&mut browser).await;
+    system.stop().await;
+}
+
+/// The close frame that ends a refused connection, after its fatal error message.
+async fn refused(browser: &mut Browser) -> (String, u16, String) {
+    let error = browser.next_json().await.unwrap();
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["fatal"], true, "{error}");
+    match browser.next().await.unwrap() {
+        Received::Closed { code, reason } => (error["message"].as_str().unwrap().to_string(), code, reason),
+        other => panic!("expected a close, got {other:?}"),
     }
+}
+
+/// A wrong token, in the URL or in the first message, and no token at all,
+/// are refused with close code 4003 and a reason a browser can show.
+#[tokio::test]
+async fn a_wrong_or_missing_token_is_refused_with_a_close_reason() {
+    let (system, _watcher) = system().await;
+    let mut wrong = Browser::connect_raw(&format!("ws://{}/ws?token=wrong", system.frontend_addr))
+        .await
+        .unwrap();
+    let (message, code, reason) = refused(&mut wrong).await;
+    assert_eq!(code, CLOSE_UNAUTHORIZED);
+    assert!(
+        message.contains("token not accepted") && reason.contains("token"),
+        "{message} / {reason}"
+    );
+
+    let url = format!("ws://{}/ws", system.frontend_addr);
+    let mut wrong_first = Browser::connect_raw(&url).await.unwrap();
+    wrong_first
+        .send_text(r#"{"op":"auth","token":"wrong"}"#)
+        .await
+        .unwrap();
+    let (_, code, _) = refused(&mut wrong_first).await;
+    assert_eq!(code, CLOSE_UNAUTHORIZED);
+
+    let mut none = Browser::connect_raw(&url).await.unwrap();
+    none.subscribe("Test:1", "telemetry", "scalars").await.unwrap();
+    let (message, code, _) = refused(&mut none).await;
+    assert_eq!(code, CLOSE_UNAUTHORIZED);
+    assert!(message.contains("missing token"), "{message}");
+    system.stop().await;
+}
+
+/// The token may come as the first message instead of in the URL (so it
+/// stays out of proxy logs); the welcome names the scope it grants.
+#[tokio::test]
+async fn a_token_in_the_first_message_is_accepted_with_its_scope() {
+    let (system, _watcher) = system().await;
+    let mut browser = Browser::connect_raw(&format!("ws://{}/ws", system.frontend_addr))
+        .await
+        .unwrap();
+    browser
+        .send_text(&format!(r#"{{"op":"auth","token":"{TOKEN}"}}"#))
+        .await
+        .unwrap();
+    let welcome = browser.next_json().await.unwrap();
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    assert_eq!(welcome["scope"], "read");
+    still_served(&mut browser).await;
     system.stop().await;
 }

@@ -1,38 +1,76 @@
-//! One browser connection on the native protocol.
+//! One browser connection on the native protocol (`/ws`, `docs/protocol.md`).
+//!
+//! Requests are answered through the browser's [`Inbox`]; samples leave in
+//! at most one batch frame per tick (`frontend.tick_ms`), so a thousand
+//! browsers cost a thousand writes per tick, not one per sample each.
 
-use super::hub::Hub;
-use super::{CLOSE_BAD_REQUEST, CLOSE_GOING_AWAY, CLOSE_LAGGED};
+use super::hub::{Hub, HubError, Selector, Start};
+use super::inbox::{Inbox, Kick, Limits};
+use super::{Edge, CLOSE_BAD_REQUEST, CLOSE_GOING_AWAY, CLOSE_LAGGED};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
-use meridian_proto::browser::{ClientRequest, RequestError, ServerMessage, TopicRef};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use meridian_proto::browser::{ClientRequest, RequestError, Scope, SelectorRef, ServerMessage, TopicRef};
+use meridian_proto::{unix_now, Csc, StreamId, TopicId};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-/// Serves one browser until it leaves, misbehaves, lags or the server stops.
-pub async fn serve(socket: WebSocket, hub: Hub, queue_len: usize, shutdown: CancellationToken) {
-    let (queue, mut outgoing) = mpsc::channel::<Utf8Bytes>(queue_len);
-    let lagged = CancellationToken::new();
-    let client = hub.register(queue.clone(), lagged.clone());
+/// Largest data frame, in bytes of samples; the rest waits for the next tick.
+pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
+
+/// A `gap` notice: data of `topic` after `after` up to `resumed` is no longer stored.
+pub fn gap_notice(topic: &TopicId, after: StreamId, resumed: StreamId) -> String {
+    ServerMessage::Gap {
+        topic: TopicRef::from(topic),
+        after: after.to_string(),
+        resumed: resumed.to_string(),
+    }
+    .to_json()
+}
+
+/// Everything one connection needs from its frontend.
+pub struct Settings {
+    pub limits: Limits,
+    pub tick: Duration,
+    pub tai_utc: u32,
+    pub server: String,
+}
+
+/// Serves one authenticated browser until it leaves, lags, or the frontend stops.
+pub async fn serve(socket: WebSocket, hub: Hub, scope: Scope, settings: Arc<Settings>, edge: Edge) {
+    let inbox = Inbox::new(settings.limits, true);
+    let client = hub.register(inbox.clone());
     let (mut sink, mut incoming) = socket.split();
-    tracing::info!("browser connected");
+    tracing::info!(?scope, "browser connected");
+    inbox.control(
+        ServerMessage::Welcome {
+            scope,
+            tick_ms: settings.tick.as_millis() as u64,
+            server: settings.server.clone(),
+        }
+        .to_json(),
+    );
+    let mut next_frame = tokio::time::Instant::now();
     let close = loop {
+        if let Some(kick) = inbox.kick() {
+            break Some(kick_close(kick));
+        }
         tokio::select! {
-            _ = shutdown.cancelled() => break Some((CLOSE_GOING_AWAY, "server shutting down: reconnect".to_string())),
-            _ = lagged.cancelled() => {
-                tracing::warn!(queue = queue_len, "browser too slow for its subscriptions: disconnecting");
-                break Some((CLOSE_LAGGED, format!(
-                    "client queue full (frontend.client_queue = {queue_len} messages): reconnect and subscribe to less"
-                )));
-            }
-            Some(message) = outgoing.recv() => {
-                if sink.send(Message::Text(message)).await.is_err() {
-                    break None;
+            _ = edge.closing.cancelled() => break Some((CLOSE_GOING_AWAY, "server shutting down: reconnect".into())),
+            _ = inbox.ready() => {
+                // Batch: wait for the tick boundary, then send everything queued.
+                tokio::time::sleep_until(next_frame).await;
+                next_frame = tokio::time::Instant::now() + settings.tick;
+                if let Err(reason) = send_frame(&mut sink, &inbox, settings.limits.slow_timeout).await {
+                    break reason;
                 }
             }
             request = incoming.next() => {
                 let text = match request {
                     Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(Message::Binary(_))) => break Some(bad_request(&mut sink, RequestError::Binary).await),
+                    Some(Ok(Message::Binary(_))) => {
+                        inbox.control(error(RequestError::Binary.to_string()));
+                        continue;
+                    }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Close(_))) | None => break None,
                     Some(Err(e)) => {
@@ -40,71 +78,195 @@ pub async fn serve(socket: WebSocket, hub: Hub, queue_len: usize, shutdown: Canc
                         break None;
                     }
                 };
-                let request = match ClientRequest::parse(&text) {
-                    Ok(request) => request,
-                    Err(e) => break Some(bad_request(&mut sink, e).await),
-                };
-                if let Some(reply) = handle(&hub, client, request).await {
-                    if queue.try_send(Utf8Bytes::from(reply.to_json())).is_err() {
-                        lagged.cancel();
-                    }
+                match ClientRequest::parse(&text) {
+                    Ok(request) => handle(&hub, client, &inbox, &settings, request).await,
+                    Err(e) => inbox.control(error(e.to_string())),
                 }
             }
         }
     };
     hub.disconnect(client);
     if let Some((code, reason)) = close {
-        let _ = sink
-            .send(Message::Close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            })))
-            .await;
+        // The last words of a closing connection must not wait on a browser that stopped reading.
+        let bye = sink.send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })));
+        let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
     }
     tracing::info!("browser disconnected");
 }
 
-/// Carries out a request; returns the reply to queue, if the hub has not queued it already.
-async fn handle(hub: &Hub, client: u64, request: ClientRequest) -> Option<ServerMessage> {
-    let (subscribe, topic) = match request {
-        ClientRequest::Subscribe(topic) => (true, topic),
-        ClientRequest::Unsubscribe(topic) => (false, topic),
-    };
-    let id = match topic.to_topic_id() {
-        Ok(id) => id,
-        Err(e) => {
-            return Some(ServerMessage::Error {
-                message: e.to_string(),
-                fatal: false,
-            })
-        }
-    };
-    if !subscribe {
-        hub.unsubscribe(client, &id);
-        return Some(ServerMessage::Unsubscribed(topic));
+fn error(message: String) -> String {
+    ServerMessage::Error {
+        message,
+        fatal: false,
     }
-    let reply = Utf8Bytes::from(ServerMessage::Subscribed(TopicRef::from(&id)).to_json());
-    match hub.subscribe(client, &id, reply).await {
-        Ok(()) => None,
-        Err(e) => Some(ServerMessage::Error {
-            message: format!("subscribe to {id} failed: {e}"),
-            fatal: false,
-        }),
-    }
+    .to_json()
 }
 
-/// Tells the browser why its message was refused; the caller closes the connection.
-async fn bad_request(
+/// Writes queued replies, then one batch frame of samples; a browser whose
+/// socket does not take a frame within `timeout` is disconnected.
+async fn send_frame(
     sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
-    error: RequestError,
-) -> (u16, String) {
-    tracing::info!(%error, "closing browser connection: bad request");
+    inbox: &Inbox,
+    timeout: Duration,
+) -> Result<(), Option<(u16, String)>> {
+    let out = inbox.drain(MAX_FRAME_BYTES);
+    let mut frames: Vec<Utf8Bytes> = out
+        .control
+        .into_iter()
+        .map(|c| Utf8Bytes::from(String::from(c)))
+        .collect();
+    if !out.samples.is_empty() || !out.lost.is_empty() {
+        let batch =
+            meridian_proto::browser::batch_frame(out.samples.iter().map(|s| s.native_json()), &out.lost);
+        frames.push(Utf8Bytes::from(batch));
+    }
+    for frame in frames {
+        match tokio::time::timeout(timeout, sink.send(Message::Text(frame))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(None),
+            Err(_) => {
+                return Err(Some((
+                    CLOSE_LAGGED,
+                    "too slow: a frame waited longer than frontend.slow_timeout_ms".into(),
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn selector(r: &SelectorRef) -> Result<Selector, String> {
+    let csc = Csc::new(&r.csc).map_err(|e| e.to_string())?;
+    if let Some(topic) = &r.topic {
+        TopicId::new(
+            meridian_proto::CscId {
+                csc: csc.clone(),
+                salindex: 0,
+            },
+            meridian_proto::Category::Event,
+            topic,
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(Selector {
+        csc: Some(csc),
+        salindex: r.salindex,
+        category: r.category,
+        topic: r.topic.clone(),
+    })
+}
+
+/// Carries out a request; every reply goes through the inbox, in order.
+async fn handle(hub: &Hub, client: u64, inbox: &Arc<Inbox>, settings: &Settings, request: ClientRequest) {
+    let reply = match request {
+        ClientRequest::Auth { .. } => error("already authenticated".into()),
+        ClientRequest::Subscribe(r) => {
+            let start = match r.after.as_deref().map(str::parse::<StreamId>) {
+                None => Ok(Start::Last),
+                Some(Ok(id)) => Ok(Start::After(id)),
+                Some(Err(e)) => Err(format!("after: {e}")),
+            };
+            match (selector(&r), start) {
+                (Ok(sel), Ok(start)) => {
+                    // The confirmation goes first: every sample after it is for these topics.
+                    let confirm = |topics: &[TopicId], waiting: bool| {
+                        let topics = topics.iter().map(TopicRef::from).collect();
+                        inbox.control(ServerMessage::Subscribed { topics, waiting }.to_json());
+                    };
+                    match hub.subscribe(client, &sel, start, confirm).await {
+                        Ok(_) => return,
+                        Err(e) => error(e.to_string()),
+                    }
+                }
+                (Err(e), _) | (_, Err(e)) => error(e),
+            }
+        }
+        ClientRequest::Unsubscribe(r) => match selector(&r) {
+            Ok(sel) => match hub.unsubscribe(client, &sel).await {
+                Ok(topics) => ServerMessage::Unsubscribed {
+                    topics: topics.iter().map(TopicRef::from).collect(),
+                }
+                .to_json(),
+                Err(e) => error(e.to_string()),
+            },
+            Err(e) => error(e),
+        },
+        ClientRequest::History { topic, last, since } => match topic.to_topic_id() {
+            Ok(id) => match hub.history(&id, last, since).await {
+                Ok((samples, complete)) => history_message(&id, &samples, complete),
+                Err(HubError::Store(e)) => error(format!("history of {id} failed: {e}")),
+                Err(e) => error(e.to_string()),
+            },
+            Err(e) => error(e.to_string()),
+        },
+        ClientRequest::Time { request_time } => time_message(settings.tai_utc, request_time),
+    };
+    inbox.control(reply);
+}
+
+/// `{"type":"history","topic":{…},"complete":bool,"samples":[…]}`.
+fn history_message(topic: &TopicId, samples: &[Arc<super::sample::Delivered>], complete: bool) -> String {
+    let topic = serde_json::to_string(&TopicRef::from(topic)).unwrap_or_default();
+    let mut out = format!(r#"{{"type":"history","topic":{topic},"complete":{complete},"samples":["#);
+    for (i, s) in samples.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(s.native_json());
+    }
+    out.push_str("]}");
+    out
+}
+
+/// The server's time: UTC and TAI as Unix seconds.
+pub fn time_message(tai_utc: u32, request_time: Option<f64>) -> String {
+    let utc = unix_now(SystemTime::now());
+    ServerMessage::Time {
+        utc,
+        tai: utc + f64::from(tai_utc),
+        tai_utc,
+        request_time,
+    }
+    .to_json()
+}
+
+/// The close code and reason for a browser the inbox says must go.
+pub fn kick_close(kick: Kick) -> (u16, String) {
+    let (code, reason) = match kick {
+        Kick::TooSlow => (
+            CLOSE_LAGGED,
+            "too slow: lost events for longer than frontend.slow_timeout_ms; reconnect and recover".into(),
+        ),
+        Kick::TooManyRequests => (
+            CLOSE_BAD_REQUEST,
+            "too many requests without reading the replies".into(),
+        ),
+        Kick::Moved(reason) => (CLOSE_GOING_AWAY, reason),
+    };
+    if code == CLOSE_GOING_AWAY {
+        tracing::info!(%reason, "asking browser to reconnect elsewhere");
+    } else {
+        tracing::warn!(%reason, "disconnecting browser");
+    }
+    (code, reason)
+}
+
+/// Refuses a connection with an error message and a close frame naming the reason.
+pub async fn refuse(mut socket: WebSocket, code: u16, reason: &str) {
     let message = ServerMessage::Error {
-        message: error.to_string(),
+        message: reason.to_string(),
         fatal: true,
     };
-    let _ = sink.send(Message::Text(message.to_json().into())).await;
-    // Close reasons are limited to 123 bytes by the WebSocket protocol.
-    let reason: String = error.to_string().chars().take(40).collect();
-    (CLOSE_BAD_REQUEST, reason)
+    let _ = socket.send(Message::Text(message.to_json().into())).await;
+    // A close reason is at most 123 bytes.
+    let short: String = reason.chars().take(100).collect();
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: short.into(),
+        })))
+        .await;
 }

@@ -1,61 +1,128 @@
 //! The hub: one reader per frontend manager for every watched stream.
 //!
-//! Browsers subscribe through the hub. The first subscriber of a topic
-//! makes the hub fetch its last entry (sent at once) and start reading the
-//! stream after it; later subscribers get the cached last message. Each
-//! entry read is turned into its JSON message once and the same bytes are
-//! queued to every subscriber. When the last subscriber leaves, the stream
-//! is no longer read.
+//! Browsers subscribe through the hub. The first subscriber of a stream
+//! makes the hub fetch its last entry and start reading after it; each
+//! entry read is decoded once ([`Delivered`]) and the same `Arc` goes to
+//! every subscriber's [`Inbox`]. When the last subscriber leaves, the
+//! stream is no longer read. A stream subscribed while the reader waits in
+//! `XREAD BLOCK` is picked up when that read returns (at most
+//! `frontend.read_block_ms`).
 //!
-//! A topic subscribed while the reader waits in `XREAD BLOCK` is picked up
-//! when that read returns (at most `frontend.read_block_ms`); its reader
-//! cursor starts at the last entry already sent, so nothing falls in between.
+//! Replays (the last value on subscribe, recovery after a stream id) are
+//! read from the store up to the hub's cursor while the browser's live
+//! samples of that stream are held, then released after the replay: one
+//! ordered sequence with no gap and no repeat.
+//!
+//! Wildcards (every topic of a CSC, every index) are resolved with the
+//! catalog producers' handshakes fill ([`meridian_proto::CATALOG_KEY`]),
+//! and re-resolved every [`CATALOG_REFRESH`] so topics that appear later
+//! are added.
 
+use super::inbox::Inbox;
+use super::sample::Delivered;
 use crate::store::{Entry, Store, StoreError};
-use axum::extract::ws::Utf8Bytes;
 use meridian_config::FrontendConfig;
-use meridian_proto::{StreamId, TopicId};
-use std::collections::HashMap;
+use meridian_proto::{Category, Csc, CscId, StreamId, TopicId, CATALOG_KEY};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Identifies one browser connection inside the hub.
 pub type ClientId = u64;
 
-/// What the hub holds of a browser: its bounded queue and the signal to
-/// disconnect it when that queue is full.
-#[derive(Clone)]
-struct Subscriber {
-    queue: mpsc::Sender<Utf8Bytes>,
-    lagged: CancellationToken,
+/// How often wildcard subscriptions are re-resolved against the catalog.
+pub const CATALOG_REFRESH: Duration = Duration::from_secs(1);
+
+/// Entries scanned to find the last value of one instance of an aggregated CSC.
+const INSTANCE_SCAN: usize = 1000;
+
+/// What a browser subscribes to; `None` matches everything.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Selector {
+    pub csc: Option<Csc>,
+    pub salindex: Option<u32>,
+    pub category: Option<Category>,
+    pub topic: Option<String>,
 }
 
-impl Subscriber {
-    /// Queues `message`; a full queue marks the browser as lagging (it is
-    /// disconnected with a reason) rather than dropping the message silently.
-    fn offer(&self, message: &Utf8Bytes) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send(message.clone()) {
-            self.lagged.cancel();
-        }
+impl Selector {
+    /// The one topic this selector names, if it names every part.
+    pub fn exact(&self) -> Option<TopicId> {
+        let csc = CscId {
+            csc: self.csc.clone()?,
+            salindex: self.salindex?,
+        };
+        TopicId::new(csc, self.category?, self.topic.as_deref()?).ok()
+    }
+
+    fn matches(&self, csc: &Csc, index: Option<u32>, category: Category, topic: &str) -> bool {
+        self.csc.as_ref().is_none_or(|c| c == csc)
+            && self.category.is_none_or(|c| c == category)
+            && self.topic.as_deref().is_none_or(|t| t == topic)
+            && match (self.salindex, index) {
+                (Some(want), Some(have)) => want == have,
+                _ => true,
+            }
     }
 }
 
+/// Where a subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The newest stored value first, then live samples.
+    Last,
+    /// Every entry after this id (recovery after a reconnect), then live.
+    After(StreamId),
+}
+
+/// Why a subscription failed; the message is for the browser.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// Nothing in the catalog matches: no producer declared such a topic.
+    #[error("unknown topic: no producer has declared {0}")]
+    Unknown(String),
+    /// The browser's subscription bound (`frontend.max_subscriptions`).
+    #[error("too many subscriptions: the limit is frontend.max_subscriptions = {0}")]
+    TooMany(usize),
+}
+
+/// A subscribed stream, with the instance filter of each subscriber.
 struct Watched {
+    /// The topic (instance 0 for an aggregated CSC, whose stream holds every instance).
     topic: TopicId,
-    /// Id of the last entry sent to subscribers.
     cursor: StreamId,
-    /// Message of that entry, for new subscribers.
-    last: Option<Utf8Bytes>,
-    subscribers: HashMap<ClientId, Subscriber>,
+    /// The newest entry read (of any instance).
+    last: Option<Arc<Delivered>>,
+    /// Subscribers and the instances they want (`None`: all).
+    subscribers: HashMap<ClientId, HashSet<Option<u32>>>,
+}
+
+struct Client {
+    inbox: Arc<Inbox>,
+    /// Wildcard selectors, re-resolved as the catalog grows.
+    wildcards: HashSet<Selector>,
+    /// Streams (and instance filters) it receives.
+    streams: HashSet<(String, Option<u32>)>,
 }
 
 #[derive(Default)]
 struct State {
     watched: HashMap<String, Watched>,
-    clients: HashMap<ClientId, Subscriber>,
+    clients: HashMap<ClientId, Client>,
     next_client: ClientId,
+}
+
+/// Counters of the hub's work (the read counter proves one read per stream).
+#[derive(Debug, Default)]
+pub struct HubStats {
+    /// Entries read from the store by the shared reader.
+    pub entries_read: AtomicU64,
+    /// Samples handed to browsers' inboxes.
+    pub deliveries: AtomicU64,
 }
 
 /// Handle to the hub; cheap to clone.
@@ -63,6 +130,11 @@ struct State {
 pub struct Hub {
     store: Arc<dyn Store>,
     state: Arc<Mutex<State>>,
+    stats: Arc<HubStats>,
+    /// Set while store reads fail.
+    failing: Arc<std::sync::atomic::AtomicBool>,
+    max_subscriptions: usize,
+    max_replay: usize,
 }
 
 impl Hub {
@@ -71,9 +143,14 @@ impl Hub {
         let hub = Hub {
             store,
             state: Arc::default(),
+            stats: Arc::default(),
+            failing: Arc::default(),
+            max_subscriptions: config.max_subscriptions,
+            max_replay: config.max_replay,
         };
         let block = Duration::from_millis(config.read_block_ms);
-        tokio::spawn(hub.clone().read_loop(config.read_count, block, shutdown));
+        tokio::spawn(hub.clone().read_loop(config.read_count, block, shutdown.clone()));
+        tokio::spawn(hub.clone().catalog_loop(shutdown));
         hub
     }
 
@@ -81,73 +158,127 @@ impl Hub {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a browser whose messages go to `queue`.
-    pub fn register(&self, queue: mpsc::Sender<Utf8Bytes>, lagged: CancellationToken) -> ClientId {
+    pub fn stats(&self) -> Arc<HubStats> {
+        self.stats.clone()
+    }
+
+    /// Whether the last store read succeeded (for `/readyz`).
+    pub fn store_ok(&self) -> bool {
+        !self.failing.load(Ordering::Relaxed)
+    }
+
+    /// Registers a browser whose samples go to `inbox`.
+    pub fn register(&self, inbox: Arc<Inbox>) -> ClientId {
         let mut state = self.lock();
         state.next_client += 1;
         let id = state.next_client;
-        state.clients.insert(id, Subscriber { queue, lagged });
+        state.clients.insert(
+            id,
+            Client {
+                inbox,
+                wildcards: HashSet::new(),
+                streams: HashSet::new(),
+            },
+        );
         id
     }
 
-    /// Subscribes `client` to `topic`: queues `reply` (the confirmation), then
-    /// the topic's last stored sample if there is one, then every new sample.
+    /// Every registered browser's inbox (to tell them all something).
+    pub fn inboxes(&self) -> Vec<(ClientId, Arc<Inbox>)> {
+        self.lock()
+            .clients
+            .iter()
+            .map(|(id, c)| (*id, c.inbox.clone()))
+            .collect()
+    }
+
+    pub fn clients(&self) -> usize {
+        self.lock().clients.len()
+    }
+
+    /// Number of streams being read: one per watched topic, whatever the number of browsers.
+    pub fn watched_streams(&self) -> usize {
+        self.lock().watched.len()
+    }
+
+    /// Subscribes `client` to every topic `selector` names, starting at
+    /// `start`. `confirm` is called with the topics (and whether the
+    /// selector waits for topics not declared yet) before any sample of
+    /// them is queued, so the browser's confirmation comes first. Each
+    /// topic's samples then arrive in stream order, no gap, no repeat.
+    ///
+    /// A wildcard, or an exact topic of a CSC no producer has declared yet
+    /// (a dashboard open before its producers), is kept and attached when
+    /// its topics appear; an exact topic that a declared CSC does not have
+    /// is an error ([`HubError::Unknown`]), since waiting would hide a typo.
     pub async fn subscribe(
         &self,
         client: ClientId,
-        topic: &TopicId,
-        reply: Utf8Bytes,
-    ) -> Result<(), StoreError> {
-        let key = topic.stream_key();
-        if self.try_join(client, &key, &reply) {
-            return Ok(());
-        }
-        let last = self.store.last(&key, 1).await?;
-        let mut state = self.lock();
-        let Some(subscriber) = state.clients.get(&client).cloned() else {
-            return Ok(());
+        selector: &Selector,
+        start: Start,
+        confirm: impl FnOnce(&[TopicId], bool),
+    ) -> Result<Vec<TopicId>, HubError> {
+        let catalog = self.store.hash_get(CATALOG_KEY).await?;
+        let topics = resolve(&catalog, selector);
+        let exact = selector.exact();
+        let waiting = match &exact {
+            Some(topic) if topics.is_empty() => {
+                if declares(&catalog, topic) {
+                    return Err(HubError::Unknown(topic.to_string()));
+                }
+                true
+            }
+            Some(_) => false,
+            None => true,
         };
-        let watched = state.watched.entry(key).or_insert_with(|| Watched {
-            topic: topic.clone(),
-            cursor: last.last().map_or(StreamId::ZERO, |e| e.id),
-            last: last.last().and_then(|e| encode(topic, e)),
-            subscribers: HashMap::new(),
-        });
-        subscriber.offer(&reply);
-        if let Some(message) = &watched.last {
-            subscriber.offer(message);
-        }
-        watched.subscribers.insert(client, subscriber);
-        Ok(())
-    }
-
-    /// Joins an already watched stream; false if nobody watches it yet.
-    fn try_join(&self, client: ClientId, key: &str, reply: &Utf8Bytes) -> bool {
-        let mut state = self.lock();
-        let Some(subscriber) = state.clients.get(&client).cloned() else {
-            return true;
-        };
-        let Some(watched) = state.watched.get_mut(key) else {
-            return false;
-        };
-        subscriber.offer(reply);
-        if let Some(message) = &watched.last {
-            subscriber.offer(message);
-        }
-        watched.subscribers.insert(client, subscriber);
-        true
-    }
-
-    /// Stops sending `topic` to `client`; the stream is no longer read if nobody else watches it.
-    pub fn unsubscribe(&self, client: ClientId, topic: &TopicId) {
-        let key = topic.stream_key();
-        let mut state = self.lock();
-        if let Some(watched) = state.watched.get_mut(&key) {
-            watched.subscribers.remove(&client);
-            if watched.subscribers.is_empty() {
-                state.watched.remove(&key);
+        {
+            let mut state = self.lock();
+            let Some(c) = state.clients.get_mut(&client) else {
+                return Ok(Vec::new());
+            };
+            if c.streams.len() + topics.len() > self.max_subscriptions
+                || c.wildcards.len() >= self.max_subscriptions
+            {
+                return Err(HubError::TooMany(self.max_subscriptions));
+            }
+            if waiting {
+                c.wildcards.insert(selector.clone());
             }
         }
+        let ids: Vec<TopicId> = topics.iter().map(|(t, _)| t.clone()).collect();
+        confirm(&ids, waiting && exact.is_some());
+        for (topic, filter) in &topics {
+            self.attach(client, topic, *filter, start).await?;
+        }
+        Ok(ids)
+    }
+
+    /// Stops sending what `selector` names to `client`.
+    pub async fn unsubscribe(&self, client: ClientId, selector: &Selector) -> Result<Vec<TopicId>, HubError> {
+        let catalog = self.store.hash_get(CATALOG_KEY).await?;
+        let topics = resolve(&catalog, selector);
+        let mut state = self.lock();
+        if let Some(c) = state.clients.get_mut(&client) {
+            c.wildcards.remove(selector);
+        }
+        for (topic, filter) in &topics {
+            let key = topic.stream_key();
+            if let Some(c) = state.clients.get_mut(&client) {
+                c.streams.remove(&(key.clone(), *filter));
+            }
+            if let Some(w) = state.watched.get_mut(&key) {
+                if let Some(filters) = w.subscribers.get_mut(&client) {
+                    filters.remove(filter);
+                    if filters.is_empty() {
+                        w.subscribers.remove(&client);
+                    }
+                }
+                if w.subscribers.is_empty() {
+                    state.watched.remove(&key);
+                }
+            }
+        }
+        Ok(topics.into_iter().map(|(t, _)| t).collect())
     }
 
     /// Forgets a browser and all its subscriptions.
@@ -160,9 +291,201 @@ impl Hub {
         });
     }
 
-    /// Number of streams being read: one per watched topic, whatever the number of browsers.
-    pub fn watched_streams(&self) -> usize {
-        self.lock().watched.len()
+    /// Adds one stream subscription and replays what `start` asks for.
+    async fn attach(
+        &self,
+        client: ClientId,
+        topic: &TopicId,
+        filter: Option<u32>,
+        start: Start,
+    ) -> Result<(), HubError> {
+        let key = topic.stream_key();
+        let watched = self.lock().watched.contains_key(&key);
+        let tail = if watched {
+            Vec::new()
+        } else {
+            self.store.last(&key, 1).await?
+        };
+        let (inbox, cursor, last) = {
+            let mut state = self.lock();
+            let Some(c) = state.clients.get_mut(&client) else {
+                return Ok(());
+            };
+            let inbox = c.inbox.clone();
+            c.streams.insert((key.clone(), filter));
+            let base = TopicId {
+                csc: CscId {
+                    csc: topic.csc.csc.clone(),
+                    salindex: 0,
+                },
+                ..topic.clone()
+            };
+            let w = state.watched.entry(key.clone()).or_insert_with(|| Watched {
+                topic: if topic.csc.is_aggregated() {
+                    base
+                } else {
+                    topic.clone()
+                },
+                cursor: tail.last().map_or(StreamId::ZERO, |e| e.id),
+                last: tail
+                    .last()
+                    .and_then(|e| Delivered::from_entry(topic, e))
+                    .map(Arc::new),
+                subscribers: HashMap::new(),
+            });
+            inbox.hold(&key);
+            w.subscribers.entry(client).or_default().insert(filter);
+            (inbox, w.cursor, w.last.clone())
+        };
+        let replay = match self.replay(topic, filter, start, cursor, last).await {
+            Ok(replay) => replay,
+            Err(e) => {
+                inbox.release(&key, Vec::new());
+                return Err(e);
+            }
+        };
+        if let Some(notice) = replay.gap {
+            inbox.control(notice);
+        }
+        inbox.release(&key, replay.samples);
+        Ok(())
+    }
+
+    /// What a new subscription replays, up to the hub's `cursor`.
+    async fn replay(
+        &self,
+        topic: &TopicId,
+        filter: Option<u32>,
+        start: Start,
+        cursor: StreamId,
+        last: Option<Arc<Delivered>>,
+    ) -> Result<Replay, HubError> {
+        let key = topic.stream_key();
+        let keep = |d: &Delivered| filter.is_none_or(|i| d.topic.csc.salindex == i);
+        let decode = |entries: Vec<Entry>| -> Vec<Arc<Delivered>> {
+            entries
+                .iter()
+                .filter(|e| e.id <= cursor)
+                .filter_map(|e| Delivered::from_entry(topic, e))
+                .filter(|d| keep(d))
+                .map(Arc::new)
+                .collect()
+        };
+        match start {
+            Start::Last => match (filter, last) {
+                (None, Some(last)) if last.id <= cursor => Ok(Replay {
+                    samples: vec![last],
+                    gap: None,
+                }),
+                (None, _) => Ok(Replay::default()),
+                (Some(_), _) => {
+                    let mut samples = decode(self.store.last(&key, INSTANCE_SCAN).await?);
+                    let newest = samples.pop();
+                    Ok(Replay {
+                        samples: newest.into_iter().collect(),
+                        gap: None,
+                    })
+                }
+            },
+            Start::After(after) => {
+                if after >= cursor {
+                    return Ok(Replay::default());
+                }
+                let entries = self
+                    .store
+                    .range(&key, after, Some(cursor), self.max_replay)
+                    .await?;
+                let complete =
+                    entries.len() < self.max_replay || entries.last().is_some_and(|e| e.id >= cursor);
+                let oldest = self.store.range(&key, StreamId::ZERO, None, 1).await?;
+                // Entries after `after` were trimmed if the oldest kept one is newer than `after`'s successor.
+                let trimmed = oldest
+                    .first()
+                    .is_some_and(|e| e.id > after.next(after.ms) && after != StreamId::ZERO);
+                let samples = decode(entries);
+                let gap = (trimmed || !complete).then(|| {
+                    let resumed = samples.first().map_or(cursor, |s| s.id);
+                    super::client::gap_notice(topic, after, resumed)
+                });
+                Ok(Replay { samples, gap })
+            }
+        }
+    }
+
+    /// History of one topic: the last `count` entries, or those since `since` (Unix seconds), oldest first.
+    pub async fn history(
+        &self,
+        topic: &TopicId,
+        count: Option<usize>,
+        since: Option<f64>,
+    ) -> Result<(Vec<Arc<Delivered>>, bool), HubError> {
+        let key = topic.stream_key();
+        let limit = count.unwrap_or(self.max_replay).min(self.max_replay);
+        let filter = topic.csc.is_aggregated().then_some(topic.csc.salindex);
+        let entries = match since {
+            Some(since) => {
+                let start = StreamId::new((since * 1000.0).max(0.0) as u64, 0);
+                let after = StreamId::new(start.ms.saturating_sub(1), u64::MAX);
+                self.store.range(&key, after, None, limit).await?
+            }
+            None => self.store.last(&key, limit).await?,
+        };
+        let complete = entries.len() < limit;
+        let samples = entries
+            .iter()
+            .filter_map(|e| Delivered::from_entry(topic, e))
+            .filter(|d| filter.is_none_or(|i| d.topic.csc.salindex == i))
+            .map(Arc::new)
+            .collect();
+        Ok((samples, complete))
+    }
+
+    /// Attaches waiting selectors to topics that appeared in the catalog
+    /// since the last look (`known`); cheap when nothing changed.
+    async fn refresh_wildcards(&self, known: &mut HashSet<String>) {
+        let Ok(catalog) = self.store.hash_get(CATALOG_KEY).await else {
+            return;
+        };
+        let fresh: Vec<(String, String)> = catalog.into_iter().filter(|(f, _)| !known.contains(f)).collect();
+        if fresh.is_empty() {
+            return;
+        }
+        known.extend(fresh.iter().map(|(f, _)| f.clone()));
+        let wanted: Vec<(ClientId, Selector)> = {
+            let state = self.lock();
+            state
+                .clients
+                .iter()
+                .flat_map(|(id, c)| c.wildcards.iter().map(|s| (*id, s.clone())))
+                .collect()
+        };
+        for (client, selector) in wanted {
+            for (topic, filter) in resolve(&fresh, &selector) {
+                let attached = {
+                    let state = self.lock();
+                    state
+                        .clients
+                        .get(&client)
+                        .is_none_or(|c| c.streams.contains(&(topic.stream_key(), filter)))
+                };
+                if !attached {
+                    let _ = self.attach(client, &topic, filter, Start::Last).await;
+                }
+            }
+        }
+    }
+
+    /// Re-resolves waiting selectors every [`CATALOG_REFRESH`] until `shutdown`.
+    async fn catalog_loop(self, shutdown: CancellationToken) {
+        let mut known = HashSet::new();
+        let mut ticker = tokio::time::interval(CATALOG_REFRESH);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = ticker.tick() => self.refresh_wildcards(&mut known).await,
+            }
+        }
     }
 
     async fn read_loop(self, count: usize, block: Duration, shutdown: CancellationToken) {
@@ -194,32 +517,16 @@ impl Hub {
                     if failing {
                         tracing::warn!("store reads resumed");
                         failing = false;
+                        self.failing.store(false, Ordering::Relaxed);
                         retry = Duration::from_millis(50);
                     }
-                    let mut state = self.lock();
-                    for stream in streams {
-                        let Some(watched) = state.watched.get_mut(&stream.key) else {
-                            continue;
-                        };
-                        for entry in &stream.entries {
-                            if entry.id <= watched.cursor {
-                                continue;
-                            }
-                            watched.cursor = entry.id;
-                            let Some(message) = encode(&watched.topic, entry) else {
-                                continue;
-                            };
-                            for subscriber in watched.subscribers.values() {
-                                subscriber.offer(&message);
-                            }
-                            watched.last = Some(message);
-                        }
-                    }
+                    self.dispatch(streams);
                 }
                 Err(e) => {
                     if !failing {
                         tracing::warn!(error = %e, "store read failed; browsers get no new data until it recovers");
                         failing = true;
+                        self.failing.store(true, Ordering::Relaxed);
                     }
                     reader = None;
                     tokio::select! {
@@ -231,22 +538,74 @@ impl Hub {
             }
         }
     }
+
+    /// Hands each entry read to its stream's subscribers, decoded once.
+    fn dispatch(&self, streams: Vec<crate::store::StreamEntries>) {
+        let mut state = self.lock();
+        let State { watched, clients, .. } = &mut *state;
+        for stream in streams {
+            let Some(w) = watched.get_mut(&stream.key) else {
+                continue;
+            };
+            for entry in &stream.entries {
+                if entry.id <= w.cursor {
+                    continue;
+                }
+                self.stats.entries_read.fetch_add(1, Ordering::Relaxed);
+                w.cursor = entry.id;
+                let Some(sample) = Delivered::from_entry(&w.topic, entry).map(Arc::new) else {
+                    continue;
+                };
+                let instance = sample.topic.csc.salindex;
+                for (client, filters) in &w.subscribers {
+                    if filters.contains(&None) || filters.contains(&Some(instance)) {
+                        if let Some(c) = clients.get(client) {
+                            c.inbox.deliver(&sample);
+                            self.stats.deliveries.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                w.last = Some(sample);
+            }
+        }
+    }
 }
 
-/// The browser message of a stored entry; `None` (and a warning) for an
-/// entry that was not written by an ingest manager.
-fn encode(topic: &TopicId, entry: &Entry) -> Option<Utf8Bytes> {
-    let (Some(src), Some(ing), Some(fields)) = (entry.field("src"), entry.field("ing"), entry.field("f"))
-    else {
-        tracing::warn!(key = %topic.stream_key(), id = %entry.id, "skipping a stream entry without src/ing/f fields");
-        return None;
-    };
-    let parse = |s: &str| s.parse::<f64>().unwrap_or(f64::NAN);
-    Some(Utf8Bytes::from(meridian_proto::browser::sample_message(
-        topic,
-        entry.id,
-        parse(src),
-        parse(ing),
-        fields,
-    )))
+#[derive(Default)]
+struct Replay {
+    samples: Vec<Arc<Delivered>>,
+    gap: Option<String>,
+}
+
+/// The topics of `catalog` (fields of [`CATALOG_KEY`]) that `selector`
+/// names, each with its instance filter (for aggregated CSCs, whose one
+/// stream holds every instance), sorted.
+fn resolve(catalog: &[(String, String)], selector: &Selector) -> Vec<(TopicId, Option<u32>)> {
+    let mut out = Vec::new();
+    for (field, _rate) in catalog {
+        let Some((csc, index, category, topic)) = TopicId::from_catalog_field(field) else {
+            continue;
+        };
+        if !selector.matches(&csc, index, category, &topic) {
+            continue;
+        }
+        let (salindex, filter) = match index {
+            Some(i) => (i, None),
+            None => (selector.salindex.unwrap_or(0), selector.salindex),
+        };
+        if let Ok(id) = TopicId::new(CscId { csc, salindex }, category, &topic) {
+            out.push((id, filter));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Whether some producer declared `topic`'s CSC instance (so a topic it
+/// lacks is a mistake, not something to wait for).
+fn declares(catalog: &[(String, String)], topic: &TopicId) -> bool {
+    catalog
+        .iter()
+        .filter_map(|(f, _)| TopicId::from_catalog_field(f))
+        .any(|(csc, index, _, _)| csc == topic.csc.csc && index.is_none_or(|i| i == topic.csc.salindex))
 }

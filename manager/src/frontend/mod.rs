@@ -1,42 +1,73 @@
 //! The frontend role: streams subscribed topics to browsers over WebSocket.
 //!
 //! Each frontend manager reads each watched stream from the store once,
-//! however many browsers watch it ([`hub`]), encodes each sample's message
-//! once and hands the same bytes to every subscriber. A stream is read only
-//! while at least one browser watches it.
+//! however many browsers watch it ([`hub`]), decodes each entry once and
+//! hands the same `Arc` to every subscriber's inbox; each protocol encodes
+//! it once. A stream is read only while at least one browser watches it.
 //!
-//! Endpoints: `GET /ws?token=…` (native protocol, `docs/protocol.md`),
-//! `GET /` (a minimal live page) and `GET /healthz`.
+//! Endpoints: `GET /ws` (native protocol, `docs/protocol.md`),
+//! `GET /manager/…/ws/subscription/` (the replaced system's protocol, for
+//! its unchanged browser client and producers), `GET /` (a minimal live
+//! page), `GET /healthz` and `GET /readyz`.
 //!
-//! Bounds: each browser has a queue of `frontend.client_queue` messages.
-//! When it is full the browser is too slow for its subscriptions: it is
-//! disconnected with close code [`CLOSE_LAGGED`] and a reason, instead of
-//! silently losing messages or growing memory.
+//! Bounds (see [`inbox`]): telemetry is conflated to one value per topic
+//! per browser; events queue up to `frontend.client_queue` /
+//! `frontend.client_bytes`, past which that browser is told what it lost
+//! and from which id to recover; a browser that stays too slow for
+//! `frontend.slow_timeout_ms` is disconnected with a reason.
+//!
+//! Scaling out ([`balance`]): each manager publishes its load in the store;
+//! one above its share asks some browsers to reconnect (to any manager), and
+//! on shutdown a manager drains: every browser is told to reconnect
+//! elsewhere, then, after `frontend.drain_grace_ms`, closed with 1001.
+//!
+//! Layout:
+//! - [`hub`]: the shared reader, subscriptions, replay and history.
+//! - `inbox`: one browser's bounded queue.
+//! - `sample`: a stored entry decoded once.
+//! - `client`: a native-protocol connection.
+//! - `love`: a connection speaking the replaced system's protocol.
+//! - `balance`: load publishing, rebalancing hints and drain.
 
+mod balance;
 mod client;
 pub mod hub;
+mod inbox;
+mod love;
+mod sample;
 
 use crate::store::Store;
-use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use futures_util::StreamExt;
 use meridian_config::Config;
+use meridian_proto::browser::{ClientRequest, Scope};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use hub::HubStats;
 
 /// A small live page at `/` so a newcomer sees data flow; the dashboard replaces it.
 const PAGE: &str = include_str!("page.html");
 
-/// WebSocket close code: the client fell behind its queue bound; reconnect.
-pub const CLOSE_LAGGED: u16 = 4001;
-/// WebSocket close code: the client sent a malformed request; the reason says which.
-pub const CLOSE_BAD_REQUEST: u16 = 4002;
-/// WebSocket close code: the server is shutting down; reconnect elsewhere.
+/// WebSocket close code: the server is shutting down or rebalancing; reconnect (elsewhere) and recover.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// WebSocket close code: the client stayed too slow for its subscriptions; reconnect, subscribe to less.
+pub const CLOSE_LAGGED: u16 = 4001;
+/// WebSocket close code: the client misbehaved (e.g. flooded requests without reading replies).
+pub const CLOSE_BAD_REQUEST: u16 = 4002;
+/// WebSocket close code: no valid token; the reason says what was wrong.
+pub const CLOSE_UNAUTHORIZED: u16 = 4003;
+
+/// How long a browser that connected without a token in its URL has to send `{"op":"auth"}`.
+pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the frontend role could not start.
 #[derive(Debug, thiserror::Error)]
@@ -51,11 +82,39 @@ pub enum FrontendError {
     Serve(std::io::Error),
 }
 
+/// What a connection needs to know about its frontend's life.
+#[derive(Clone)]
+pub struct Edge {
+    /// Cancelled at the end of a drain: every browser still here is closed with 1001.
+    pub closing: CancellationToken,
+}
+
+/// Tokens and the scope each grants.
+struct Auth {
+    read: Vec<String>,
+    command: Vec<String>,
+}
+
+impl Auth {
+    fn scope(&self, token: &str) -> Option<Scope> {
+        if self.command.iter().any(|t| t == token) {
+            Some(Scope::Command)
+        } else if self.read.iter().any(|t| t == token) {
+            Some(Scope::Read)
+        } else {
+            None
+        }
+    }
+}
+
 struct AppState {
     hub: hub::Hub,
-    tokens: Vec<String>,
-    client_queue: usize,
-    shutdown: CancellationToken,
+    auth: Auth,
+    settings: Arc<client::Settings>,
+    love: Arc<love::LoveSettings>,
+    edge: Edge,
+    /// Every browser connection, so a drain can wait for them.
+    connections: TaskTracker,
 }
 
 /// A bound frontend; [`Frontend::run`] serves it.
@@ -63,6 +122,8 @@ pub struct Frontend {
     listener: tokio::net::TcpListener,
     config: Config,
     store: Arc<dyn Store>,
+    hub_stop: CancellationToken,
+    hub: hub::Hub,
 }
 
 impl Frontend {
@@ -72,10 +133,14 @@ impl Frontend {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| FrontendError::Bind { addr, source })?;
+        let hub_stop = CancellationToken::new();
+        let hub = hub::Hub::start(store.clone(), &config.frontend, hub_stop.clone());
         Ok(Frontend {
             listener,
             config: config.clone(),
             store,
+            hub_stop,
+            hub,
         })
     }
 
@@ -83,37 +148,100 @@ impl Frontend {
         self.listener.local_addr().unwrap_or(self.config.frontend.listen)
     }
 
-    /// Serves browsers until `shutdown`, then closes their sockets with
-    /// "going away" so they reconnect elsewhere.
+    /// The hub's counters (entries read from the store, deliveries), for tests and metrics.
+    pub fn stats(&self) -> Arc<HubStats> {
+        self.hub.stats()
+    }
+
+    /// Serves browsers until `shutdown`, then drains: every browser is told
+    /// to reconnect elsewhere and, after `frontend.drain_grace_ms`, closed.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), FrontendError> {
-        let hub = hub::Hub::start(self.store.clone(), &self.config.frontend, shutdown.clone());
+        let fc = &self.config.frontend;
+        let server = balance::server_id(self.local_addr());
+        let edge = Edge {
+            closing: CancellationToken::new(),
+        };
         let state = Arc::new(AppState {
-            hub,
-            tokens: self.config.frontend.tokens.clone(),
-            client_queue: self.config.frontend.client_queue,
-            shutdown: shutdown.clone(),
+            hub: self.hub.clone(),
+            auth: Auth {
+                read: fc.tokens.clone(),
+                command: fc.command_tokens.clone(),
+            },
+            settings: Arc::new(client::Settings {
+                limits: inbox::Limits {
+                    events: fc.client_queue,
+                    bytes: fc.client_bytes,
+                    slow_timeout: Duration::from_millis(fc.slow_timeout_ms),
+                },
+                tick: Duration::from_millis(fc.tick_ms),
+                tai_utc: fc.tai_utc_offset_s,
+                server: server.clone(),
+            }),
+            love: Arc::new(love::LoveSettings::from_config(&self.config)),
+            edge: edge.clone(),
+            connections: TaskTracker::new(),
         });
+        let balancer = balance::Balancer::new(self.store.clone(), self.hub.clone(), fc, server.clone());
+        let balance_task = tokio::spawn(balancer.clone().run(shutdown.clone()));
         let app = Router::new()
             .route("/", get(|| async { axum::response::Html(PAGE) }))
             .route("/ws", get(ws_upgrade))
+            .route("/manager/ws/subscription", get(love_upgrade))
+            .route("/manager/ws/subscription/", get(love_upgrade))
+            .route("/manager/{pool}/ws/subscription", get(love_upgrade))
+            .route("/manager/{pool}/ws/subscription/", get(love_upgrade))
             .route("/healthz", get(|| async { "ok" }))
-            .with_state(state);
-        tracing::info!(addr = %self.local_addr(), "frontend listening (HTTP, WebSocket /ws)");
+            .route("/readyz", get(readyz))
+            .with_state(state.clone());
+        tracing::info!(addr = %self.local_addr(), %server, "frontend listening (HTTP, WebSocket /ws)");
         axum::serve(
             self.listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await
         .map_err(FrontendError::Serve)?;
-        tracing::info!("frontend stopped");
+
+        // Drain: no new browsers now; tell the ones here to move, give them
+        // the grace period, then close whoever is left.
+        let grace = Duration::from_millis(fc.drain_grace_ms);
+        let clients = balancer.drain(grace).await;
+        state.connections.close();
+        if tokio::time::timeout(grace, state.connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::info!("drain grace period over; closing the browsers still connected");
+        }
+        edge.closing.cancel();
+        state.connections.wait().await;
+        self.hub_stop.cancel();
+        let _ = balance_task.await;
+        tracing::info!(clients, "frontend stopped");
         Ok(())
+    }
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match state.hub.store_ok() {
+        true => (StatusCode::OK, "ready").into_response(),
+        false => (StatusCode::SERVICE_UNAVAILABLE, "store unreachable").into_response(),
     }
 }
 
 #[derive(serde::Deserialize)]
 struct WsQuery {
     token: Option<String>,
+    password: Option<String>,
+}
+
+/// Small buffers: an idle browser costs a few KiB, not the default ~150 KiB.
+fn small(ws: WebSocketUpgrade) -> WebSocketUpgrade {
+    ws.read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        // Requests over MAX_CLIENT_MESSAGE_LEN get a clear error; far larger
+        // ones are cut off by the WebSocket layer before they are buffered.
+        .max_message_size(4 * meridian_proto::browser::MAX_CLIENT_MESSAGE_LEN)
 }
 
 async fn ws_upgrade(
@@ -122,39 +250,109 @@ async fn ws_upgrade(
     Query(query): Query<WsQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    match query.token.as_deref() {
-        None => {
-            return (
-                StatusCode::UNAUTHORIZED,
-                "missing token: connect to /ws?token=<token>",
-            )
-                .into_response()
-        }
-        Some(t) if !state.tokens.iter().any(|known| known == t) => {
-            return (
-                StatusCode::UNAUTHORIZED,
-                "token not accepted by this frontend (frontend.tokens)",
-            )
-                .into_response()
-        }
-        Some(_) => {}
-    }
-    // Small buffers: an idle browser costs a few KiB, not the default ~150 KiB.
-    ws.read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
-        // Requests over MAX_CLIENT_MESSAGE_LEN get a clear error from `client`; far larger ones
-        // are cut off by the WebSocket layer before they are buffered.
-        .max_message_size(4 * meridian_proto::browser::MAX_CLIENT_MESSAGE_LEN)
-        .on_upgrade(move |socket| {
-            let span = tracing::info_span!("browser", %peer);
-            tracing::Instrument::instrument(
+    let guard = state.connections.token();
+    small(ws).on_upgrade(move |socket| {
+        let span = tracing::info_span!("browser", %peer, protocol = "native");
+        tracing::Instrument::instrument(
+            async move {
+                let _guard = guard;
+                let Some((socket, scope)) = authenticate(socket, query.token, &state.auth).await else {
+                    return;
+                };
                 client::serve(
                     socket,
                     state.hub.clone(),
-                    state.client_queue,
-                    state.shutdown.clone(),
-                ),
-                span,
+                    scope,
+                    state.settings.clone(),
+                    state.edge.clone(),
+                )
+                .await
+            },
+            span,
+        )
+    })
+}
+
+async fn love_upgrade(
+    State(state): State<Arc<AppState>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    Query(query): Query<WsQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let guard = state.connections.token();
+    small(ws).on_upgrade(move |socket| {
+        let span = tracing::info_span!("browser", %peer, protocol = "love");
+        tracing::Instrument::instrument(
+            async move {
+                let _guard = guard;
+                love::serve(
+                    socket,
+                    query.token,
+                    query.password,
+                    state.hub.clone(),
+                    state.love.clone(),
+                    state.edge.clone(),
+                )
+                .await
+            },
+            span,
+        )
+    })
+}
+
+/// The scope of a connection's token, from its URL or, failing that, its
+/// first message (`{"op":"auth","token":…}`); a missing or wrong token is
+/// refused with [`CLOSE_UNAUTHORIZED`] and a reason.
+async fn authenticate(
+    mut socket: WebSocket,
+    url_token: Option<String>,
+    auth: &Auth,
+) -> Option<(WebSocket, Scope)> {
+    let token = match url_token {
+        Some(t) => t,
+        None => match tokio::time::timeout(AUTH_TIMEOUT, first_text(&mut socket)).await {
+            Ok(Some(text)) => match ClientRequest::parse(&text) {
+                Ok(ClientRequest::Auth { token }) => token,
+                _ => {
+                    let reason = "missing token: connect to /ws?token=<token> or send {\"op\":\"auth\",\"token\":…} first";
+                    client::refuse(socket, CLOSE_UNAUTHORIZED, reason).await;
+                    return None;
+                }
+            },
+            Ok(None) => return None,
+            Err(_) => {
+                client::refuse(
+                    socket,
+                    CLOSE_UNAUTHORIZED,
+                    "missing token: no auth message within 10 s",
+                )
+                .await;
+                return None;
+            }
+        },
+    };
+    match auth.scope(&token) {
+        Some(scope) => Some((socket, scope)),
+        None => {
+            tracing::info!("browser refused: token not accepted");
+            client::refuse(
+                socket,
+                CLOSE_UNAUTHORIZED,
+                "token not accepted by this frontend (frontend.tokens)",
             )
-        })
+            .await;
+            None
+        }
+    }
+}
+
+async fn first_text(socket: &mut WebSocket) -> Option<String> {
+    loop {
+        match socket.next().await? {
+            Ok(Message::Text(t)) => return Some(t.to_string()),
+            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+            Ok(Message::Binary(_)) => return Some(String::new()),
+            _ => return None,
+        }
+    }
 }

@@ -287,6 +287,34 @@ async fn serve_connection(
             return Err(Fault::Refused(reason));
         }
     };
+    // List the declared topics in the catalog, so frontends can resolve
+    // wildcard subscriptions before the first sample arrives.
+    let catalog: Vec<(String, String)> = hello
+        .topics
+        .iter()
+        .filter_map(|t| {
+            let id = TopicId::new(session.csc.clone(), t.category, &t.name).ok()?;
+            Some((
+                id.catalog_field(),
+                t.rate_hz.map(|r| r.to_string()).unwrap_or_default(),
+            ))
+        })
+        .collect();
+    let update = HashUpdate {
+        key: meridian_proto::CATALOG_KEY.to_string(),
+        fields: catalog,
+        ttl: None,
+    };
+    let listed = ctx
+        .writer
+        .submit(Write {
+            hashes: vec![update],
+            ..Write::default()
+        })
+        .await;
+    if let Ok(listed) = listed {
+        let _ = listed.await;
+    }
     tracing::Span::current().record("csc", tracing::field::display(&session.csc));
     tracing::info!(topics = session.keys.len(), "producer connected");
     write_frame(

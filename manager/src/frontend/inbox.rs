@@ -1,0 +1,354 @@
+//! A browser's inbox: what waits between the hub and the browser's socket.
+//!
+//! The hub delivers without ever waiting. Telemetry is conflated: a topic
+//! holds only its newest sample until the next frame. Events queue in
+//! order up to `frontend.client_queue` events and `frontend.client_bytes`
+//! bytes; past that, new events are dropped for this browser only, the
+//! next frame tells it which topics lost data from which stream id, and
+//! nothing more of those topics is queued until it subscribes to them again
+//! with the last id it has (`after`), which replays the rest from the store
+//! in order. Telemetry that does not fit in the byte bound is skipped (a
+//! newer value follows). A browser that keeps losing events for
+//! `frontend.slow_timeout_ms` is disconnected with a reason. Replies (a few
+//! per request) have their own small bound; a browser that floods requests
+//! without reading the replies is disconnected too. Memory per connection
+//! is bounded whatever the browser does.
+//!
+//! While a topic is being recovered from a stream id, its live samples are
+//! held (within the same bounds) and released after the replayed ones, so
+//! the browser sees one ordered sequence with no gap and no repeat.
+
+use super::sample::Delivered;
+use meridian_proto::{StreamId, TopicId};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// Replies and notices queued per browser.
+pub const CONTROL_QUEUE: usize = 256;
+
+/// The bounds of one inbox.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub events: usize,
+    pub bytes: usize,
+    pub slow_timeout: Duration,
+}
+
+/// Why a browser must be disconnected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kick {
+    /// It kept losing events for longer than the slow timeout.
+    TooSlow,
+    /// It sent requests faster than it read the replies.
+    TooManyRequests,
+    /// The frontend asked it to reconnect elsewhere (drain or rebalance); the reason says which.
+    Moved(String),
+}
+
+/// What one frame carries.
+#[derive(Debug, Default)]
+pub struct Drained {
+    pub control: Vec<Box<str>>,
+    /// Events in arrival order, then the newest telemetry of each topic.
+    pub samples: Vec<Arc<Delivered>>,
+    /// Topics that lost events, with the first lost id.
+    pub lost: Vec<(TopicId, StreamId)>,
+}
+
+#[derive(Default)]
+struct Queue {
+    control: VecDeque<Box<str>>,
+    events: VecDeque<Arc<Delivered>>,
+    telemetry: HashMap<TopicId, Arc<Delivered>>,
+    /// Live samples held while their topic is replayed, per stream key.
+    held: HashMap<String, Vec<Arc<Delivered>>>,
+    lost: HashMap<TopicId, StreamId>,
+    /// Event topics that lost data: nothing more of them is queued until the
+    /// browser subscribes again (with `after`), which replays from the store.
+    suspended: HashSet<TopicId>,
+    /// Streams whose held samples overflowed during a replay.
+    held_overflow: HashSet<String>,
+    bytes: usize,
+    lost_this_frame: bool,
+    losing_since: Option<Instant>,
+    kick: Option<Kick>,
+}
+
+pub struct Inbox {
+    queue: Mutex<Queue>,
+    ready: Notify,
+    limits: Limits,
+    /// Whether the browser understands `reconnect` hints (the native protocol does).
+    hints: bool,
+}
+
+impl Inbox {
+    /// An inbox for a browser; `hints` if its protocol has the `reconnect` message.
+    pub fn new(limits: Limits, hints: bool) -> Arc<Inbox> {
+        Arc::new(Inbox {
+            queue: Mutex::default(),
+            ready: Notify::new(),
+            limits,
+            hints,
+        })
+    }
+
+    /// Asks the browser to reconnect (to any frontend): a `reconnect` hint
+    /// now, where its protocol has one, and the connection closed with
+    /// 1001 after `after`. Spreading `after` over browsers keeps them from
+    /// arriving at the other managers at once.
+    pub fn leave(self: &Arc<Self>, reason: &str, after: Duration) {
+        if self.hints {
+            self.control(super::balance::reconnect_message(reason, after));
+        }
+        let (inbox, reason) = (self.clone(), reason.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            inbox.lock().kick.get_or_insert(Kick::Moved(reason));
+            inbox.ready.notify_one();
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a sample without waiting; see the module doc for what a full inbox does.
+    pub fn deliver(&self, sample: &Arc<Delivered>) {
+        let mut q = self.lock();
+        let key = sample.topic.stream_key();
+        if let Some(held) = q.held.get_mut(&key) {
+            if held.len() < self.limits.events {
+                held.push(sample.clone());
+            } else if sample.topic.category == meridian_proto::Category::Event {
+                // The replay outlasts the bound: report the loss as for a full queue.
+                q.lost.entry(sample.topic.clone()).or_insert(sample.id);
+                q.held_overflow.insert(key);
+            }
+            return;
+        }
+        self.enqueue(&mut q, sample.clone());
+        drop(q);
+        self.ready.notify_one();
+    }
+
+    fn enqueue(&self, q: &mut Queue, sample: Arc<Delivered>) {
+        let size = sample.size();
+        match sample.topic.category {
+            meridian_proto::Category::Telemetry => {
+                let replaced = q.telemetry.get(&sample.topic).map_or(0, |old| old.size());
+                if q.bytes - replaced + size > self.limits.bytes {
+                    // Full of events: this value is skipped; a newer one follows.
+                    return;
+                }
+                q.telemetry.insert(sample.topic.clone(), sample);
+                q.bytes = q.bytes - replaced + size;
+            }
+            meridian_proto::Category::Event => {
+                if q.suspended.contains(&sample.topic) {
+                    // Already reported lost from an earlier id: the browser
+                    // recovers everything from there when it subscribes again.
+                    return;
+                }
+                if q.events.len() >= self.limits.events || q.bytes + size > self.limits.bytes {
+                    q.lost.insert(sample.topic.clone(), sample.id);
+                    q.suspended.insert(sample.topic.clone());
+                    q.lost_this_frame = true;
+                    let since = *q.losing_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > self.limits.slow_timeout {
+                        q.kick.get_or_insert(Kick::TooSlow);
+                        self.ready.notify_one();
+                    }
+                    return;
+                }
+                q.bytes += size;
+                q.events.push_back(sample);
+            }
+        }
+    }
+
+    /// Queues a reply or notice.
+    pub fn control(&self, message: impl Into<Box<str>>) {
+        let mut q = self.lock();
+        if q.control.len() >= CONTROL_QUEUE {
+            q.kick.get_or_insert(Kick::TooManyRequests);
+        } else {
+            q.control.push_back(message.into());
+        }
+        drop(q);
+        self.ready.notify_one();
+    }
+
+    /// Holds live samples of stream `key` until [`Inbox::release`].
+    pub fn hold(&self, key: &str) {
+        self.lock().held.entry(key.to_string()).or_default();
+    }
+
+    /// Queues `replayed` (in order), then the live samples held since
+    /// [`Inbox::hold`] that are newer than the last replayed one.
+    pub fn release(&self, key: &str, replayed: Vec<Arc<Delivered>>) {
+        let mut q = self.lock();
+        let held = q.held.remove(key).unwrap_or_default();
+        q.suspended.retain(|t| t.stream_key() != key);
+        if q.held_overflow.remove(key) {
+            if let Some(topic) = held.first().map(|s| s.topic.clone()) {
+                q.suspended.insert(topic);
+            }
+        }
+        let last = replayed.last().map(|s| s.id);
+        for sample in replayed {
+            self.enqueue(&mut q, sample);
+        }
+        for sample in held.into_iter().filter(|s| last.is_none_or(|l| s.id > l)) {
+            self.enqueue(&mut q, sample);
+        }
+        drop(q);
+        self.ready.notify_one();
+    }
+
+    /// Waits until something is queued (or a kick is due).
+    pub async fn ready(&self) {
+        self.ready.notified().await
+    }
+
+    /// Whether the browser must be disconnected, and why.
+    pub fn kick(&self) -> Option<Kick> {
+        self.lock().kick.clone()
+    }
+
+    /// Takes what the next frame carries, at most about `max_bytes` of samples.
+    pub fn drain(&self, max_bytes: usize) -> Drained {
+        let mut q = self.lock();
+        let mut out = Drained {
+            control: q.control.drain(..).collect(),
+            ..Drained::default()
+        };
+        let mut bytes = 0;
+        while bytes < max_bytes {
+            let Some(event) = q.events.pop_front() else { break };
+            bytes += event.size();
+            q.bytes -= event.size();
+            out.samples.push(event);
+        }
+        if bytes < max_bytes {
+            let telemetry: Vec<_> = q.telemetry.drain().map(|(_, s)| s).collect();
+            for sample in telemetry {
+                q.bytes -= sample.size();
+                out.samples.push(sample);
+            }
+        }
+        out.lost = q.lost.drain().collect();
+        if !q.lost_this_frame {
+            q.losing_since = None;
+        }
+        q.lost_this_frame = false;
+        let more = !q.events.is_empty() || !q.telemetry.is_empty();
+        drop(q);
+        if more {
+            self.ready.notify_one();
+        }
+        out
+    }
+
+    /// Bytes held now.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Entry;
+    use meridian_proto::Category;
+
+    fn sample(category: Category, topic: &str, id: u64) -> Arc<Delivered> {
+        let topic = TopicId::new("Test:1".parse().unwrap(), category, topic).unwrap();
+        let entry = Entry {
+            id: StreamId::new(id, 0),
+            fields: vec![
+                ("src".into(), "1.0".into()),
+                ("ing".into(), "1.0".into()),
+                ("f".into(), format!("{{\"n\":{id}}}")),
+            ],
+        };
+        Arc::new(Delivered::from_entry(&topic, &entry).unwrap())
+    }
+
+    fn limits(events: usize) -> Limits {
+        Limits {
+            events,
+            bytes: usize::MAX,
+            slow_timeout: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn telemetry_is_conflated_and_events_are_all_kept_in_order() {
+        let inbox = Inbox::new(limits(100), true);
+        for id in 1..=5 {
+            inbox.deliver(&sample(Category::Telemetry, "t", id));
+            inbox.deliver(&sample(Category::Event, "e", id));
+        }
+        let out = inbox.drain(usize::MAX);
+        let ids: Vec<(Category, u64)> = out.samples.iter().map(|s| (s.topic.category, s.id.ms)).collect();
+        assert_eq!(
+            ids,
+            [
+                (Category::Event, 1),
+                (Category::Event, 2),
+                (Category::Event, 3),
+                (Category::Event, 4),
+                (Category::Event, 5),
+                (Category::Telemetry, 5)
+            ]
+        );
+        assert_eq!(inbox.bytes(), 0);
+    }
+
+    #[test]
+    fn a_full_inbox_reports_the_first_lost_event_of_each_topic() {
+        let inbox = Inbox::new(limits(2), true);
+        for id in 1..=5 {
+            inbox.deliver(&sample(Category::Event, "e", id));
+        }
+        let out = inbox.drain(usize::MAX);
+        assert_eq!(out.samples.len(), 2);
+        assert_eq!(out.lost.len(), 1);
+        assert_eq!(out.lost[0].1, StreamId::new(3, 0));
+        // Told once: the next frame has nothing lost.
+        assert!(inbox.drain(usize::MAX).lost.is_empty());
+    }
+
+    #[test]
+    fn a_client_losing_events_for_too_long_is_kicked() {
+        let inbox = Inbox::new(
+            Limits {
+                events: 1,
+                bytes: usize::MAX,
+                slow_timeout: Duration::ZERO,
+            },
+            true,
+        );
+        inbox.deliver(&sample(Category::Event, "e", 1));
+        inbox.deliver(&sample(Category::Event, "e", 2));
+        inbox.deliver(&sample(Category::Event, "e", 3));
+        assert_eq!(inbox.kick(), Some(Kick::TooSlow));
+    }
+
+    #[test]
+    fn held_samples_follow_the_replay_without_repeats() {
+        let inbox = Inbox::new(limits(100), true);
+        let key = sample(Category::Event, "e", 1).topic.stream_key();
+        inbox.hold(&key);
+        inbox.deliver(&sample(Category::Event, "e", 4));
+        inbox.deliver(&sample(Category::Event, "e", 5));
+        assert!(inbox.drain(usize::MAX).samples.is_empty());
+        let replay = (2..=4).map(|id| sample(Category::Event, "e", id)).collect();
+        inbox.release(&key, replay);
+        let ids: Vec<u64> = inbox.drain(usize::MAX).samples.iter().map(|s| s.id.ms).collect();
+        assert_eq!(ids, [2, 3, 4, 5]);
+    }
+}

@@ -1,0 +1,83 @@
+//! A stored sample as the frontend hands it to browsers: read from the store
+//! once, encoded once per protocol however many browsers receive it.
+
+use crate::store::Entry;
+use meridian_proto::{unix_now, CscId, StreamId, TopicId};
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+/// One stream entry, decoded once and shared (behind an `Arc`) by every
+/// browser that receives it.
+#[derive(Debug)]
+pub struct Delivered {
+    /// The topic, of the publishing instance (for aggregated CSCs, from the entry).
+    pub topic: TopicId,
+    pub id: StreamId,
+    /// When the CSC published it, Unix seconds.
+    pub source_ts: f64,
+    /// When the ingest manager received it.
+    pub ingest_ts: f64,
+    /// When this frontend read it from the store.
+    pub read_ts: f64,
+    /// The fields as stored: a JSON object.
+    pub fields: Box<str>,
+    native: OnceLock<Box<str>>,
+    love: OnceLock<Box<str>>,
+}
+
+impl Delivered {
+    /// Decodes a stream entry of `topic` (of its instance, for aggregated CSCs);
+    /// `None` (and a warning) for an entry that an ingest manager did not write.
+    pub fn from_entry(topic: &TopicId, entry: &Entry) -> Option<Delivered> {
+        let (Some(src), Some(ing), Some(fields)) = (entry.field("src"), entry.field("ing"), entry.field("f"))
+        else {
+            tracing::warn!(key = %topic.stream_key(), id = %entry.id, "skipping a stream entry without src/ing/f fields");
+            return None;
+        };
+        let mut topic = topic.clone();
+        if topic.csc.is_aggregated() {
+            let index = entry.field("salindex").and_then(|i| i.parse().ok())?;
+            topic.csc = CscId {
+                csc: topic.csc.csc.clone(),
+                salindex: index,
+            };
+        }
+        let parse = |s: &str| s.parse::<f64>().unwrap_or(f64::NAN);
+        Some(Delivered {
+            topic,
+            id: entry.id,
+            source_ts: parse(src),
+            ingest_ts: parse(ing),
+            read_ts: unix_now(SystemTime::now()),
+            fields: fields.into(),
+            native: OnceLock::new(),
+            love: OnceLock::new(),
+        })
+    }
+
+    /// The native protocol's sample object (see `docs/protocol.md`), encoded once.
+    pub fn native_json(&self) -> &str {
+        self.native.get_or_init(|| {
+            meridian_proto::browser::sample_message(
+                &self.topic,
+                self.id,
+                self.source_ts,
+                self.ingest_ts,
+                self.read_ts,
+                &self.fields,
+            )
+            .into_boxed_str()
+        })
+    }
+
+    /// Another protocol's encoding of this sample (the replaced system's),
+    /// made by `encode` the first time and shared afterwards.
+    pub fn love_json(&self, encode: impl FnOnce(&Delivered) -> String) -> &str {
+        self.love.get_or_init(|| encode(self).into_boxed_str())
+    }
+
+    /// Approximate memory held, for per-connection bounds.
+    pub fn size(&self) -> usize {
+        128 + self.fields.len() * 2
+    }
+}
