@@ -89,6 +89,27 @@ pub struct FrontendConfig {
     /// 100000. Default 256: keeps one busy stream from delaying the others
     /// in the same read.
     pub read_count: usize,
+
+    /// Shared password the replaced system's producers present on the
+    /// compatibility endpoint (`/manager/ws/subscription/?password=…`) to
+    /// publish into the store, so sites can move one producer at a time.
+    /// Non-empty without whitespace. No default: such producers are
+    /// refused (browsers with a token are unaffected). Errors never echo it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub love_password: Option<String>,
+
+    /// How often the compatibility endpoint sends its manager heartbeat
+    /// (`heartbeat-manager-0-stream`) and re-checks CSC heartbeats, in
+    /// milliseconds, 100 to 3000. Default 2000: the replaced browser client
+    /// resubscribes everything when that timestamp has not changed for 3 s,
+    /// so a 3 s period would make it flap.
+    pub love_heartbeat_ms: u64,
+
+    /// URL the compatibility endpoint probes (HTTP GET, `http://host:port/path`)
+    /// to report the commander's heartbeat in the manager heartbeat, e.g.
+    /// `"http://127.0.0.1:8081/healthz"`. No default: no `Commander` entry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub love_commander_url: Option<String>,
 }
 
 impl FrontendConfig {
@@ -139,6 +160,34 @@ impl FrontendConfig {
         }
         problems.in_range("frontend.read_block_ms", self.read_block_ms, 1..=10_000);
         problems.in_range("frontend.read_count", self.read_count, 1..=100_000);
+        if let Some(password) = &self.love_password {
+            if password.is_empty() || password.chars().any(char::is_whitespace) {
+                problems.push(
+                    "frontend.love_password",
+                    "a non-empty password without whitespace",
+                    "an empty password or one containing whitespace",
+                );
+            }
+        }
+        problems.in_range("frontend.love_heartbeat_ms", self.love_heartbeat_ms, 100..=3000);
+        if let Some(url) = &self.love_commander_url {
+            if http_host_port(url).is_none() {
+                problems.push(
+                    "frontend.love_commander_url",
+                    "an http://host:port/path URL",
+                    url.clone(),
+                );
+            }
+        }
+        if (16..=1_000_000).contains(&self.client_queue) && self.client_queue < self.read_count {
+            // One read hands up to read_count entries of a stream to every
+            // browser at once: a smaller queue loses events on every burst.
+            problems.push(
+                "frontend.client_queue",
+                format!("at least frontend.read_count ({})", self.read_count),
+                self.client_queue.to_string(),
+            );
+        }
     }
 }
 
@@ -160,6 +209,24 @@ impl Default for FrontendConfig {
             rebalance_factor: 1.25,
             read_block_ms: 100,
             read_count: 256,
+            love_password: None,
+            love_heartbeat_ms: 2000,
+            love_commander_url: None,
         }
     }
+}
+
+/// The `host:port` and path of an `http://host:port/path` URL (the port is
+/// required; the path defaults to `/`), or `None` if `url` is not one.
+pub fn http_host_port(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("http://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = authority.rsplit_once(':')?;
+    if host.is_empty() || port.parse::<u16>().is_err() || path.chars().any(char::is_whitespace) {
+        return None;
+    }
+    Some((authority, path))
 }

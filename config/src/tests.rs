@@ -206,9 +206,24 @@ fn bad_producer_csc_names_the_key() {
 }
 
 #[test]
+fn a_browser_queue_smaller_than_one_store_read_is_refused() {
+    let problems = invalid("[frontend]\nclient_queue = 100\nread_count = 200\n");
+    assert_eq!(keys(&problems), ["frontend.client_queue"]);
+    assert!(
+        problems[0].expected.contains("frontend.read_count (200)"),
+        "{:?}",
+        problems[0]
+    );
+}
+
+#[test]
 fn bounds_are_inclusive() {
     Config::from_toml_str(
-        "[frontend]\nclient_queue = 16\nread_block_ms = 10000\n[ingest]\nbatch_delay_ms = 0\nbatch_max = 65536\n[producer]\ntelemetry_rate_hz = 1000\n",
+        "[frontend]
+client_queue = 16
+read_count = 16
+read_block_ms = 10000
+[ingest]\nbatch_delay_ms = 0\nbatch_max = 65536\n[producer]\ntelemetry_rate_hz = 1000\n",
     )
     .unwrap();
     let problems = invalid("[producer]\ntelemetry_rate_hz = nan\nrates = { a = inf }\n");

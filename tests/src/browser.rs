@@ -60,6 +60,22 @@ impl Browser {
         Ok(browser)
     }
 
+    /// Wraps an already upgraded connection (e.g. over a socket with small
+    /// buffers) and reads the server's `welcome`.
+    pub async fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> anyhow::Result<Browser> {
+        let mut browser = Browser {
+            ws,
+            pending: VecDeque::new(),
+            welcome: Value::Null,
+        };
+        let welcome = browser.next_json().await.context("waiting for welcome")?;
+        if welcome["type"] != "welcome" {
+            bail!("expected a welcome, got {welcome}");
+        }
+        browser.welcome = welcome;
+        Ok(browser)
+    }
+
     /// Connects without reading anything (for tests of authentication).
     pub async fn connect_raw(url: &str) -> anyhow::Result<Browser> {
         let (ws, _) = tokio_tungstenite::connect_async(url)

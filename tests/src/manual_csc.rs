@@ -30,9 +30,18 @@ impl ManualCsc {
 
     /// Publishes event `scalars` with `int0 = n`; waits while the producer is behind.
     pub async fn publish(&self, n: i64) {
+        self.publish_padded(n, 0).await
+    }
+
+    /// Publishes event `scalars` with `int0 = n` and a `string0` of about
+    /// `pad` more bytes (to fill buffers with fewer events).
+    pub async fn publish_padded(&self, n: i64, pad: usize) {
         let fields: Fields = vec![
             ("int0".into(), Value::Int(n)),
-            ("string0".into(), Value::Str(format!("event {n}"))),
+            (
+                "string0".into(),
+                Value::Str(format!("event {n}{}", ".".repeat(pad))),
+            ),
         ];
         let event = Published {
             salindex: self.id.salindex,

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use meridian_config::Config;
-use meridian_manager::frontend::Frontend;
+use meridian_manager::frontend::{Frontend, HubStats};
 use meridian_manager::ingest::Ingest;
 use meridian_manager::store::Store;
 use meridian_manager::tls::Identity;
@@ -25,6 +25,8 @@ pub struct System {
     /// The certificate producers must trust to reach this ingest.
     pub trust: ServerTrust,
     pub producers: Vec<Arc<ProducerStats>>,
+    /// The frontend's counters: entries read from the store, deliveries, inbox sizes.
+    pub frontend_stats: Arc<HubStats>,
     stop: CancellationToken,
     tasks: TaskTracker,
 }
@@ -59,6 +61,7 @@ impl System {
         let ingest = Ingest::bind(&config, store.clone(), identity)?;
         let frontend = Frontend::bind(&config, store.clone()).await?;
         let (ingest_addr, frontend_addr) = (ingest.local_addr(), frontend.local_addr());
+        let frontend_stats = frontend.stats();
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(ingest.run(stop.clone()));
@@ -69,6 +72,7 @@ impl System {
             frontend_addr,
             trust,
             producers: Vec::new(),
+            frontend_stats,
             stop,
             tasks,
         })

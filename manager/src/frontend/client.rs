@@ -14,6 +14,9 @@ use meridian_proto::{unix_now, Csc, StreamId, TopicId};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+/// Requests of one browser accepted but not yet carried out; more are refused with an error.
+pub const MAX_PENDING_REQUESTS: usize = 64;
+
 /// Largest data frame, in bytes of samples; the rest waits for the next tick.
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
 
@@ -37,7 +40,7 @@ pub struct Settings {
 
 /// Serves one authenticated browser until it leaves, lags, or the frontend stops.
 pub async fn serve(socket: WebSocket, hub: Hub, scope: Scope, settings: Arc<Settings>, edge: Edge) {
-    let inbox = Inbox::new(settings.limits, true);
+    let inbox = Inbox::new(settings.limits, true, hub.stats());
     let client = hub.register(inbox.clone());
     let (mut sink, mut incoming) = socket.split();
     tracing::info!(?scope, "browser connected");
@@ -49,6 +52,17 @@ pub async fn serve(socket: WebSocket, hub: Hub, scope: Scope, settings: Arc<Sett
         }
         .to_json(),
     );
+    // Requests run in order on their own task, so a long recovery replay
+    // (paced by this browser's reading) never stops its frames going out.
+    let (requests, mut pending) = tokio::sync::mpsc::channel::<ClientRequest>(MAX_PENDING_REQUESTS);
+    let worker = tokio::spawn({
+        let (hub, inbox, settings) = (hub.clone(), inbox.clone(), settings.clone());
+        async move {
+            while let Some(request) = pending.recv().await {
+                handle(&hub, client, &inbox, &settings, request).await;
+            }
+        }
+    });
     let mut next_frame = tokio::time::Instant::now();
     let close = loop {
         if let Some(kick) = inbox.kick() {
@@ -79,12 +93,19 @@ pub async fn serve(socket: WebSocket, hub: Hub, scope: Scope, settings: Arc<Sett
                     }
                 };
                 match ClientRequest::parse(&text) {
-                    Ok(request) => handle(&hub, client, &inbox, &settings, request).await,
+                    Ok(request) => {
+                        if requests.try_send(request).is_err() {
+                            inbox.control(error(format!(
+                                "too many requests in progress: the limit is MAX_PENDING_REQUESTS = {MAX_PENDING_REQUESTS}"
+                            )));
+                        }
+                    }
                     Err(e) => inbox.control(error(e.to_string())),
                 }
             }
         }
     };
+    worker.abort();
     hub.disconnect(client);
     if let Some((code, reason)) = close {
         // The last words of a closing connection must not wait on a browser that stopped reading.

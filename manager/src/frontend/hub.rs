@@ -123,6 +123,11 @@ pub struct HubStats {
     pub entries_read: AtomicU64,
     /// Samples handed to browsers' inboxes.
     pub deliveries: AtomicU64,
+    /// The most bytes any one browser's inbox has held (its bound is
+    /// `frontend.client_bytes`).
+    pub inbox_bytes_max: std::sync::atomic::AtomicUsize,
+    /// Events dropped for browsers whose inbox was full (each was told).
+    pub events_lost: AtomicU64,
 }
 
 /// Handle to the hub; cheap to clone.
@@ -135,6 +140,8 @@ pub struct Hub {
     failing: Arc<std::sync::atomic::AtomicBool>,
     max_subscriptions: usize,
     max_replay: usize,
+    /// Entries per store read (`frontend.read_count`), also the replay chunk.
+    read_count: usize,
 }
 
 impl Hub {
@@ -147,6 +154,7 @@ impl Hub {
             failing: Arc::default(),
             max_subscriptions: config.max_subscriptions,
             max_replay: config.max_replay,
+            read_count: config.read_count,
         };
         let block = Duration::from_millis(config.read_block_ms);
         tokio::spawn(hub.clone().read_loop(config.read_count, block, shutdown.clone()));
@@ -284,7 +292,9 @@ impl Hub {
     /// Forgets a browser and all its subscriptions.
     pub fn disconnect(&self, client: ClientId) {
         let mut state = self.lock();
-        state.clients.remove(&client);
+        if let Some(c) = state.clients.remove(&client) {
+            c.inbox.close();
+        }
         state.watched.retain(|_, w| {
             w.subscribers.remove(&client);
             !w.subscribers.is_empty()
@@ -299,6 +309,47 @@ impl Hub {
         filter: Option<u32>,
         start: Start,
     ) -> Result<(), HubError> {
+        match start {
+            Start::Last => self.attach_last(client, topic, filter).await,
+            Start::After(after) => self.attach_after(client, topic, filter, after).await,
+        }
+    }
+
+    /// Creates the watched stream of `topic` if nobody reads it yet, its
+    /// reader starting after `cursor` (with `last` as its newest value).
+    fn watch<'a>(
+        watched: &'a mut HashMap<String, Watched>,
+        topic: &TopicId,
+        cursor: StreamId,
+        last: Option<&Entry>,
+    ) -> &'a mut Watched {
+        watched.entry(topic.stream_key()).or_insert_with(|| Watched {
+            // An aggregated CSC's one stream holds every instance: index 0 stands for all.
+            topic: if topic.csc.is_aggregated() {
+                TopicId {
+                    csc: CscId {
+                        csc: topic.csc.csc.clone(),
+                        salindex: 0,
+                    },
+                    ..topic.clone()
+                }
+            } else {
+                topic.clone()
+            },
+            cursor,
+            last: last.and_then(|e| Delivered::from_entry(topic, e)).map(Arc::new),
+            subscribers: HashMap::new(),
+        })
+    }
+
+    /// Subscribes with the newest stored value first. Live samples that
+    /// arrive while that value is fetched are held and released after it.
+    async fn attach_last(
+        &self,
+        client: ClientId,
+        topic: &TopicId,
+        filter: Option<u32>,
+    ) -> Result<(), HubError> {
         let key = topic.stream_key();
         let watched = self.lock().watched.contains_key(&key);
         let tail = if watched {
@@ -308,106 +359,134 @@ impl Hub {
         };
         let (inbox, cursor, last) = {
             let mut state = self.lock();
+            let State { watched, clients, .. } = &mut *state;
+            let Some(c) = clients.get_mut(&client) else {
+                return Ok(());
+            };
+            c.streams.insert((key.clone(), filter));
+            let w = Self::watch(
+                watched,
+                topic,
+                tail.last().map_or(StreamId::ZERO, |e| e.id),
+                tail.last(),
+            );
+            c.inbox.hold(&key);
+            w.subscribers.entry(client).or_default().insert(filter);
+            (c.inbox.clone(), w.cursor, w.last.clone())
+        };
+        let newest = match (filter, last) {
+            (None, Some(last)) => Ok(Some(last)),
+            (None, None) => self.store.last(&key, 1).await.map(|entries| {
+                entries
+                    .iter()
+                    .filter(|e| e.id <= cursor)
+                    .find_map(|e| Delivered::from_entry(topic, e))
+                    .map(Arc::new)
+            }),
+            // One instance of an aggregated CSC: its newest entry among the stream's last ones.
+            (Some(i), _) => self.store.last(&key, INSTANCE_SCAN).await.map(|entries| {
+                entries
+                    .iter()
+                    .rev()
+                    .filter(|e| e.id <= cursor)
+                    .filter_map(|e| Delivered::from_entry(topic, e))
+                    .find(|d| d.topic.csc.salindex == i)
+                    .map(Arc::new)
+            }),
+        };
+        match newest {
+            Ok(newest) => {
+                inbox.release(&key, newest.into_iter().collect());
+                Ok(())
+            }
+            Err(e) => {
+                inbox.release(&key, Vec::new());
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Subscribes from stream id `after` (recovery): replays the stored
+    /// entries after it, paced by the browser's inbox (a replay never
+    /// overflows it, however long), then switches to live samples at the
+    /// point the replay reached, with no gap and no repeat. Entries already
+    /// trimmed by retention, or beyond `frontend.max_replay`, are reported
+    /// in a `gap` notice.
+    async fn attach_after(
+        &self,
+        client: ClientId,
+        topic: &TopicId,
+        filter: Option<u32>,
+        after: StreamId,
+    ) -> Result<(), HubError> {
+        let key = topic.stream_key();
+        let inbox = {
+            let mut state = self.lock();
             let Some(c) = state.clients.get_mut(&client) else {
                 return Ok(());
             };
-            let inbox = c.inbox.clone();
-            c.streams.insert((key.clone(), filter));
-            let base = TopicId {
-                csc: CscId {
-                    csc: topic.csc.csc.clone(),
-                    salindex: 0,
-                },
-                ..topic.clone()
-            };
-            let w = state.watched.entry(key.clone()).or_insert_with(|| Watched {
-                topic: if topic.csc.is_aggregated() {
-                    base
-                } else {
-                    topic.clone()
-                },
-                cursor: tail.last().map_or(StreamId::ZERO, |e| e.id),
-                last: tail
-                    .last()
-                    .and_then(|e| Delivered::from_entry(topic, e))
-                    .map(Arc::new),
-                subscribers: HashMap::new(),
-            });
-            inbox.hold(&key);
-            w.subscribers.entry(client).or_default().insert(filter);
-            (inbox, w.cursor, w.last.clone())
+            // Live samples of this stream wait for the replay to reach them.
+            c.inbox.suspend(&key);
+            c.inbox.clone()
         };
-        let replay = match self.replay(topic, filter, start, cursor, last).await {
-            Ok(replay) => replay,
-            Err(e) => {
-                inbox.release(&key, Vec::new());
-                return Err(e);
-            }
-        };
-        if let Some(notice) = replay.gap {
-            inbox.control(notice);
-        }
-        inbox.release(&key, replay.samples);
-        Ok(())
-    }
-
-    /// What a new subscription replays, up to the hub's `cursor`.
-    async fn replay(
-        &self,
-        topic: &TopicId,
-        filter: Option<u32>,
-        start: Start,
-        cursor: StreamId,
-        last: Option<Arc<Delivered>>,
-    ) -> Result<Replay, HubError> {
-        let key = topic.stream_key();
         let keep = |d: &Delivered| filter.is_none_or(|i| d.topic.csc.salindex == i);
-        let decode = |entries: Vec<Entry>| -> Vec<Arc<Delivered>> {
-            entries
+        let oldest = self.store.range(&key, StreamId::ZERO, None, 1).await?;
+        // The entry right after `after` is gone if the oldest kept one is newer than it could be.
+        if let Some(first) = oldest.first() {
+            if after != StreamId::ZERO && first.id > after.next(after.ms) {
+                inbox.control(super::client::gap_notice(topic, after, first.id));
+            }
+        }
+        let chunk = self.read_count.min(inbox.limits().events / 2).max(1);
+        let mut pos = after;
+        let mut replayed = 0usize;
+        loop {
+            // Go live once the replay has reached what the hub has dispatched.
+            {
+                let mut state = self.lock();
+                let State { watched, clients, .. } = &mut *state;
+                let Some(c) = clients.get_mut(&client) else {
+                    return Ok(());
+                };
+                let cursor = watched.get(&key).map(|w| w.cursor);
+                if cursor.is_none_or(|cursor| pos >= cursor) {
+                    c.streams.insert((key.clone(), filter));
+                    let w = Self::watch(watched, topic, pos, None);
+                    w.subscribers.entry(client).or_default().insert(filter);
+                    c.inbox.resume(&key, pos);
+                    return Ok(());
+                }
+            }
+            if replayed >= self.max_replay {
+                // Too far behind: skip to the newest entry, saying what was skipped.
+                let newest = self.store.last(&key, 1).await?;
+                if let Some(newest) = newest.last().filter(|e| e.id > pos) {
+                    inbox.control(super::client::gap_notice(topic, pos, newest.id));
+                    pos = newest.id;
+                }
+                replayed = 0;
+                continue;
+            }
+            let entries = self.store.range(&key, pos, None, chunk).await?;
+            let Some(last) = entries.last() else {
+                // Nothing stored after `pos` (trimmed or deleted): go live from the hub's cursor.
+                let cursor = self.lock().watched.get(&key).map(|w| w.cursor);
+                if let Some(cursor) = cursor.filter(|c| *c > pos) {
+                    inbox.control(super::client::gap_notice(topic, pos, cursor));
+                    pos = cursor;
+                }
+                continue;
+            };
+            pos = last.id;
+            replayed += entries.len();
+            for sample in entries
                 .iter()
-                .filter(|e| e.id <= cursor)
                 .filter_map(|e| Delivered::from_entry(topic, e))
                 .filter(|d| keep(d))
-                .map(Arc::new)
-                .collect()
-        };
-        match start {
-            Start::Last => match (filter, last) {
-                (None, Some(last)) if last.id <= cursor => Ok(Replay {
-                    samples: vec![last],
-                    gap: None,
-                }),
-                (None, _) => Ok(Replay::default()),
-                (Some(_), _) => {
-                    let mut samples = decode(self.store.last(&key, INSTANCE_SCAN).await?);
-                    let newest = samples.pop();
-                    Ok(Replay {
-                        samples: newest.into_iter().collect(),
-                        gap: None,
-                    })
+            {
+                if !inbox.push_replay(Arc::new(sample)).await {
+                    return Ok(()); // the browser left
                 }
-            },
-            Start::After(after) => {
-                if after >= cursor {
-                    return Ok(Replay::default());
-                }
-                let entries = self
-                    .store
-                    .range(&key, after, Some(cursor), self.max_replay)
-                    .await?;
-                let complete =
-                    entries.len() < self.max_replay || entries.last().is_some_and(|e| e.id >= cursor);
-                let oldest = self.store.range(&key, StreamId::ZERO, None, 1).await?;
-                // Entries after `after` were trimmed if the oldest kept one is newer than `after`'s successor.
-                let trimmed = oldest
-                    .first()
-                    .is_some_and(|e| e.id > after.next(after.ms) && after != StreamId::ZERO);
-                let samples = decode(entries);
-                let gap = (trimmed || !complete).then(|| {
-                    let resumed = samples.first().map_or(cursor, |s| s.id);
-                    super::client::gap_notice(topic, after, resumed)
-                });
-                Ok(Replay { samples, gap })
             }
         }
     }
@@ -569,12 +648,6 @@ impl Hub {
             }
         }
     }
-}
-
-#[derive(Default)]
-struct Replay {
-    samples: Vec<Arc<Delivered>>,
-    gap: Option<String>,
 }
 
 /// The topics of `catalog` (fields of [`CATALOG_KEY`]) that `selector`

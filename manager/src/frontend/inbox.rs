@@ -21,6 +21,7 @@
 use super::sample::Delivered;
 use meridian_proto::{StreamId, TopicId};
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -65,9 +66,16 @@ struct Queue {
     /// Live samples held while their topic is replayed, per stream key.
     held: HashMap<String, Vec<Arc<Delivered>>>,
     lost: HashMap<TopicId, StreamId>,
-    /// Event topics that lost data: nothing more of them is queued until the
-    /// browser subscribes again (with `after`), which replays from the store.
-    suspended: HashSet<TopicId>,
+    /// Streams whose live events are not queued after a loss, until the
+    /// browser subscribes again (with `after`, which replays from the store).
+    suspended: HashSet<String>,
+    /// Streams being replayed from the store to this browser: their live
+    /// events wait (the replay reaches them), and do not count as lost.
+    replaying: HashSet<String>,
+    /// Per stream, the id a replay reached: live samples up to it are repeats.
+    floor: HashMap<String, StreamId>,
+    /// Set when the browser has left: replays waiting for room give up.
+    closed: bool,
     /// Streams whose held samples overflowed during a replay.
     held_overflow: HashSet<String>,
     bytes: usize,
@@ -79,19 +87,24 @@ struct Queue {
 pub struct Inbox {
     queue: Mutex<Queue>,
     ready: Notify,
+    /// Signalled when a frame took samples out (a paced replay may go on).
+    room: Notify,
     limits: Limits,
     /// Whether the browser understands `reconnect` hints (the native protocol does).
     hints: bool,
+    stats: Arc<super::hub::HubStats>,
 }
 
 impl Inbox {
     /// An inbox for a browser; `hints` if its protocol has the `reconnect` message.
-    pub fn new(limits: Limits, hints: bool) -> Arc<Inbox> {
+    pub fn new(limits: Limits, hints: bool, stats: Arc<super::hub::HubStats>) -> Arc<Inbox> {
         Arc::new(Inbox {
             queue: Mutex::default(),
             ready: Notify::new(),
+            room: Notify::new(),
             limits,
             hints,
+            stats,
         })
     }
 
@@ -119,6 +132,12 @@ impl Inbox {
     pub fn deliver(&self, sample: &Arc<Delivered>) {
         let mut q = self.lock();
         let key = sample.topic.stream_key();
+        if let Some(floor) = q.floor.get(&key) {
+            if sample.id <= *floor {
+                return; // already sent by the replay
+            }
+            q.floor.remove(&key);
+        }
         if let Some(held) = q.held.get_mut(&key) {
             if held.len() < self.limits.events {
                 held.push(sample.clone());
@@ -145,16 +164,23 @@ impl Inbox {
                 }
                 q.telemetry.insert(sample.topic.clone(), sample);
                 q.bytes = q.bytes - replaced + size;
+                self.stats.inbox_bytes_max.fetch_max(q.bytes, Ordering::Relaxed);
             }
             meridian_proto::Category::Event => {
-                if q.suspended.contains(&sample.topic) {
-                    // Already reported lost from an earlier id: the browser
-                    // recovers everything from there when it subscribes again.
+                let key = sample.topic.stream_key();
+                if q.replaying.contains(&key) {
+                    // A recovery replay of this stream will reach this entry.
                     return;
                 }
-                if q.events.len() >= self.limits.events || q.bytes + size > self.limits.bytes {
-                    q.lost.insert(sample.topic.clone(), sample.id);
-                    q.suspended.insert(sample.topic.clone());
+                let lost_before = q.suspended.contains(&key);
+                if lost_before || q.events.len() >= self.limits.events || q.bytes + size > self.limits.bytes {
+                    if !lost_before {
+                        // Reported once, from the first lost id; the browser
+                        // recovers everything from there when it subscribes again.
+                        q.lost.entry(sample.topic.clone()).or_insert(sample.id);
+                        q.suspended.insert(key);
+                    }
+                    self.stats.events_lost.fetch_add(1, Ordering::Relaxed);
                     q.lost_this_frame = true;
                     let since = *q.losing_since.get_or_insert_with(Instant::now);
                     if since.elapsed() > self.limits.slow_timeout {
@@ -165,6 +191,7 @@ impl Inbox {
                 }
                 q.bytes += size;
                 q.events.push_back(sample);
+                self.stats.inbox_bytes_max.fetch_max(q.bytes, Ordering::Relaxed);
             }
         }
     }
@@ -181,6 +208,58 @@ impl Inbox {
         self.ready.notify_one();
     }
 
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Stops queueing live events of stream `key` (a replay is catching up).
+    pub fn suspend(&self, key: &str) {
+        let mut q = self.lock();
+        q.suspended.remove(key);
+        q.replaying.insert(key.to_string());
+    }
+
+    /// Queues live samples of `key` again, those after `floor` (where the replay stopped).
+    pub fn resume(&self, key: &str, floor: StreamId) {
+        let mut q = self.lock();
+        q.replaying.remove(key);
+        q.floor.insert(key.to_string(), floor);
+    }
+
+    /// Queues a replayed sample, waiting while the inbox is full (a replay
+    /// is paced by the browser, it never overflows). False if the browser left.
+    pub async fn push_replay(&self, sample: Arc<Delivered>) -> bool {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let mut q = self.lock();
+                if q.closed {
+                    return false;
+                }
+                let size = sample.size();
+                let fits = q.events.len() < self.limits.events && q.bytes + size <= self.limits.bytes;
+                // An empty inbox takes any one sample, however large, so a replay always progresses.
+                if fits || (q.events.is_empty() && q.telemetry.is_empty()) {
+                    q.bytes += size;
+                    self.stats.inbox_bytes_max.fetch_max(q.bytes, Ordering::Relaxed);
+                    q.events.push_back(sample);
+                    drop(q);
+                    self.ready.notify_one();
+                    return true;
+                }
+            }
+            room.await;
+        }
+    }
+
+    /// Marks the browser as gone.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.room.notify_waiters();
+    }
+
     /// Holds live samples of stream `key` until [`Inbox::release`].
     pub fn hold(&self, key: &str) {
         self.lock().held.entry(key.to_string()).or_default();
@@ -191,11 +270,10 @@ impl Inbox {
     pub fn release(&self, key: &str, replayed: Vec<Arc<Delivered>>) {
         let mut q = self.lock();
         let held = q.held.remove(key).unwrap_or_default();
-        q.suspended.retain(|t| t.stream_key() != key);
+        // Subscribing again (to the newest value) ends a suspension after a loss.
+        q.suspended.remove(key);
         if q.held_overflow.remove(key) {
-            if let Some(topic) = held.first().map(|s| s.topic.clone()) {
-                q.suspended.insert(topic);
-            }
+            q.suspended.insert(key.to_string());
         }
         let last = replayed.last().map(|s| s.id);
         for sample in replayed {
@@ -239,13 +317,24 @@ impl Inbox {
                 out.samples.push(sample);
             }
         }
-        out.lost = q.lost.drain().collect();
+        // A topic's loss notice follows its last queued event, so the browser
+        // recovers from exactly the last id it received.
+        let Queue { lost, events, .. } = &mut *q;
+        let pending: HashSet<String> = events.iter().map(|e| e.topic.stream_key()).collect();
+        lost.retain(|topic, from| {
+            if pending.contains(&topic.stream_key()) {
+                return true;
+            }
+            out.lost.push((topic.clone(), *from));
+            false
+        });
         if !q.lost_this_frame {
             q.losing_since = None;
         }
         q.lost_this_frame = false;
         let more = !q.events.is_empty() || !q.telemetry.is_empty();
         drop(q);
+        self.room.notify_waiters();
         if more {
             self.ready.notify_one();
         }
@@ -287,7 +376,7 @@ mod tests {
 
     #[test]
     fn telemetry_is_conflated_and_events_are_all_kept_in_order() {
-        let inbox = Inbox::new(limits(100), true);
+        let inbox = Inbox::new(limits(100), true, Arc::default());
         for id in 1..=5 {
             inbox.deliver(&sample(Category::Telemetry, "t", id));
             inbox.deliver(&sample(Category::Event, "e", id));
@@ -310,7 +399,7 @@ mod tests {
 
     #[test]
     fn a_full_inbox_reports_the_first_lost_event_of_each_topic() {
-        let inbox = Inbox::new(limits(2), true);
+        let inbox = Inbox::new(limits(2), true, Arc::default());
         for id in 1..=5 {
             inbox.deliver(&sample(Category::Event, "e", id));
         }
@@ -331,6 +420,7 @@ mod tests {
                 slow_timeout: Duration::ZERO,
             },
             true,
+            Arc::default(),
         );
         inbox.deliver(&sample(Category::Event, "e", 1));
         inbox.deliver(&sample(Category::Event, "e", 2));
@@ -340,7 +430,7 @@ mod tests {
 
     #[test]
     fn held_samples_follow_the_replay_without_repeats() {
-        let inbox = Inbox::new(limits(100), true);
+        let inbox = Inbox::new(limits(100), true, Arc::default());
         let key = sample(Category::Event, "e", 1).topic.stream_key();
         inbox.hold(&key);
         inbox.deliver(&sample(Category::Event, "e", 4));
