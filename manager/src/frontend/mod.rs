@@ -177,7 +177,7 @@ impl Frontend {
                 tai_utc: fc.tai_utc_offset_s,
                 server: server.clone(),
             }),
-            love: Arc::new(love::LoveSettings::from_config(&self.config)),
+            love: Arc::new(love::LoveSettings::new(&self.config, self.store.clone())),
             edge: edge.clone(),
             connections: TaskTracker::new(),
         });
@@ -280,7 +280,9 @@ async fn love_upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     let guard = state.connections.token();
-    small(ws).on_upgrade(move |socket| {
+    // The replaced system's producers send larger messages than browsers.
+    let ws = small(ws).max_message_size(love::MAX_WS_MESSAGE_LEN);
+    ws.on_upgrade(move |socket| {
         let span = tracing::info_span!("browser", %peer, protocol = "love");
         tracing::Instrument::instrument(
             async move {

@@ -2,6 +2,7 @@
 //! once, encoded once per protocol however many browsers receive it.
 
 use crate::store::Entry;
+use axum::extract::ws::Utf8Bytes;
 use meridian_proto::{unix_now, CscId, StreamId, TopicId};
 use std::sync::OnceLock;
 use std::time::SystemTime;
@@ -22,8 +23,13 @@ pub struct Delivered {
     /// The fields as stored: a JSON object.
     pub fields: Box<str>,
     native: OnceLock<Box<str>>,
-    love: OnceLock<Box<str>>,
+    /// The replaced system's encodings (one per message flavour), allocated on first use.
+    love: OnceLock<Box<[OnceLock<Utf8Bytes>; LOVE_SLOTS]>>,
 }
+
+/// Encodings of one sample the replaced system's protocol may need (one
+/// per message flavour, see `love::encode`).
+pub const LOVE_SLOTS: usize = 6;
 
 impl Delivered {
     /// Decodes a stream entry of `topic` (of its instance, for aggregated CSCs);
@@ -70,10 +76,14 @@ impl Delivered {
         })
     }
 
-    /// Another protocol's encoding of this sample (the replaced system's),
-    /// made by `encode` the first time and shared afterwards.
-    pub fn love_json(&self, encode: impl FnOnce(&Delivered) -> String) -> &str {
-        self.love.get_or_init(|| encode(self).into_boxed_str())
+    /// The replaced system's encoding number `slot` (< [`LOVE_SLOTS`]) of
+    /// this sample, made by `encode` the first time and shared afterwards:
+    /// every browser gets the same bytes (a reference count, not a copy).
+    pub fn love_json(&self, slot: usize, encode: impl FnOnce(&Delivered) -> String) -> Utf8Bytes {
+        let slots = self.love.get_or_init(Box::default);
+        slots[slot % LOVE_SLOTS]
+            .get_or_init(|| Utf8Bytes::from(encode(self)))
+            .clone()
     }
 
     /// Approximate memory held, for per-connection bounds.

@@ -24,6 +24,16 @@ pub const ACKS_IN_FLIGHT: usize = 16;
 /// Bytes asked of a QUIC stream per read.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// The hash of every declared topic's field schema, written at each
+/// producer handshake next to the catalog, so a frontend can describe
+/// fields (type, units) without asking producers (the compatibility
+/// endpoint wraps every field as `{value, dataType, units}`). Field: the
+/// topic's [`TopicId::catalog_field`]; value: the JSON array of its
+/// [`meridian_proto::FieldSchema`]s (`[{"name","kind","count","units"}]`),
+/// or, for a topic the replaced system's producers send without field
+/// wrappers, `{"raw":true,"list":bool}`.
+pub const SCHEMAS_KEY: &str = "meridian:schemas";
+
 /// Shared by all connections of an ingest manager.
 pub struct Context {
     pub writer: Writer,
@@ -300,15 +310,28 @@ async fn serve_connection(
             ))
         })
         .collect();
+    let schemas: Vec<(String, String)> = hello
+        .topics
+        .iter()
+        .filter_map(|t| {
+            let id = TopicId::new(session.csc.clone(), t.category, &t.name).ok()?;
+            Some((id.catalog_field(), serde_json::to_string(&t.fields).ok()?))
+        })
+        .collect();
     let update = HashUpdate {
         key: meridian_proto::CATALOG_KEY.to_string(),
         fields: catalog,
         ttl: None,
     };
+    let described = HashUpdate {
+        key: SCHEMAS_KEY.to_string(),
+        fields: schemas,
+        ttl: None,
+    };
     let listed = ctx
         .writer
         .submit(Write {
-            hashes: vec![update],
+            hashes: vec![described, update],
             ..Write::default()
         })
         .await;

@@ -17,6 +17,8 @@ mod connection;
 pub mod sweeper;
 pub mod writer;
 
+pub use connection::SCHEMAS_KEY;
+
 use crate::store::Store;
 use crate::tls::{self, Identity, TlsError};
 use meridian_config::Config;

@@ -1,0 +1,528 @@
+//! Data messages of the replaced system's producers, written to the store
+//! the way the ingest manager writes its producers' samples, so native and
+//! compatibility browsers receive them alike and sites can move one producer
+//! at a time.
+//!
+//! `{"category","data":[{"csc","salindex","data":{stream: payload}}],"producer_snd"}`:
+//! a payload is a dict of fields (telemetry) or a list of them (events);
+//! each field is `{"value","dataType","units"}`. Per stream, the entry has
+//! the ingest manager's fields: `src` (`producer_snd`), `ing` (now), `f`
+//! (the plain values as a JSON object) and, for an aggregated CSC, `salindex`;
+//! streams are trimmed like ingest's (`store.*_maxlen`). Each new topic is
+//! added to the catalog and its field types and units to the schemas.
+//!
+//! Payloads without field wrappers (the pseudo-CSCs its producers build,
+//! e.g. `ScriptQueueState`) are stored and passed on as they came. The
+//! `Heartbeat` pseudo-CSC is not stored as such: a report of a heartbeat
+//! received (`lost` 0) becomes that CSC's `heartbeat` event, so its
+//! heartbeat looks the same whichever producer serves it.
+//!
+//! A message is checked whole before anything is written: an error names
+//! the field and the limit, and nothing of that message is stored.
+
+use super::encode::{Schemas, Shape};
+use crate::ingest::SCHEMAS_KEY;
+use crate::store::{Append, Store};
+use meridian_proto::{unix_now, Category, Csc, CscId, FieldSchema, TopicId, ValueKind, CATALOG_KEY};
+use serde_json::{Map, Value as Json};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Most CSC entries in one message (its producers send one).
+pub const MAX_ENTRIES: usize = 64;
+
+/// Most streams of one CSC entry.
+pub const MAX_STREAMS: usize = 256;
+
+/// Most samples of one stream in one message (events come one at a time).
+pub const MAX_SAMPLES: usize = 256;
+
+/// Most topics one producer connection may publish (bounds what it remembers).
+pub const MAX_TOPICS: usize = 10_000;
+
+/// Retention of the streams written, as ingest's.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub telemetry: usize,
+    pub event: usize,
+}
+
+/// One producer connection's writer.
+pub struct Publisher {
+    store: Arc<dyn Store>,
+    schemas: Arc<Schemas>,
+    retention: Retention,
+    /// Catalog fields listed by this connection, with the schema written for each.
+    listed: HashMap<String, String>,
+    /// Digest of the last event written per stream and instance: the
+    /// producers re-send their last events on every reconnect.
+    last_events: HashMap<(String, u32), u64>,
+}
+
+/// What one message writes.
+#[derive(Default)]
+struct Batch {
+    appends: Vec<Append>,
+    /// (topic, catalog field, schema JSON, shape) of the topics written.
+    topics: Vec<(TopicId, String, String, Shape)>,
+    /// Events written once: (append index, stream key and instance, digest).
+    events: Vec<(usize, (String, u32), u64)>,
+}
+
+impl Publisher {
+    pub fn new(store: Arc<dyn Store>, schemas: Arc<Schemas>, retention: Retention) -> Publisher {
+        Publisher {
+            store,
+            schemas,
+            retention,
+            listed: HashMap::new(),
+            last_events: HashMap::new(),
+        }
+    }
+
+    /// Checks and stores one data message; returns how many entries it wrote.
+    pub async fn publish(&mut self, message: &Map<String, Json>) -> Result<usize, String> {
+        let now = unix_now(SystemTime::now());
+        let mut batch = self.read(message, now)?;
+        // Events its producers re-send after a reconnect are written once.
+        let mut skip = vec![false; batch.appends.len()];
+        for (i, key, digest) in &batch.events {
+            let last = match self.last_events.get(key) {
+                Some(last) => Some(*last),
+                // First of this stream on this connection: compare with what is stored.
+                None if !aggregated(&key.0) => {
+                    let stored = self
+                        .store
+                        .last(&key.0, 1)
+                        .await
+                        .map_err(|e| format!("{e} (nothing stored; send it again)"))?;
+                    stored.first().map(|e| entry_digest(e.field("src"), e.field("f")))
+                }
+                None => None,
+            };
+            skip[*i] = last == Some(*digest);
+        }
+        let fresh: Vec<(String, String)> = batch
+            .topics
+            .iter()
+            .filter(|(_, field, json, _)| self.listed.get(field) != Some(json))
+            .map(|(_, field, json, _)| (field.clone(), json.clone()))
+            .collect();
+        if self.listed.len() + fresh.len() > MAX_TOPICS {
+            return Err(format!(
+                "data: this connection would publish more than MAX_TOPICS = {MAX_TOPICS} topics"
+            ));
+        }
+        if !fresh.is_empty() {
+            let unavailable = |e: crate::store::StoreError| format!("{e} (nothing stored; send it again)");
+            self.store
+                .hash_set(SCHEMAS_KEY, &fresh, None)
+                .await
+                .map_err(unavailable)?;
+            let catalog: Vec<(String, String)> =
+                fresh.iter().map(|(f, _)| (f.clone(), String::new())).collect();
+            self.store
+                .hash_set(CATALOG_KEY, &catalog, None)
+                .await
+                .map_err(unavailable)?;
+            for (topic, field, json, shape) in batch.topics.drain(..) {
+                if fresh.iter().any(|(f, _)| *f == field) {
+                    self.schemas.put(&topic, shape);
+                    self.listed.insert(field, json);
+                }
+            }
+        }
+        let appends: Vec<Append> = batch
+            .appends
+            .into_iter()
+            .zip(&skip)
+            .filter(|(_, skip)| !**skip)
+            .map(|(a, _)| a)
+            .collect();
+        if !appends.is_empty() {
+            self.store
+                .append(&appends)
+                .await
+                .map_err(|e| format!("{e} (nothing stored; send it again)"))?;
+        }
+        for (_, key, digest) in batch.events {
+            self.last_events.insert(key, digest);
+        }
+        Ok(appends.len())
+    }
+
+    /// Checks a message and lays out what it writes.
+    fn read(&self, message: &Map<String, Json>, now: f64) -> Result<Batch, String> {
+        let category = match message.get("category") {
+            Some(Json::String(c)) if c == "event" => Category::Event,
+            Some(Json::String(c)) if c == "telemetry" => Category::Telemetry,
+            Some(Json::String(c)) => {
+                return Err(format!(
+                    "category: {c:?} cannot be published (only \"event\" and \"telemetry\")"
+                ))
+            }
+            Some(_) => return Err("category: must be a string".into()),
+            None => return Err("category: missing".into()),
+        };
+        let source = match message.get("producer_snd") {
+            None | Some(Json::Null) => now,
+            Some(v) => v
+                .as_f64()
+                .filter(|t| t.is_finite())
+                .ok_or("producer_snd: must be a number (Unix seconds)")?,
+        };
+        let entries = match message.get("data") {
+            Some(Json::Array(entries)) => entries,
+            Some(_) => return Err("data: must be a list of {csc, salindex, data}".into()),
+            None => return Err("data: missing".into()),
+        };
+        if entries.len() > MAX_ENTRIES {
+            return Err(format!(
+                "data: {} entries, the limit is MAX_ENTRIES = {MAX_ENTRIES}",
+                entries.len()
+            ));
+        }
+        let mut batch = Batch::default();
+        for (i, entry) in entries.iter().enumerate() {
+            let at = format!("data[{i}]");
+            let entry = entry.as_object().ok_or(format!("{at}: must be an object"))?;
+            let csc = match entry.get("csc") {
+                Some(Json::String(c)) => Csc::new(c.as_str()).map_err(|e| format!("{at}.csc: {e}"))?,
+                _ => return Err(format!("{at}.csc: missing or not a string")),
+            };
+            let salindex = index(entry.get("salindex")).map_err(|e| format!("{at}.salindex: {e}"))?;
+            let streams = match entry.get("data") {
+                Some(Json::Object(streams)) => streams,
+                _ => return Err(format!("{at}.data: missing or not an object {{stream: payload}}")),
+            };
+            if streams.len() > MAX_STREAMS {
+                return Err(format!(
+                    "{at}.data: {} streams, the limit is MAX_STREAMS = {MAX_STREAMS}",
+                    streams.len()
+                ));
+            }
+            for (stream, payload) in streams {
+                let at = format!("{at}.data.{stream}");
+                if csc.as_str() == "Heartbeat" && category == Category::Event {
+                    self.heartbeat(&mut batch, payload, now)
+                        .map_err(|e| format!("{at}: {e}"))?;
+                    continue;
+                }
+                let id = CscId {
+                    csc: csc.clone(),
+                    salindex,
+                };
+                let topic = TopicId::new(id, category, stream).map_err(|e| format!("{at}: {e}"))?;
+                let (samples, list) = match payload {
+                    Json::Object(fields) => (vec![fields], false),
+                    Json::Array(items) => {
+                        if items.len() > MAX_SAMPLES {
+                            return Err(format!(
+                                "{at}: {} samples, the limit is MAX_SAMPLES = {MAX_SAMPLES}",
+                                items.len()
+                            ));
+                        }
+                        let samples = items
+                            .iter()
+                            .enumerate()
+                            .map(|(j, s)| {
+                                s.as_object()
+                                    .ok_or(format!("{at}[{j}]: must be an object of fields"))
+                            })
+                            .collect::<Result<Vec<_>, String>>()?;
+                        (samples, true)
+                    }
+                    _ => return Err(format!("{at}: must be an object of fields or a list of them")),
+                };
+                for fields in samples {
+                    let (f, shape, schema) = convert(fields, list);
+                    // Events carrying the middleware's stamps are unique: the
+                    // same one again is the producer's reconnect burst.
+                    let stamped = f.contains("\"private_sndStamp\"") || f.contains("\"private_seqNum\"");
+                    let once = (category == Category::Event && stamped).then(|| entry_digest(None, Some(&f)));
+                    self.push(&mut batch, &topic, source, now, f, (shape, schema), once);
+                }
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Lays out one entry of `topic`; `once`: the digest that makes an
+    /// event a repeat of the last one written (then it is not written).
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &self,
+        batch: &mut Batch,
+        topic: &TopicId,
+        source: f64,
+        now: f64,
+        f: String,
+        shape: (Shape, String),
+        once: Option<u64>,
+    ) {
+        let maxlen = match topic.category {
+            Category::Telemetry => self.retention.telemetry,
+            Category::Event => self.retention.event,
+        };
+        let mut fields = vec![
+            ("src".to_string(), source.to_string()),
+            ("ing".to_string(), now.to_string()),
+        ];
+        if topic.csc.is_aggregated() {
+            fields.push(("salindex".to_string(), topic.csc.salindex.to_string()));
+        }
+        if let Some(digest) = once {
+            let key = (topic.stream_key(), topic.csc.salindex);
+            batch.events.push((batch.appends.len(), key, digest));
+        }
+        fields.push(("f".to_string(), f));
+        batch.appends.push(Append {
+            key: topic.stream_key(),
+            maxlen,
+            fields,
+        });
+        let field = topic.catalog_field();
+        if !batch.topics.iter().any(|(_, f, _, _)| *f == field) {
+            batch.topics.push((topic.clone(), field, shape.1, shape.0));
+        }
+    }
+
+    /// A `Heartbeat` report: `{csc, salindex, lost, last_heartbeat_timestamp, …}`.
+    fn heartbeat(&self, batch: &mut Batch, report: &Json, now: f64) -> Result<(), String> {
+        let report = report
+            .as_object()
+            .ok_or("must be an object {csc, salindex, lost, …}")?;
+        let csc = match report.get("csc") {
+            Some(Json::String(c)) => Csc::new(c.as_str()).map_err(|e| format!("csc: {e}"))?,
+            _ => return Err("csc: missing or not a string".into()),
+        };
+        let salindex = index(report.get("salindex")).map_err(|e| format!("salindex: {e}"))?;
+        let lost = report
+            .get("lost")
+            .and_then(Json::as_u64)
+            .ok_or("lost: missing or not a count")?;
+        let last = report
+            .get("last_heartbeat_timestamp")
+            .and_then(Json::as_f64)
+            .ok_or("last_heartbeat_timestamp: missing or not a number")?;
+        if lost > 0 || last <= 0.0 {
+            // Losses are counted from the heartbeats that arrive, not reported.
+            return Ok(());
+        }
+        let topic = TopicId::new(
+            CscId { csc, salindex },
+            Category::Event,
+            super::group::HEARTBEAT_TOPIC,
+        )
+        .map_err(|e| e.to_string())?;
+        let src = last.to_string();
+        if batch
+            .appends
+            .iter()
+            .any(|a| a.key == topic.stream_key() && a.fields[0].1 == src)
+        {
+            return Ok(());
+        }
+        let schema = vec![FieldSchema {
+            name: super::group::HEARTBEAT_TOPIC.into(),
+            kind: ValueKind::Bool,
+            count: None,
+            units: "unitless".into(),
+        }];
+        let json = serde_json::to_string(&schema).unwrap_or_default();
+        // Reports repeat a heartbeat until the next one: the same time stamp is one heartbeat.
+        let f = r#"{"heartbeat":true}"#.to_string();
+        let once = entry_digest(Some(&src), Some(&f));
+        self.push(
+            batch,
+            &topic,
+            last,
+            now,
+            f,
+            (Shape::from_fields(&schema), json),
+            Some(once),
+        );
+        Ok(())
+    }
+}
+
+/// A SAL index: a number, or a string of one (its clients send `"0"`).
+fn index(value: Option<&Json>) -> Result<u32, String> {
+    match value {
+        Some(Json::Number(n)) => n
+            .as_u64()
+            .and_then(|i| u32::try_from(i).ok())
+            .ok_or_else(|| format!("{n} is not an index (0 to {})", u32::MAX)),
+        Some(Json::String(s)) => s.parse().map_err(|_| format!("{s:?} is not an index")),
+        Some(_) => Err("must be a number".into()),
+        None => Err("missing".into()),
+    }
+}
+
+/// The plain fields of one sample (a JSON object), its shape and the
+/// schema JSON to record: wrapped fields lose their wrappers, anything
+/// else is kept as it came.
+fn convert(fields: &Map<String, Json>, list: bool) -> (String, Shape, String) {
+    let wrapped = !fields.is_empty()
+        && fields
+            .values()
+            .all(|v| v.as_object().is_some_and(|w| w.contains_key("value")));
+    if !wrapped {
+        let f = serde_json::to_string(fields).unwrap_or_else(|_| "{}".into());
+        let shape = Shape::Raw { list };
+        return (f, shape, format!(r#"{{"raw":true,"list":{list}}}"#));
+    }
+    let mut plain = Map::with_capacity(fields.len());
+    let mut schema = Vec::with_capacity(fields.len());
+    for (name, wrapper) in fields {
+        let value = wrapper.get("value").cloned().unwrap_or(Json::Null);
+        let declared = wrapper.get("dataType").and_then(Json::as_str).unwrap_or("");
+        let (kind, array) = kind_of(declared, &value);
+        let units = wrapper
+            .get("units")
+            .and_then(Json::as_str)
+            .unwrap_or("")
+            .to_string();
+        let count = match (&value, array) {
+            (Json::Array(items), _) => Some(items.len() as u32),
+            (_, true) => Some(0),
+            _ => None,
+        };
+        schema.push(FieldSchema {
+            name: name.clone(),
+            kind,
+            count,
+            units,
+        });
+        plain.insert(name.clone(), value);
+    }
+    let f = serde_json::to_string(&plain).unwrap_or_else(|_| "{}".into());
+    let json = serde_json::to_string(&schema).unwrap_or_default();
+    (f, Shape::from_fields(&schema), json)
+}
+
+/// The kind of a field from its declared `dataType` (`Int`, `Float`,
+/// `String`, `Boolean`, `Array<…>`), or from its value when that says nothing.
+fn kind_of(declared: &str, value: &Json) -> (ValueKind, bool) {
+    let (inner, array) = match declared.strip_prefix("Array<").and_then(|d| d.strip_suffix('>')) {
+        Some(inner) => (inner, true),
+        None => (declared, false),
+    };
+    let kind = match inner {
+        "Int" => Some(ValueKind::Int),
+        "Float" => Some(ValueKind::Float),
+        "String" => Some(ValueKind::Str),
+        "Boolean" | "Bool" => Some(ValueKind::Bool),
+        _ => None,
+    };
+    match kind {
+        Some(kind) => (kind, array),
+        None => {
+            let probe = match value {
+                Json::Array(items) => items.first().unwrap_or(&Json::Null),
+                v => v,
+            };
+            let kind = match probe {
+                Json::Bool(_) => ValueKind::Bool,
+                Json::Number(n) if n.is_f64() => ValueKind::Float,
+                Json::Number(_) => ValueKind::Int,
+                Json::String(_) => ValueKind::Str,
+                _ => ValueKind::Float,
+            };
+            (kind, value.is_array())
+        }
+    }
+}
+
+/// What makes two event entries the same: the fields, and for heartbeats
+/// (whose fields never change) the source time.
+fn entry_digest(src: Option<&str>, f: Option<&str>) -> u64 {
+    let mut h = DefaultHasher::new();
+    let heartbeat = f == Some(r#"{"heartbeat":true}"#);
+    (heartbeat.then_some(src).flatten(), f).hash(&mut h);
+    h.finish()
+}
+
+/// Whether a stream key is an aggregated CSC's (one stream for every instance).
+fn aggregated(key: &str) -> bool {
+    meridian_proto::AGGREGATED_CSCS
+        .iter()
+        .any(|c| key.starts_with(&format!("meridian:{{{c}}}:")))
+}
+
+/// Replaces the bare `NaN`, `Infinity` and `-Infinity` the replaced
+/// system's producers (Python's `json`) write with `null`, outside strings.
+pub fn without_non_finite(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+            continue;
+        }
+        if c == '"' {
+            in_string = true;
+        }
+        let token = ["-Infinity", "Infinity", "NaN"]
+            .into_iter()
+            .find(|t| rest.starts_with(t));
+        match token {
+            Some(token) => {
+                out.push_str("null");
+                rest = &rest[token.len()..];
+            }
+            None => {
+                out.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrapped_fields_lose_their_wrappers_and_keep_types_and_units() {
+        let fields = serde_json::json!({
+            "azimuth": {"value": 12.5, "dataType": "Float", "units": "deg"},
+            "forces": {"value": [1, 2], "dataType": "Array<Float>", "units": "N"},
+            "ok": {"value": true, "dataType": "Int", "units": "unitless"}
+        });
+        let (f, shape, json) = convert(fields.as_object().unwrap(), true);
+        assert_eq!(f, r#"{"azimuth":12.5,"forces":[1,2],"ok":true}"#);
+        let Shape::Fields(types) = shape else {
+            panic!("{json}")
+        };
+        assert_eq!(types["forces"], ("Array<Float>".to_string(), "N".to_string()));
+        assert_eq!(types["ok"].0, "Int");
+        let raw = serde_json::json!({"enabled": true, "running": false});
+        let (f, shape, _) = convert(raw.as_object().unwrap(), false);
+        assert_eq!(
+            (f.as_str(), shape),
+            (r#"{"enabled":true,"running":false}"#, Shape::Raw { list: false })
+        );
+    }
+
+    #[test]
+    fn python_non_finite_numbers_become_null_outside_strings() {
+        assert_eq!(
+            without_non_finite(r#"{"a":NaN,"b":[-Infinity,Infinity],"s":"NaN \" Infinity"}"#),
+            r#"{"a":null,"b":[null,null],"s":"NaN \" Infinity"}"#
+        );
+    }
+}
