@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use meridian_config::Config;
+use meridian_manager::frontend::hub::Hub;
 use meridian_manager::frontend::{Frontend, HubStats};
 use meridian_manager::ingest::Ingest;
 use meridian_manager::store::Store;
@@ -27,6 +28,8 @@ pub struct System {
     pub producers: Vec<Arc<ProducerStats>>,
     /// The frontend's counters: entries read from the store, deliveries, inbox sizes.
     pub frontend_stats: Arc<HubStats>,
+    /// The frontend's hub (which streams it reads).
+    pub hub: Hub,
     stop: CancellationToken,
     tasks: TaskTracker,
 }
@@ -61,7 +64,7 @@ impl System {
         let ingest = Ingest::bind(&config, store.clone(), identity)?;
         let frontend = Frontend::bind(&config, store.clone()).await?;
         let (ingest_addr, frontend_addr) = (ingest.local_addr(), frontend.local_addr());
-        let frontend_stats = frontend.stats();
+        let (frontend_stats, hub) = (frontend.stats(), frontend.hub());
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(ingest.run(stop.clone()));
@@ -73,6 +76,7 @@ impl System {
             trust,
             producers: Vec::new(),
             frontend_stats,
+            hub,
             stop,
             tasks,
         })

@@ -197,3 +197,126 @@ async fn a_csc_subscribed_before_its_producer_exists_flows_when_it_connects() {
     assert_scalars_intact(&sample);
     system.stop().await;
 }
+
+/// The observatory clock in the browser comes from the server: a time
+/// request is answered with UTC and TAI 37 s apart, echoing the request time.
+#[tokio::test]
+async fn a_time_request_is_answered_with_utc_and_tai() {
+    let system = System::start(Arc::new(MemoryStore::new()), &[], RATE_HZ)
+        .await
+        .unwrap();
+    let mut browser = Browser::connect(&system.ws_url()).await.unwrap();
+    browser
+        .send_text(r#"{"op":"time","request_time":123.5}"#)
+        .await
+        .unwrap();
+    let time = browser.next_of("time").await.unwrap();
+    let (utc, tai) = (time["utc"].as_f64().unwrap(), time["tai"].as_f64().unwrap());
+    assert!((tai - utc - 37.0).abs() < 1e-6, "{time}");
+    assert_eq!(time["tai_utc"], 37);
+    assert_eq!(time["request_time"], 123.5);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((utc - now).abs() < 5.0, "{time}");
+    system.stop().await;
+}
+
+/// A plot opened mid-night asks for the recent past of a topic: it gets the
+/// last N stored samples, oldest first, matching what the store holds.
+#[tokio::test]
+async fn history_returns_the_last_samples_oldest_first() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let system = System::start(store.clone(), &["Test:1"], RATE_HZ).await.unwrap();
+    let key = TopicId::new("Test:1".parse().unwrap(), Category::Telemetry, "scalars")
+        .unwrap()
+        .stream_key();
+    wait_for("50 samples stored", Duration::from_secs(10), || {
+        let (store, key) = (store.clone(), key.clone());
+        async move { (store.len(&key).await.ok()? >= 50).then_some(()) }
+    })
+    .await
+    .unwrap();
+    let mut browser = Browser::connect(&system.ws_url()).await.unwrap();
+    browser
+        .send_text(r#"{"op":"history","csc":"Test","salindex":1,"category":"telemetry","topic":"scalars","last":20}"#)
+        .await
+        .unwrap();
+    let history = browser.next_of("history").await.unwrap();
+    let samples = history["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 20, "{history}");
+    assert_eq!(history["complete"], true);
+    let ids: Vec<meridian_proto::StreamId> = samples
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "oldest first: {ids:?}");
+    for s in samples {
+        assert_scalars_intact(s);
+    }
+    // They are what the store holds, up to the newest at the time of the request.
+    let stored = store
+        .range(&key, meridian_proto::StreamId::ZERO, Some(ids[19]), 100_000)
+        .await
+        .unwrap();
+    let tail: Vec<_> = stored[stored.len() - 20..].iter().map(|e| e.id).collect();
+    assert_eq!(ids, tail);
+    system.stop().await;
+}
+
+/// `{"csc":"Test"}` covers every index and both categories; unsubscribing
+/// stops the samples and the frontend stops reading the streams.
+#[tokio::test]
+async fn a_csc_wildcard_covers_every_index_and_unsubscribe_stops_reading() {
+    let system = System::start(Arc::new(MemoryStore::new()), &["Test:1", "Test:2"], RATE_HZ)
+        .await
+        .unwrap();
+    let mut browser = Browser::connect(&system.ws_url()).await.unwrap();
+    browser
+        .send_text(r#"{"op":"subscribe","csc":"Test"}"#)
+        .await
+        .unwrap();
+    let mut seen = std::collections::HashSet::new();
+    while !(seen.contains(&(1, "telemetry".to_string()))
+        && seen.contains(&(2, "telemetry".to_string()))
+        && seen.contains(&(1, "event".to_string()))
+        && seen.contains(&(2, "event".to_string())))
+    {
+        let s = browser.next_sample().await.unwrap();
+        seen.insert((
+            s["salindex"].as_u64().unwrap(),
+            s["category"].as_str().unwrap().to_string(),
+        ));
+    }
+    browser
+        .send_text(r#"{"op":"unsubscribe","csc":"Test"}"#)
+        .await
+        .unwrap();
+    let reply = browser.next_of("unsubscribed").await.unwrap();
+    assert!(reply["topics"].as_array().unwrap().len() >= 4, "{reply}");
+    // Samples already framed may still arrive; after that, none.
+    let quiet = async {
+        loop {
+            match tokio::time::timeout(Duration::from_millis(500), browser.next_json()).await {
+                Err(_) => return,
+                Ok(v) => assert_ne!(v.unwrap()["type"], "error"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), quiet)
+        .await
+        .expect("samples kept coming after unsubscribe");
+    let hub = system.hub.clone();
+    wait_for(
+        "no stream read once nobody watches",
+        Duration::from_secs(10),
+        || {
+            let hub = hub.clone();
+            async move { (hub.watched_streams() == 0).then_some(()) }
+        },
+    )
+    .await
+    .unwrap();
+    system.stop().await;
+}

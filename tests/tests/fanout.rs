@@ -166,13 +166,15 @@ async fn a_browser_away_for_five_seconds_recovers_everything_by_stream_id() {
 /// which id, and recovers the rest from the store in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_that_stops_reading_costs_bounded_memory_and_is_told_what_it_lost() {
-    const EVENTS: i64 = 3000;
+    // 20 MB of events: more than the stalled browser's socket buffers (a
+    // few MB) plus its inbox bound can hold.
+    const EVENTS: i64 = 5000;
     const PAD: usize = 4096;
-    const CLIENT_BYTES: usize = 2 * 1024 * 1024;
+    const CLIENT_BYTES: usize = 8 * 1024 * 1024;
     let (_redis, system, csc, store) = system_with(|c| {
         // Bursts of one store read (read_count entries of ~8 KB) fit a healthy browser's bound.
         c.frontend.read_count = 32;
-        c.frontend.client_queue = 256;
+        c.frontend.client_queue = 4096;
         c.frontend.client_bytes = CLIENT_BYTES;
         c.frontend.slow_timeout_ms = 600_000;
     })
@@ -200,8 +202,13 @@ async fn a_browser_that_stops_reading_costs_bounded_memory_and_is_told_what_it_l
         got
     });
 
-    // The stalled browser reads nothing while every event is published.
+    // The stalled browser reads nothing while every event is published, at
+    // 2,000/s (16 MB/s): a pace a browser that reads keeps up with.
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
     for i in 1..=EVENTS {
+        if i % 2 == 1 {
+            tick.tick().await;
+        }
         csc.publish_padded(i, PAD).await;
     }
     assert_eq!(
@@ -258,5 +265,85 @@ async fn a_browser_that_stops_reading_costs_bounded_memory_and_is_told_what_it_l
         (0..=EVENTS).collect::<Vec<_>>(),
         "after recovery the sequence is complete, in order"
     );
+    system.stop().await;
+}
+
+/// A frontend added next to a busy one (an autoscaler scaling out) gets
+/// browsers: the busy one asks its excess browsers to reconnect, with a
+/// hint first, and stops once the two are even, instead of the new one
+/// staying idle while long-lived connections pile on the old.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_spread_to_a_frontend_added_later() {
+    const BROWSERS: usize = 10;
+    let fast = |c: &mut meridian_config::Config| {
+        c.frontend.load_interval_ms = 100;
+        c.frontend.rebalance_factor = 1.25;
+    };
+    let (_redis, system, csc, store) = system_with(fast).await;
+    csc.publish(0).await;
+    stored(&store, 1).await;
+    let mut browsers = Vec::new();
+    for _ in 0..BROWSERS {
+        let mut b = Browser::connect(&system.ws_url()).await.unwrap();
+        b.subscribe(CSC, "event", "scalars").await.unwrap();
+        b.next_sample().await.unwrap();
+        browsers.push(b);
+    }
+
+    // The new frontend, on the same store.
+    let mut config = test_config();
+    fast(&mut config);
+    let added = meridian_manager::frontend::Frontend::bind(&config, store.clone())
+        .await
+        .unwrap();
+    let added_url = format!(
+        "ws://{}/ws?token={}",
+        added.local_addr(),
+        meridian_tests::system::TOKEN
+    );
+    let stop_added = tokio_util::sync::CancellationToken::new();
+    let added_task = tokio::spawn(added.run(stop_added.clone()));
+
+    // Each browser follows the old frontend until told to move, then goes to the new one.
+    let followers: Vec<_> = browsers
+        .into_iter()
+        .map(|mut b| {
+            let added_url = added_url.clone();
+            tokio::spawn(async move {
+                let mut hinted = false;
+                loop {
+                    match tokio::time::timeout(Duration::from_secs(3), b.next()).await {
+                        // Not moved within 3 s of quiet: it stays.
+                        Err(_) => return None,
+                        Ok(Ok(meridian_tests::browser::Received::Json(v))) if v["type"] == "reconnect" => {
+                            hinted = true
+                        }
+                        Ok(Ok(meridian_tests::browser::Received::Json(_))) => {}
+                        Ok(Ok(meridian_tests::browser::Received::Closed { code, reason })) => {
+                            assert_eq!(code, 1001, "{reason}");
+                            assert!(hinted, "a reconnect hint comes before the close");
+                            assert!(reason.contains("rebalancing"), "{reason}");
+                            // The balancer in front sends the reconnection to the new frontend.
+                            return Some(Browser::connect(&added_url).await.unwrap());
+                        }
+                        Ok(Err(e)) => panic!("{e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut moved = Vec::new();
+    for f in followers {
+        if let Some(browser) = f.await.unwrap() {
+            moved.push(browser);
+        }
+    }
+    assert!(
+        (3..=7).contains(&moved.len()),
+        "about half of {BROWSERS} browsers move to the added frontend, not none and not all: {}",
+        moved.len()
+    );
+    stop_added.cancel();
+    added_task.await.unwrap().unwrap();
     system.stop().await;
 }

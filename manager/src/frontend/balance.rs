@@ -24,6 +24,9 @@ use tokio_util::sync::CancellationToken;
 /// Prefix of the store keys where frontend managers publish their load.
 pub const LOAD_KEY_PREFIX: &str = "meridian:frontend:";
 
+/// Intervals a manager waits after moving browsers before it judges its share again.
+const REBALANCE_COOLDOWN: u32 = 3;
+
 /// Most other managers read per round (a bound on the scan).
 const MAX_MANAGERS: usize = 1000;
 
@@ -80,6 +83,7 @@ impl Balancer {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut cooldown = 0u32;
         let mut last = (
             Instant::now(),
             self.hub.stats().deliveries.load(Ordering::Relaxed),
@@ -99,14 +103,20 @@ impl Balancer {
             let rate = (now.1 - last.1) as f64 / secs;
             let cpu = (now.2 - last.2) / secs;
             last = now;
-            if let Err(e) = self.round(rate, cpu).await {
-                tracing::debug!(error = %e, "load publishing failed; retrying next interval");
+            match self.round(rate, cpu, cooldown == 0).await {
+                // Peers publish their new load within an interval: let them,
+                // so one move is not counted twice (no oscillation).
+                Ok(true) => cooldown = REBALANCE_COOLDOWN,
+                Ok(false) => cooldown = cooldown.saturating_sub(1),
+                Err(e) => tracing::debug!(error = %e, "load publishing failed; retrying next interval"),
             }
         }
         let _ = self.store.delete(&[self.key()]).await;
     }
 
-    async fn round(&self, rate: f64, cpu: f64) -> Result<(), crate::store::StoreError> {
+    /// Publishes this manager's load and, if it holds more than its share,
+    /// asks the excess browsers to move; true if it asked any.
+    async fn round(&self, rate: f64, cpu: f64, rebalance: bool) -> Result<bool, crate::store::StoreError> {
         let clients = self.hub.clients();
         let fields = vec![
             ("clients".to_string(), clients.to_string()),
@@ -129,12 +139,12 @@ impl Balancer {
                 managers += 1;
             }
         }
-        if managers < 2 {
-            return Ok(());
+        if managers < 2 || !rebalance {
+            return Ok(false);
         }
         let average = total as f64 / managers as f64;
         if (clients as f64) <= self.factor * average {
-            return Ok(());
+            return Ok(false);
         }
         let excess = clients - average.ceil() as usize;
         tracing::info!(
@@ -148,7 +158,7 @@ impl Balancer {
             let after = spread(id.wrapping_mul(31) ^ nanos(), self.interval);
             inbox.leave("rebalancing: reconnect to any frontend", after);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Tells every browser to reconnect elsewhere within `grace` (each after

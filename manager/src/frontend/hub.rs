@@ -509,7 +509,11 @@ impl Hub {
             }
             None => self.store.last(&key, limit).await?,
         };
-        let complete = entries.len() < limit;
+        // Complete unless frontend.max_replay cut the request short.
+        let complete = match (count, since) {
+            (Some(n), None) => n <= self.max_replay,
+            _ => entries.len() < limit,
+        };
         let samples = entries
             .iter()
             .filter_map(|e| Delivered::from_entry(topic, e))

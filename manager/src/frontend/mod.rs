@@ -148,6 +148,11 @@ impl Frontend {
         self.listener.local_addr().unwrap_or(self.config.frontend.listen)
     }
 
+    /// The hub (subscriptions, watched streams), for tests and metrics.
+    pub fn hub(&self) -> hub::Hub {
+        self.hub.clone()
+    }
+
     /// The hub's counters (entries read from the store, deliveries), for tests and metrics.
     pub fn stats(&self) -> Arc<HubStats> {
         self.hub.stats()
