@@ -177,7 +177,14 @@ fn sim_list_prints_the_cscs_topics_and_rates() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
-    for csc in ["MTM1M3:0", "MTMount:0", "ATDome:0", "ScriptQueue:1"] {
+    for csc in [
+        "MTM1M3:0",
+        "MTMount:0",
+        "ATDome:0",
+        "ScriptQueue:1",
+        "ScriptQueue:2",
+        "ScriptQueue:3",
+    ] {
         assert!(text.contains(csc), "{csc} missing: {text}");
     }
     let force = text

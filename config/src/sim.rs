@@ -15,7 +15,10 @@ pub struct SimConfig {
     /// CSC instances the simulator runs, each `"NAME"` or `"NAME:INDEX"`
     /// like `producer.csc`, no instance twice (two copies would interleave
     /// their samples in the same streams). Default: a night-like set —
-    /// `MTM1M3:0`, `MTMount:0`, `ATDome:0`, `ScriptQueue:1`, `Test:1`.
+    /// `MTM1M3:0`, `MTMount:0`, `ATDome:0`, `ScriptQueue:1`, `ScriptQueue:2`,
+    /// `ScriptQueue:3`, `Test:1`. The summit runs three ScriptQueues (Main,
+    /// Aux, OCS), each numbering its Scripts from index × 100000, so a night
+    /// has three interleaved streams of new Script indices.
     pub cscs: Vec<String>,
     /// Multiplies every simulated telemetry rate, for stress tests: 2.0
     /// publishes M1M3's 50 Hz topics at 100 Hz. Greater than 0, at most
@@ -72,10 +75,18 @@ impl SimConfig {
 impl Default for SimConfig {
     fn default() -> Self {
         Self {
-            cscs: ["MTM1M3:0", "MTMount:0", "ATDome:0", "ScriptQueue:1", "Test:1"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            cscs: [
+                "MTM1M3:0",
+                "MTMount:0",
+                "ATDome:0",
+                "ScriptQueue:1",
+                "ScriptQueue:2",
+                "ScriptQueue:3",
+                "Test:1",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
             rate_multiplier: 1.0,
             seed: 1,
             start_enabled: true,

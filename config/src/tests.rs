@@ -50,7 +50,15 @@ fn empty_text_is_all_defaults() {
     assert_eq!(config.commander.command_timeout_ms, 10_000);
     assert_eq!(
         config.sim.cscs,
-        ["MTM1M3:0", "MTMount:0", "ATDome:0", "ScriptQueue:1", "Test:1"]
+        [
+            "MTM1M3:0",
+            "MTMount:0",
+            "ATDome:0",
+            "ScriptQueue:1",
+            "ScriptQueue:2",
+            "ScriptQueue:3",
+            "Test:1"
+        ]
     );
     assert_eq!(config.sim.rate_multiplier, 1.0);
     assert_eq!(config.log.format, LogFormat::Text);

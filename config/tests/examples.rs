@@ -18,6 +18,7 @@ const EXAMPLES: &[(&str, &[&str])] = &[
     ("frontend.toml", &["store", "frontend", "log"]),
     ("producer.toml", &["tls", "producer", "log"]),
     ("commander.toml", &["commander", "log"]),
+    ("sim.toml", &["sim", "log"]),
     (
         "up.toml",
         &[
