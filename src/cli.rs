@@ -81,7 +81,7 @@ struct ProducerArgs {
     /// Ingest manager address host:port; repeat for fallbacks (overrides producer.ingest).
     #[arg(long, value_name = "HOST:PORT")]
     ingest: Vec<String>,
-    /// Sampling rate of telemetry topics in Hz (overrides producer.telemetry_rate_hz).
+    /// Sampling rate in Hz of telemetry topics that declare no rate (overrides producer.telemetry_rate_hz).
     #[arg(long, value_name = "HZ")]
     rate: Option<f64>,
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::csc::check_name;
-use crate::validate::{key_path, Problems};
+use crate::validate::{key_path, Problems, MAX_RATE_HZ};
 
 /// `[producer]`: read by the producer role.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -30,16 +30,21 @@ pub struct ProducerConfig {
     pub telemetry_rate_hz: f64,
 
     /// Per-topic sampling rates, topic name to Hz, each greater than 0 and
-    /// at most 1000, e.g. `forceActuatorData = 50.0`. Default empty: every
-    /// topic at `producer.telemetry_rate_hz`.
+    /// at most 1000, e.g. `forceActuatorData = 50.0`; they override the
+    /// rate a topic declares (see [`ProducerConfig::rate_hz`]). Default
+    /// empty: every topic at its declared rate, or at
+    /// `producer.telemetry_rate_hz` if it declares none.
     pub rates: BTreeMap<String, f64>,
 
     /// Most samples per frame sent to ingest, 1 to 65536. Default 256.
     pub batch_max: usize,
 
-    /// Longest a sample waits for its frame to fill, in milliseconds, 0 to
-    /// 1000. Default 5: at most 5 ms of added latency; 0 sends each sample
-    /// in its own frame.
+    /// Longest an event waits for its frame to fill to
+    /// `producer.batch_max` events, in milliseconds, 0 to 1000. Default 5:
+    /// a burst of events costs one frame (one acknowledgement, one store
+    /// round trip) per `batch_max` events, for at most 5 ms of added
+    /// latency; 0 sends every event as soon as it arrives. Telemetry does
+    /// not wait: each sampling tick sends one frame.
     pub batch_delay_ms: u64,
 
     /// Serve every instance of `producer.csc` (its SAL index is ignored),
@@ -66,9 +71,18 @@ pub struct ProducerConfig {
     /// Dedicated ingest pools: CSC name to the ingest addresses its
     /// producers use instead of `producer.ingest`, e.g. `MTM1M3 =
     /// ["ingest-m1m3:7400"]`, so the heaviest publishers have ingest
-    /// managers of their own. Default empty.
+    /// managers of their own. A `ScriptQueue` pool also takes the `Script`
+    /// producer (the Scripts the queue runs), unless `Script` has a pool of
+    /// its own. Default empty.
     pub pools: BTreeMap<String, Vec<String>>,
 }
+
+/// CSCs whose traffic goes to the pool of the CSC that drives them, as
+/// (driven, driver): every `Script` is started by a `ScriptQueue`, and its
+/// events are the queue's workload, so a `ScriptQueue` pool must take them
+/// too (the `Script` producer serves every index, so it has no queue index
+/// to name a pool by).
+pub const POOL_OF_DRIVER: &[(&str, &str)] = &[("Script", "ScriptQueue")];
 
 /// What a full producer spool does with a new event (`producer.spool_on_full`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -80,11 +94,36 @@ pub enum SpoolOnFull {
 }
 
 impl ProducerConfig {
+    /// The rate at which telemetry topic `topic` is sampled, in Hz: its
+    /// entry in `producer.rates` if it has one (an operator's override),
+    /// else the rate the topic declares (`declared`, from the middleware's
+    /// schema) if that is a usable rate, else `producer.telemetry_rate_hz`.
+    /// A declared rate above the producer's limit of 1000 Hz is sampled at
+    /// 1000 Hz; a declared rate that is not a positive number is ignored.
+    pub fn rate_hz(&self, topic: &str, declared: Option<f32>) -> f64 {
+        if let Some(&hz) = self.rates.get(topic) {
+            return hz;
+        }
+        match declared.map(f64::from) {
+            Some(hz) if hz > 0.0 && hz.is_finite() => hz.min(MAX_RATE_HZ),
+            _ => self.telemetry_rate_hz,
+        }
+    }
+
     /// The ingest addresses this producer uses: its CSC's pool if it has
-    /// one, else `producer.ingest`.
+    /// one, else the pool of the CSC that drives it (a Script's
+    /// ScriptQueue, see [`POOL_OF_DRIVER`]), else `producer.ingest`.
     pub fn ingest_addresses(&self) -> &[String] {
         let name = self.csc.split(':').next().unwrap_or_default();
-        self.pools.get(name).map(Vec::as_slice).unwrap_or(&self.ingest)
+        let driver = POOL_OF_DRIVER
+            .iter()
+            .find(|(driven, _)| *driven == name)
+            .map(|(_, driver)| *driver);
+        self.pools
+            .get(name)
+            .or_else(|| driver.and_then(|d| self.pools.get(d)))
+            .map(Vec::as_slice)
+            .unwrap_or(&self.ingest)
     }
 
     pub(crate) fn check_more(&self, problems: &mut Problems) {

@@ -283,6 +283,17 @@ fn a_csc_with_a_dedicated_pool_uses_it_and_others_use_the_default_ingest() {
     let mut other = config.producer.clone();
     other.csc = "ATDome:0".into();
     assert_eq!(other.ingest_addresses(), ["ingest:7400"]);
+    // Scripts are the ScriptQueue's workload: its pool takes them, unless
+    // Script has a pool of its own.
+    let mut script = config.producer.clone();
+    script.csc = "Script".into();
+    assert_eq!(script.ingest_addresses(), ["ingest:7400"]);
+    script
+        .pools
+        .insert("ScriptQueue".into(), vec!["queue:7400".into()]);
+    assert_eq!(script.ingest_addresses(), ["queue:7400"]);
+    script.pools.insert("Script".into(), vec!["scripts:7400".into()]);
+    assert_eq!(script.ingest_addresses(), ["scripts:7400"]);
     let err = Config::from_toml_str("[producer.pools]\nMTM1M3 = [\"nohost\"]\n")
         .unwrap_err()
         .to_string();

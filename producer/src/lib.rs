@@ -3,8 +3,12 @@
 //!
 //! It subscribes to one CSC through the [`meridian_sim::Middleware`]
 //! boundary, samples telemetry at fixed rates (the latest value of each topic
-//! at each tick, and only if it changed), forwards events as they happen, and
+//! at each tick of its declared or configured rate, and only if it changed),
+//! forwards events as they happen (in frames of up to `producer.batch_max`
+//! events, a partial frame waiting at most `producer.batch_delay_ms`), and
 //! sends both over QUIC to the first reachable ingest manager of its pool.
+//! An ingest that refuses it (identity, protocol) stops it; one that is
+//! unreachable, busy or draining is retried.
 //!
 //! Nothing is lost between the CSC and the store while the producer runs:
 //! every event waits in a bounded [`Spool`] until the ingest acknowledges it
@@ -65,6 +69,10 @@ pub enum ProducerError {
 pub struct ProducerStats {
     /// Samples written to a QUIC stream (replays count again).
     pub sent: AtomicU64,
+    /// Event frames (batches) written to the event stream (replays count
+    /// again): with `producer.batch_delay_ms`, a burst costs one frame per
+    /// `producer.batch_max` events, not one per event.
+    pub event_frames: AtomicU64,
     /// Samples the ingest manager acknowledged as stored.
     pub acked: AtomicU64,
     /// Highest event sequence number acknowledged.
@@ -163,6 +171,8 @@ async fn produce(
     };
     let mut state = State {
         spool: Spool::new(p.spool_events, p.spool_bytes, on_full),
+        flush_at: None,
+        batch_delay: Duration::from_millis(p.batch_delay_ms),
         held: None,
         sampler: sampler::Sampler::new(&feed.schemas, p),
         event_seq: 0,
@@ -182,11 +192,14 @@ async fn produce(
 
     loop {
         if let Some(s) = &session {
-            state.flush_events(s);
+            state.flush_events(s, tokio::time::Instant::now());
         }
         let read_feed = feed_open && state.held.is_none();
+        let flush_at = state.flush_timer(session.is_some());
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            // A partial batch waited `producer.batch_delay_ms`: the loop's top sends it.
+            _ = tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)), if flush_at.is_some() => {}
             event = feed.events.recv(), if read_feed => match event {
                 Some(event) => state.push_event(event),
                 None => feed_open = false,
@@ -204,7 +217,7 @@ async fn produce(
                         tracing::info!(ingest = %s.addr, spooled = state.spool.len(), "connected to ingest");
                         backoff.reset();
                         down_logged = false;
-                        state.spool.rewind();
+                        state.rewind();
                         session = Some(s);
                     }
                     Err(ConnectError::Refused { addr, reason }) => {
@@ -230,14 +243,14 @@ async fn produce(
                     Report::Refused(reason) => {
                         tracing::error!(%reason, "ingest refused a batch; reconnecting");
                         session = None;
-                        state.spool.rewind();
+                        state.rewind();
                         retry_at = tokio::time::Instant::now() + backoff.next_delay();
                     }
                     Report::Lost(reason) => {
                         tracing::warn!(%reason, spooled = state.spool.len(), "lost the ingest manager; spooling events and reconnecting");
                         down_logged = true;
                         session = None;
-                        state.spool.rewind();
+                        state.rewind();
                         retry_at = tokio::time::Instant::now() + backoff.next_delay();
                     }
                 }
@@ -253,7 +266,9 @@ async fn produce(
     if let Some(mut s) = session {
         let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
         while !state.spool.is_empty() {
-            state.flush_events(&s);
+            // Nothing waits for a batch to fill any more.
+            state.flush_at = Some(tokio::time::Instant::now());
+            state.flush_events(&s, tokio::time::Instant::now());
             match tokio::time::timeout_at(deadline, s.report()).await {
                 Ok(Report::EventsStored(seq)) => state.events_stored(seq),
                 Ok(Report::TelemetryStored(_)) => {}
@@ -276,6 +291,11 @@ async fn produce(
 /// What the producer's loop keeps between events.
 struct State {
     spool: Spool,
+    /// When the spool's unsent events are sent even if they do not fill a
+    /// frame: `producer.batch_delay_ms` after the oldest of them arrived.
+    /// `None` while nothing is unsent.
+    flush_at: Option<tokio::time::Instant>,
+    batch_delay: Duration,
     /// An event a blocking full spool handed back; the feed is not read until it fits.
     held: Option<Sample>,
     sampler: sampler::Sampler,
@@ -311,6 +331,10 @@ impl State {
     }
 
     fn push(&mut self, sample: Sample) {
+        if !self.spool.has_unsent() {
+            // The first event of a new batch: it waits at most `batch_delay`.
+            self.flush_at = Some(tokio::time::Instant::now() + self.batch_delay);
+        }
         match self.spool.push(sample) {
             Pushed::Spooled => {}
             Pushed::DroppedOldest | Pushed::DroppedNewest => {
@@ -335,9 +359,34 @@ impl State {
         }
     }
 
-    /// Moves unsent events from the spool into the session's queue while it has room.
-    fn flush_events(&mut self, session: &Session) {
+    /// The connection changed: everything unacknowledged is sent again, at once.
+    fn rewind(&mut self) {
+        self.spool.rewind();
+        self.flush_at = self.spool.has_unsent().then(tokio::time::Instant::now);
+    }
+
+    /// Events sent on no connection yet.
+    fn unsent(&self) -> usize {
+        self.spool.len() - self.spool.in_flight()
+    }
+
+    /// When the loop must wake to send a partial batch: only while
+    /// connected, and only while that time is still ahead (a batch that is
+    /// due but did not fit the session's queue goes with the next ack).
+    fn flush_timer(&self, connected: bool) -> Option<tokio::time::Instant> {
+        let at = self.flush_at.filter(|_| connected && self.spool.has_unsent())?;
+        (at > tokio::time::Instant::now()).then_some(at)
+    }
+
+    /// Moves unsent events from the spool into the session's queue while it
+    /// has room: full frames (`producer.batch_max` events) at once, a
+    /// partial one only once its oldest event waited `producer.batch_delay_ms`.
+    fn flush_events(&mut self, session: &Session, now: tokio::time::Instant) {
         while self.spool.has_unsent() {
+            let due = self.flush_at.is_none_or(|at| at <= now);
+            if self.unsent() < self.batch_max && !due {
+                return;
+            }
             let Some(permit) = session.try_reserve(Stream::Events) else {
                 return;
             };
@@ -354,9 +403,13 @@ impl State {
                 Ok(frame) => {
                     permit.send(frame);
                     self.stats.sent.fetch_add(n, Ordering::Relaxed);
+                    self.stats.event_frames.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(reason) => tracing::error!(%reason, "an event batch could not be encoded"),
             }
+        }
+        if !self.spool.has_unsent() {
+            self.flush_at = None;
         }
     }
 

@@ -2,12 +2,15 @@
 //!
 //! The first bidirectional stream carries the handshake and then events; a
 //! second one carries telemetry, so a burst of telemetry never delays an
-//! event. Each stream has a writer task fed through a small bounded queue
-//! of encoded frames, and a reader task that reports acknowledgements; both
-//! report a lost connection. The producer's loop never waits on the
+//! event: the event stream has the higher send priority
+//! ([`EVENT_STREAM_PRIORITY`]), and the ingest writes event batches before
+//! queued telemetry. Each stream has a writer task fed through a small
+//! bounded queue of encoded frames, and a reader task that reports
+//! acknowledgements; both report a lost connection. The producer's loop never waits on the
 //! network: when a queue is full, events stay in the spool and telemetry is
 //! resampled at the next tick.
 
+use meridian_proto::frame::close_code;
 use meridian_proto::{
     encode_frame, CscId, FrameBuffer, Hello, IngestFrame, ProducerFrame, TopicSchema, PROTOCOL_VERSION,
 };
@@ -23,15 +26,25 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// queue, is where events wait.
 pub const FRAMES_QUEUED: usize = 8;
 
+/// QUIC send priority of the event stream; telemetry keeps quinn's default
+/// of 0. When the connection cannot send everything at once (congestion or
+/// flow control), quinn sends the higher priority stream's data first, so
+/// queued event bytes overtake a burst of telemetry bytes.
+pub const EVENT_STREAM_PRIORITY: i32 = 1;
+
 /// Why a session could not start.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ConnectError {
     #[error("no ingest address configured")]
     NoAddress,
+    /// No answer, a network error, or a passing close (the ingest is
+    /// draining or busy): try the next address, then retry with backoff.
     #[error("{addr}: {reason}")]
     Unreachable { addr: String, reason: String },
-    /// The ingest manager refused this producer (identity, version, names):
-    /// fix the configuration, retrying will not help.
+    /// The ingest manager refused this producer (identity, version, names,
+    /// a hello it could not read): fix the configuration, retrying will not
+    /// help. Not for an ingest that closes because it is draining: that is
+    /// [`ConnectError::Unreachable`], retried with backoff.
     #[error("{addr} refused this producer: {reason}")]
     Refused { addr: String, reason: String },
 }
@@ -126,9 +139,16 @@ impl Session {
             })?;
         // In TLS 1.3 the ingest checks our certificate after we think the
         // handshake is done: its rejection arrives as the connection closing.
+        // Only a refusal is final; an ingest that closes because it is
+        // draining (restarting) is retried like an unreachable one.
         let closed_reason = |e: quinn::ConnectionError| match e {
             quinn::ConnectionError::ApplicationClosed(close) => {
-                refused(String::from_utf8_lossy(&close.reason).into_owned())
+                let code = close.error_code.into_inner();
+                let reason = String::from_utf8_lossy(&close.reason).into_owned();
+                match close_code::is_refusal(code) {
+                    true => refused(reason),
+                    false => unreachable(format!("closed during the handshake (code {code}): {reason}")),
+                }
             }
             other if tls_rejection(&other) => refused(format!(
                 "TLS handshake rejected ({other}): check tls.cert, tls.key and tls.ca"
@@ -136,6 +156,9 @@ impl Session {
             other => unreachable(other.to_string()),
         };
         let (mut events, mut recv) = conn.open_bi().await.map_err(closed_reason)?;
+        events
+            .set_priority(EVENT_STREAM_PRIORITY)
+            .map_err(|e| unreachable(e.to_string()))?;
         let hello = ProducerFrame::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
             producer_id: identity.producer_id,

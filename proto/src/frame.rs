@@ -28,6 +28,31 @@ pub const MAX_FRAME_LEN: usize = 8 * 1024 * 1024;
 /// Bytes of the length prefix.
 pub const LEN_PREFIX: usize = 4;
 
+/// QUIC application close codes an ingest manager closes a producer
+/// connection with, so the producer can tell a refusal (fix the
+/// configuration) from a passing condition (reconnect, with backoff).
+pub mod close_code {
+    /// The ingest manager is shutting down: reconnect (to another one).
+    /// Transient, even when it arrives during the handshake.
+    pub const DRAINING: u32 = 1;
+    /// The producer sent something malformed; the reason says what.
+    pub const PROTOCOL_ERROR: u32 = 2;
+    /// The handshake was refused (identity, version, names); the reason
+    /// says why. The only code after which retrying cannot help.
+    pub const REFUSED: u32 = 3;
+    /// Too many producers are connected (`ingest.max_producers`): transient.
+    pub const BUSY: u32 = 4;
+
+    /// Whether a connection closed with `code` during the handshake should
+    /// stop the producer rather than be retried with backoff: a refusal, or
+    /// a hello the ingest could not read (sending it again would fail
+    /// again). Every other code — [`DRAINING`] from an ingest that is
+    /// restarting, [`BUSY`], codes of newer versions — passes.
+    pub fn is_refusal(code: u64) -> bool {
+        code == u64::from(REFUSED) || code == u64::from(PROTOCOL_ERROR)
+    }
+}
+
 /// The first frame of a producer connection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hello {

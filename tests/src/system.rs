@@ -5,7 +5,7 @@ use anyhow::Context;
 use meridian_config::Config;
 use meridian_manager::frontend::hub::Hub;
 use meridian_manager::frontend::{Frontend, HubStats};
-use meridian_manager::ingest::Ingest;
+use meridian_manager::ingest::{Ingest, IngestStats};
 use meridian_manager::store::Store;
 use meridian_manager::tls::Identity;
 use meridian_producer::{ProducerStats, ServerTrust};
@@ -22,6 +22,8 @@ pub const TOKEN: &str = "test-token";
 pub struct System {
     pub store: Arc<dyn Store>,
     pub ingest_addr: SocketAddr,
+    /// The ingest's gauges (what it buffers).
+    pub ingest_stats: Arc<IngestStats>,
     pub frontend_addr: SocketAddr,
     /// The certificate producers must trust to reach this ingest.
     pub trust: ServerTrust,
@@ -65,6 +67,7 @@ impl System {
         let frontend = Frontend::bind(&config, store.clone()).await?;
         let (ingest_addr, frontend_addr) = (ingest.local_addr(), frontend.local_addr());
         let (frontend_stats, hub) = (frontend.stats(), frontend.hub());
+        let ingest_stats = ingest.stats();
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(ingest.run(stop.clone()));
@@ -72,6 +75,7 @@ impl System {
         Ok(System {
             store,
             ingest_addr,
+            ingest_stats,
             frontend_addr,
             trust,
             producers: Vec::new(),
@@ -82,8 +86,10 @@ impl System {
         })
     }
 
-    /// Starts a simulated CSC publishing telemetry at `rate_hz` (the Test
-    /// CSC's nominal rate is 1 Hz), and its producer sampling at that rate.
+    /// Starts a simulated CSC publishing telemetry at `rate_hz` times each
+    /// topic's nominal rate (the Test CSC's is 1 Hz), and its producer
+    /// sampling at the rates the simulator declares (`rate_hz` for a topic
+    /// that declares none).
     pub fn start_producer(&mut self, csc: &str, rate_hz: f64) -> anyhow::Result<Arc<ProducerStats>> {
         let sim = SimMiddleware::new();
         let options = SimOptions {

@@ -1,10 +1,23 @@
 //! Redis stops for 5 s in the middle of a stream of events and comes back:
 //! no event the ingest acknowledged is lost, none is written twice, every
-//! event published reaches Redis in order, and while Redis is down the
-//! producer holds events in its bounded spool instead of growing memory.
-//! An operator would notice a failure as gaps or repeats in a CSC's event
-//! log after a Redis restart.
+//! event published reaches Redis in order, and memory stays bounded while
+//! Redis is down. An operator would notice a failure as gaps or repeats in
+//! a CSC's event log after a Redis restart, or as an ingest or producer
+//! whose memory grows with the length of an outage.
+//!
+//! The outage brings about 5,000 events, each in a frame of its own
+//! (`producer.batch_max = 1`), which is more than either side may hold:
+//! - the ingest holds at most [`ACKS_IN_FLIGHT`] unstored batches per
+//!   producer stream ([`IngestStats::batches_held`]; this producer has two
+//!   streams, only the event one busy), then stops reading and lets QUIC
+//!   flow control hold the producer back; an ingest that kept reading would
+//!   hold thousands;
+//! - the producer holds at most [`SPOOL`] events (sent or not, until
+//!   acknowledged); with `spool_on_full = "block"` it then stops reading its
+//!   CSC, which waits, so nothing is dropped either.
 
+use meridian_config::SpoolOnFull;
+use meridian_manager::ingest::{IngestStats, ACKS_IN_FLIGHT};
 use meridian_manager::store::redis::RedisStore;
 use meridian_producer::ProducerStats;
 use meridian_tests::manual_csc::{stored_event_values, ManualCsc};
@@ -15,7 +28,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const EVENTS: i64 = 10_000;
-const SPOOL: usize = 50_000;
+/// The producer's spool, in events: less than the outage brings.
+const SPOOL: usize = 2_000;
+/// Streams of one producer connection: events and telemetry.
+const STREAMS: usize = 2;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_for_five_seconds_loses_and_repeats_nothing() {
@@ -26,7 +42,11 @@ async fn redis_down_for_five_seconds_loses_and_repeats_nothing() {
     let stats = system.spawn_producer(csc.clone(), |c| {
         c.producer.csc = "Test:3".into();
         c.producer.spool_events = SPOOL;
+        c.producer.spool_on_full = SpoolOnFull::Block;
+        c.producer.batch_max = 1;
+        c.producer.batch_delay_ms = 0;
     });
+    let ingest = system.ingest_stats.clone();
 
     // Publish at about 1000 events/s in the background for the whole test.
     let publisher = {
@@ -52,11 +72,13 @@ async fn redis_down_for_five_seconds_loses_and_repeats_nothing() {
 
     redis.stop();
     let acked_before_outage = ProducerStats::get(&stats.events_acked_seq);
-    // The outage itself: 5 s with Redis down, events still published.
-    let mut max_spooled = 0;
+    // The outage itself: 5 s with Redis down, events still published; what
+    // each side holds is sampled meanwhile.
+    let (mut max_spooled, mut max_held) = (0, 0);
     let outage = tokio::time::Instant::now() + Duration::from_secs(5);
     while tokio::time::Instant::now() < outage {
         max_spooled = max_spooled.max(ProducerStats::get(&stats.spooled));
+        max_held = max_held.max(IngestStats::get(&ingest.batches_held));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     redis.restart().unwrap();
@@ -75,12 +97,30 @@ async fn redis_down_for_five_seconds_loses_and_repeats_nothing() {
         "events stored once each (acked before the outage: {acked_before_outage})"
     );
     assert_eq!(stored, expected, "in order, none missing, none repeated");
-    assert_eq!(ProducerStats::get(&stats.events_dropped), 0);
-    assert!(max_spooled > 0, "events waited in the spool while Redis was down");
-    assert!(
-        max_spooled <= SPOOL as u64,
-        "the spool stayed within its bound: {max_spooled}"
+    assert_eq!(
+        ProducerStats::get(&stats.events_dropped),
+        0,
+        "a full spool blocks, it does not drop"
     );
-    println!("outage: up to {max_spooled} events spooled; {acked_before_outage} acknowledged before it");
+
+    // The load exceeded both bounds, and neither side went past its own.
+    assert_eq!(
+        max_spooled, SPOOL as u64,
+        "the outage filled the producer's spool, and it held no more"
+    );
+    assert_eq!(
+        max_held, ACKS_IN_FLIGHT as u64,
+        "the ingest's event stream reached its bound of unstored batches, and stopped reading"
+    );
+    let held_max = IngestStats::get(&ingest.batches_held_max);
+    assert!(
+        held_max <= (STREAMS * ACKS_IN_FLIGHT) as u64,
+        "the ingest never held more than {ACKS_IN_FLIGHT} batches per stream: {held_max}"
+    );
+    println!(
+        "outage: {max_spooled} events spooled (bound {SPOOL}), {max_held} batches held by the ingest \
+         (at most {held_max} in the whole run, bound {}); {acked_before_outage} acknowledged before it",
+        STREAMS * ACKS_IN_FLIGHT
+    );
     system.stop().await;
 }

@@ -10,15 +10,17 @@ use meridian_proto::{
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// How long a producer has to open its first stream and say hello.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Batches of one stream written to the store but not yet acknowledged;
-/// past it the stream stops reading until the oldest is stored.
+/// Batches of one stream handed to the store writer and not yet
+/// acknowledged; past it the stream stops reading until the oldest is
+/// stored, so a producer's unstored batches held here are bounded whatever
+/// the writer's queues hold.
 pub const ACKS_IN_FLIGHT: usize = 16;
 
 /// Bytes asked of a QUIC stream per read.
@@ -385,6 +387,8 @@ enum Reply {
     Stored {
         up_to_seq: u64,
         stored: oneshot::Receiver<Result<(), String>>,
+        /// One of the stream's [`ACKS_IN_FLIGHT`], released with the ack.
+        _in_flight: OwnedSemaphorePermit,
     },
     Error(String),
 }
@@ -397,7 +401,10 @@ async fn serve_stream(
     ctx: &Context,
     session: &Session,
 ) -> Result<(), Fault> {
-    let (replies, reply_rx) = mpsc::channel(ACKS_IN_FLIGHT);
+    // Every Stored reply holds a permit, so the channel never blocks a send;
+    // one more slot for a last Error.
+    let in_flight = Arc::new(Semaphore::new(ACKS_IN_FLIGHT));
+    let (replies, reply_rx) = mpsc::channel(ACKS_IN_FLIGHT + 1);
     let acks = tokio::spawn(acknowledge(send, reply_rx).in_current_span());
     let result = async {
         while let Some(frame) = read_frame(&mut recv, &mut frames).await? {
@@ -409,12 +416,22 @@ async fn serve_stream(
                 continue;
             };
             let write = session.write_for(samples, ctx)?;
+            let permit = in_flight
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| Fault::Lost("acknowledgement stream closed".into()))?;
             let stored = ctx
                 .writer
                 .submit(write)
                 .await
                 .map_err(|e| Fault::Lost(e.to_string()))?;
-            if replies.send(Reply::Stored { up_to_seq, stored }).await.is_err() {
+            let reply = Reply::Stored {
+                up_to_seq,
+                stored,
+                _in_flight: permit,
+            };
+            if replies.send(reply).await.is_err() {
                 return Err(Fault::Lost("acknowledgement stream closed".into()));
             }
         }
@@ -433,7 +450,9 @@ async fn serve_stream(
 async fn acknowledge(mut send: quinn::SendStream, mut replies: mpsc::Receiver<Reply>) {
     while let Some(reply) = replies.recv().await {
         let frame = match reply {
-            Reply::Stored { up_to_seq, stored } => match stored.await {
+            Reply::Stored {
+                up_to_seq, stored, ..
+            } => match stored.await {
                 Ok(Ok(())) => IngestFrame::Ack { up_to_seq },
                 Ok(Err(reason)) => IngestFrame::Error { reason },
                 Err(_) => return,

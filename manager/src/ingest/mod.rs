@@ -5,10 +5,13 @@
 //! stream ([`meridian_proto::Hello`]); that stream then carries batches, and
 //! the producer may open more streams (e.g. telemetry apart from events).
 //! Every batch goes to the shared [`writer`], which writes pipelined batches
-//! to the store; a stream is acknowledged (`Ack { up_to_seq }`) only once its
-//! samples are stored. When the store is slow or down, the writer's queue
-//! fills, stream readers stop reading, and QUIC flow control pushes back on
-//! producers: memory stays bounded and nothing acknowledged is lost.
+//! to the store, event batches before telemetry; a stream is acknowledged
+//! (`Ack { up_to_seq }`) only once its samples are stored. When the store is
+//! slow or down, each stream stops reading once [`ACKS_IN_FLIGHT`] of its
+//! batches wait for the store (and every stream once the writer's bounded
+//! queues are full), and QUIC flow control pushes back on producers: memory
+//! stays bounded ([`IngestStats::batches_held`]) and nothing acknowledged is
+//! lost.
 //!
 //! Malformed input closes only the connection that sent it, with a reason
 //! the producer sees; the endpoint keeps serving everyone else.
@@ -17,28 +20,21 @@ mod connection;
 pub mod sweeper;
 pub mod writer;
 
-pub use connection::SCHEMAS_KEY;
+pub use connection::{ACKS_IN_FLIGHT, SCHEMAS_KEY};
 
 use crate::store::Store;
 use crate::tls::{self, Identity, TlsError};
 use meridian_config::Config;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-/// QUIC application close codes, so a producer can tell why it was closed.
-pub mod close_code {
-    /// The ingest manager is shutting down: reconnect (to another one).
-    pub const DRAINING: u32 = 1;
-    /// The producer sent something malformed; the reason says what.
-    pub const PROTOCOL_ERROR: u32 = 2;
-    /// The handshake was refused (version, names); the reason says why.
-    pub const REFUSED: u32 = 3;
-    /// Too many producers are connected (`ingest.max_producers`).
-    pub const BUSY: u32 = 4;
-}
+/// QUIC application close codes, so a producer can tell why it was closed
+/// (they are part of the wire protocol, hence defined in `meridian-proto`).
+pub use meridian_proto::frame::close_code;
 
 /// Why the ingest role could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -53,11 +49,31 @@ pub enum IngestError {
     Tls(#[from] TlsError),
 }
 
+/// Gauges a test or a metrics page can read while the ingest runs.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    /// Batches (producer frames) read from producers and handed to the
+    /// store writer, not yet stored: queued or being written. The ingest's
+    /// own buffering; at most [`ACKS_IN_FLIGHT`] per producer stream and
+    /// [`writer::EVENT_QUEUE`] plus [`writer::TELEMETRY_QUEUE`] plus one
+    /// pipeline in all, however long the store is down.
+    pub batches_held: AtomicU64,
+    /// The most `batches_held` has been since the ingest started.
+    pub batches_held_max: AtomicU64,
+}
+
+impl IngestStats {
+    pub fn get(gauge: &AtomicU64) -> u64 {
+        gauge.load(Ordering::Relaxed)
+    }
+}
+
 /// A bound ingest endpoint; [`Ingest::run`] serves it.
 pub struct Ingest {
     endpoint: quinn::Endpoint,
     config: Config,
     store: Arc<dyn Store>,
+    stats: Arc<IngestStats>,
 }
 
 impl Ingest {
@@ -77,7 +93,13 @@ impl Ingest {
             endpoint,
             config: config.clone(),
             store,
+            stats: Arc::new(IngestStats::default()),
         })
+    }
+
+    /// Gauges of this ingest, readable while it runs.
+    pub fn stats(&self) -> Arc<IngestStats> {
+        self.stats.clone()
     }
 
     /// The address producers connect to.
@@ -89,7 +111,12 @@ impl Ingest {
     /// [`close_code::DRAINING`] and writes what was received to the store.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), IngestError> {
         let tasks = TaskTracker::new();
-        let writer = writer::Writer::start(self.store.clone(), &self.config.ingest, &tasks);
+        let writer = writer::Writer::start(
+            self.store.clone(),
+            &self.config.ingest,
+            &tasks,
+            self.stats.clone(),
+        );
         let ingest = &self.config.ingest;
         let ctx = Arc::new(connection::Context {
             writer,

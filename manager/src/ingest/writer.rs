@@ -8,22 +8,58 @@
 //! lost acknowledgement is not written twice; per-instance state hashes of
 //! aggregated CSCs (Scripts) are updated after their events.
 //!
-//! Queue bound: [`QUEUE_BATCHES`] batches. When full (the store is slow or
-//! down), stream readers wait in `submit`, stop reading their QUIC streams,
-//! and flow control makes producers wait: the producer pays, with its own
-//! bounded spool, and no memory grows here. A write that fails because the
-//! store is unavailable is retried with backoff until it succeeds: nothing
-//! is acknowledged before it is stored.
+//! Events before telemetry: batches with events wait in their own queue
+//! ([`EVENT_QUEUE`]), which the writer always empties first, and within a
+//! pipeline the events go to the store first. A burst of telemetry that
+//! fills [`TELEMETRY_QUEUE`] (Redis slow, say) therefore never holds an
+//! event back behind it: the event is accepted and written next.
+//!
+//! Both queues are bounded and [`OnFull::Block`]: when one is full (the
+//! store is slow or down), the stream readers submitting to it wait in
+//! [`Writer::submit`], stop reading their QUIC streams, and flow control
+//! makes producers wait: the producer pays, with its own bounded spool (or,
+//! for telemetry, by sending newer values later), and no memory grows here.
+//! A write that fails because the store is unavailable is retried with
+//! backoff until it succeeds: nothing is acknowledged before it is stored.
 
+use super::IngestStats;
 use crate::store::{Append, OnceBatch, Store, StoreError};
 use meridian_config::IngestConfig;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
-/// Batches waiting for the writer, across all connections.
-pub const QUEUE_BATCHES: usize = 256;
+/// What a full writer queue does to the stream reader submitting to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFull {
+    /// The reader waits in [`Writer::submit`] and stops reading its QUIC
+    /// stream; flow control then stops the producer, which keeps events in
+    /// its spool and resamples telemetry. The producer pays; the ingest's
+    /// memory does not grow.
+    Block,
+}
+
+/// A writer queue's bound, in batches (one producer frame each), and what a full one does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueBound {
+    pub batches: usize,
+    pub on_full: OnFull,
+}
+
+/// Batches with events waiting for the writer, across all connections;
+/// served before any telemetry batch.
+pub const EVENT_QUEUE: QueueBound = QueueBound {
+    batches: 256,
+    on_full: OnFull::Block,
+};
+
+/// Telemetry batches waiting for the writer, across all connections.
+pub const TELEMETRY_QUEUE: QueueBound = QueueBound {
+    batches: 256,
+    on_full: OnFull::Block,
+};
 
 /// Longest wait between retries of a failed store write.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
@@ -51,6 +87,12 @@ impl Write {
     fn entries(&self) -> usize {
         self.appends.len() + self.once.as_ref().map_or(0, |o| o.entries.len())
     }
+
+    /// Whether this batch goes to the event queue: it has events (or the
+    /// state hashes that come with them).
+    fn has_events(&self) -> bool {
+        self.once.is_some() || !self.hashes.is_empty()
+    }
 }
 
 struct Request {
@@ -61,7 +103,9 @@ struct Request {
 /// Handle to the writer task; cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
-    tx: mpsc::Sender<Request>,
+    events: mpsc::Sender<Request>,
+    telemetry: mpsc::Sender<Request>,
+    stats: Arc<IngestStats>,
 }
 
 /// The writer task has stopped (shutdown): the batch was not written.
@@ -71,38 +115,96 @@ pub struct WriterStopped;
 
 impl Writer {
     /// Starts the writer task on `tasks`. It stops once every `Writer`
-    /// handle is dropped and its queue is written out.
-    pub fn start(store: Arc<dyn Store>, config: &IngestConfig, tasks: &TaskTracker) -> Writer {
-        let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
+    /// handle is dropped and its queues are written out. It keeps
+    /// `stats.batches_held` current.
+    pub fn start(
+        store: Arc<dyn Store>,
+        config: &IngestConfig,
+        tasks: &TaskTracker,
+        stats: Arc<IngestStats>,
+    ) -> Writer {
+        let (events, events_rx) = mpsc::channel(EVENT_QUEUE.batches);
+        let (telemetry, telemetry_rx) = mpsc::channel(TELEMETRY_QUEUE.batches);
+        let queues = Queues {
+            events: events_rx,
+            telemetry: telemetry_rx,
+        };
         let batch_max = config.batch_max;
         let delay = Duration::from_millis(config.batch_delay_ms);
-        tasks.spawn(run(store, rx, batch_max, delay));
-        Writer { tx }
+        tasks.spawn(run(store, queues, batch_max, delay, stats.clone()));
+        Writer {
+            events,
+            telemetry,
+            stats,
+        }
     }
 
-    /// Queues `write`; the returned receiver resolves once it is stored
-    /// (or with the store's reason if it refused it). Waits while the queue is full.
+    /// Queues `write` (in the event queue if it has events, else in the
+    /// telemetry queue); the returned receiver resolves once it is stored
+    /// (or with the store's reason if it refused it). Waits while its
+    /// queue is full ([`OnFull::Block`]).
     pub async fn submit(&self, write: Write) -> Result<oneshot::Receiver<Result<(), String>>, WriterStopped> {
+        let queue = match write.has_events() {
+            true => &self.events,
+            false => &self.telemetry,
+        };
+        let permit = queue.reserve().await.map_err(|_| WriterStopped)?;
+        // Counted before the writer can see it, so the gauge never goes below zero.
+        let held = self.stats.batches_held.fetch_add(1, Ordering::Relaxed) + 1;
+        self.stats.batches_held_max.fetch_max(held, Ordering::Relaxed);
         let (stored, rx) = oneshot::channel();
-        self.tx
-            .send(Request { write, stored })
-            .await
-            .map_err(|_| WriterStopped)?;
+        permit.send(Request { write, stored });
         Ok(rx)
     }
 }
 
-async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Request>, batch_max: usize, delay: Duration) {
+/// The writer's two queues, events first.
+struct Queues {
+    events: mpsc::Receiver<Request>,
+    telemetry: mpsc::Receiver<Request>,
+}
+
+impl Queues {
+    /// The next batch, waiting for one: an event batch if any is queued.
+    /// `None` once both queues are closed and empty.
+    async fn recv(&mut self) -> Option<Request> {
+        tokio::select! {
+            biased;
+            Some(r) = self.events.recv() => Some(r),
+            Some(r) = self.telemetry.recv() => Some(r),
+            else => None,
+        }
+    }
+
+    /// The next batch already queued, event batches first.
+    fn try_recv(&mut self) -> Option<Request> {
+        self.events
+            .try_recv()
+            .ok()
+            .or_else(|| self.telemetry.try_recv().ok())
+    }
+}
+
+async fn run(
+    store: Arc<dyn Store>,
+    mut queues: Queues,
+    batch_max: usize,
+    delay: Duration,
+    stats: Arc<IngestStats>,
+) {
     let mut pending: Vec<Request> = Vec::new();
-    while let Some(first) = rx.recv().await {
+    while let Some(first) = queues.recv().await {
         let mut count = first.write.entries();
         pending.push(first);
         let deadline = tokio::time::Instant::now() + delay;
         while count < batch_max {
-            let next = match rx.try_recv() {
-                Ok(r) => Some(r),
-                Err(_) if delay.is_zero() => None,
-                Err(_) => tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten(),
+            let next = match queues.try_recv() {
+                Some(r) => Some(r),
+                None if delay.is_zero() => None,
+                None => tokio::time::timeout_at(deadline, queues.recv())
+                    .await
+                    .ok()
+                    .flatten(),
             };
             let Some(next) = next else { break };
             count += next.write.entries();
@@ -116,21 +218,22 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Request>, batch_max: 
             once.extend(request.write.once.take());
             hashes.append(&mut request.write.hashes);
         }
-        let (a, o) = tokio::join!(
-            async {
-                match appends.is_empty() {
-                    true => Ok(()),
-                    false => until_stored("append", || store.append(&appends)).await,
-                }
-            },
+        // `join!` polls in order: the events' pipeline goes to the store first.
+        let (o, a) = tokio::join!(
             async {
                 match once.is_empty() {
                     true => Ok(()),
                     false => until_stored("append_once", || store.append_once(&once)).await,
                 }
             },
+            async {
+                match appends.is_empty() {
+                    true => Ok(()),
+                    false => until_stored("append", || store.append(&appends)).await,
+                }
+            },
         );
-        let mut outcome = a.and(o);
+        let mut outcome = o.and(a);
         if outcome.is_ok() {
             for h in &hashes {
                 if let Err(e) = until_stored("hash_set", || store.hash_set(&h.key, &h.fields, h.ttl)).await {
@@ -140,6 +243,7 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Request>, batch_max: 
         }
         for request in pending.drain(..) {
             let _ = request.stored.send(outcome.clone());
+            stats.batches_held.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -175,5 +279,209 @@ where
                 delay = (delay * 2).min(MAX_RETRY_DELAY);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Entry, StreamReader};
+    use async_trait::async_trait;
+    use futures_util::FutureExt;
+    use meridian_proto::StreamId;
+    use std::future::Future;
+    use std::sync::Mutex;
+    use std::task::Poll;
+    use tokio::sync::watch;
+
+    /// A store whose writes wait until the test opens a gate (a store that
+    /// is slow or down), and that records which keys were written, in order.
+    struct GatedStore {
+        inner: MemoryStore,
+        open: watch::Receiver<bool>,
+        /// How many writes have started (and are waiting at the gate or done).
+        entered: watch::Sender<usize>,
+        written: Mutex<Vec<String>>,
+    }
+
+    impl GatedStore {
+        async fn gate(&self, keys: impl Iterator<Item = String>) {
+            self.entered.send_modify(|n| *n += 1);
+            let mut open = self.open.clone();
+            let _ = open.wait_for(|open| *open).await;
+            self.written.lock().unwrap().extend(keys);
+        }
+    }
+
+    #[async_trait]
+    impl Store for GatedStore {
+        async fn append(&self, batch: &[Append]) -> Result<Vec<StreamId>, StoreError> {
+            self.gate(batch.iter().map(|a| a.key.clone())).await;
+            self.inner.append(batch).await
+        }
+        async fn append_once(&self, batches: &[OnceBatch]) -> Result<Vec<usize>, StoreError> {
+            let keys = batches
+                .iter()
+                .flat_map(|b| b.entries.iter().map(|(_, a)| a.key.clone()));
+            self.gate(keys.collect::<Vec<_>>().into_iter()).await;
+            self.inner.append_once(batches).await
+        }
+        async fn last(&self, key: &str, count: usize) -> Result<Vec<Entry>, StoreError> {
+            self.inner.last(key, count).await
+        }
+        async fn range(
+            &self,
+            key: &str,
+            after: StreamId,
+            until: Option<StreamId>,
+            count: usize,
+        ) -> Result<Vec<Entry>, StoreError> {
+            self.inner.range(key, after, until, count).await
+        }
+        async fn len(&self, key: &str) -> Result<usize, StoreError> {
+            self.inner.len(key).await
+        }
+        async fn reader(&self) -> Result<Box<dyn StreamReader>, StoreError> {
+            self.inner.reader().await
+        }
+        async fn hash_set(
+            &self,
+            key: &str,
+            fields: &[(String, String)],
+            ttl: Option<Duration>,
+        ) -> Result<(), StoreError> {
+            self.inner.hash_set(key, fields, ttl).await
+        }
+        async fn hash_get(&self, key: &str) -> Result<Vec<(String, String)>, StoreError> {
+            self.inner.hash_get(key).await
+        }
+        async fn ttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {
+            self.inner.ttl(key).await
+        }
+        async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+            self.inner.exists(key).await
+        }
+        async fn delete(&self, keys: &[String]) -> Result<usize, StoreError> {
+            self.inner.delete(keys).await
+        }
+        async fn keys_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+            self.inner.keys_with_prefix(prefix, limit).await
+        }
+        async fn key_count(&self) -> Result<usize, StoreError> {
+            self.inner.key_count().await
+        }
+        async fn lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+            self.inner.lock(name, holder, ttl).await
+        }
+        async fn unlock(&self, name: &str, holder: &str) -> Result<bool, StoreError> {
+            self.inner.unlock(name, holder).await
+        }
+    }
+
+    fn append(key: &str) -> Append {
+        Append {
+            key: key.into(),
+            maxlen: 10,
+            fields: vec![("f".into(), "{}".into())],
+        }
+    }
+
+    fn telemetry(key: &str) -> Write {
+        Write {
+            appends: vec![append(key)],
+            ..Write::default()
+        }
+    }
+
+    fn event(key: &str, seq: u64) -> Write {
+        Write {
+            once: Some(OnceBatch {
+                dedup_key: "dedup".into(),
+                mark_ttl: Duration::from_secs(60),
+                entries: vec![(seq, append(key))],
+            }),
+            ..Write::default()
+        }
+    }
+
+    fn held(stats: &IngestStats) -> u64 {
+        stats.batches_held.load(Ordering::Relaxed)
+    }
+
+    /// Polls `future` once: whether it is still waiting.
+    async fn is_pending<F: Future + Unpin>(future: &mut F) -> bool {
+        std::future::poll_fn(|cx| Poll::Ready(future.poll_unpin(cx).is_pending())).await
+    }
+
+    /// With the store stuck on a telemetry batch and the telemetry queue
+    /// full, one more telemetry batch waits (the queue is bounded), but an
+    /// event batch is accepted at once and, when the store comes back, is
+    /// written right after the batch in progress: before every telemetry
+    /// batch that was queued ahead of it.
+    #[tokio::test]
+    async fn an_event_batch_overtakes_a_full_telemetry_queue() {
+        let (gate, open) = watch::channel(false);
+        let (entered, mut entered_rx) = watch::channel(0);
+        let store = Arc::new(GatedStore {
+            inner: MemoryStore::new(),
+            open,
+            entered,
+            written: Mutex::new(Vec::new()),
+        });
+        let config = IngestConfig {
+            batch_max: 1,
+            batch_delay_ms: 0,
+            ..IngestConfig::default()
+        };
+        let (tasks, stats) = (TaskTracker::new(), Arc::new(IngestStats::default()));
+        let writer = Writer::start(store.clone(), &config, &tasks, stats.clone());
+
+        let mut stored = vec![writer.submit(telemetry("t0")).await.unwrap()];
+        entered_rx.wait_for(|n| *n >= 1).await.unwrap(); // the writer is stuck on t0
+        let queued = TELEMETRY_QUEUE.batches;
+        for i in 1..=queued {
+            // Unconstrained: tokio's cooperative budget would make the 129th
+            // send in one poll yield even with room in the queue.
+            let accepted = tokio::task::unconstrained(writer.submit(telemetry(&format!("t{i}"))))
+                .now_or_never()
+                .unwrap_or_else(|| panic!("telemetry batch {i} of {queued} fits the queue"));
+            stored.push(accepted.unwrap());
+        }
+        let mut late = Box::pin(tokio::task::unconstrained(writer.submit(telemetry("late"))));
+        assert!(is_pending(&mut late).await, "a full telemetry queue blocks");
+        let event_stored = tokio::task::unconstrained(writer.submit(event("e", 1)))
+            .now_or_never()
+            .expect("an event batch is accepted while the telemetry queue is full")
+            .unwrap();
+        assert_eq!(
+            held(&stats),
+            queued as u64 + 2,
+            "t0, the queued telemetry and the event"
+        );
+
+        gate.send(true).unwrap();
+        stored.push(late.await.unwrap());
+        event_stored.await.unwrap().unwrap();
+        for rx in stored {
+            rx.await.unwrap().unwrap();
+        }
+        let written = store.written.lock().unwrap().clone();
+        let mut expected = vec!["t0".to_string(), "e".to_string()];
+        expected.extend((1..=queued).map(|i| format!("t{i}")));
+        expected.push("late".into());
+        assert_eq!(
+            written, expected,
+            "the event is written before the queued telemetry"
+        );
+        assert_eq!(held(&stats), 0);
+        assert_eq!(
+            stats.batches_held_max.load(Ordering::Relaxed),
+            queued as u64 + 2,
+            "never more than the batch being written, a full queue and the event"
+        );
+        drop(writer);
+        tasks.close();
+        tasks.wait().await;
     }
 }
