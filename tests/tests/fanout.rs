@@ -347,3 +347,60 @@ async fn browsers_spread_to_a_frontend_added_later() {
     added_task.await.unwrap().unwrap();
     system.stop().await;
 }
+
+/// A browser away for longer than retention keeps is told exactly what it
+/// cannot get back: a `gap` from its last id to the oldest entry still
+/// stored, then everything from there, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_away_beyond_retention_is_told_of_the_gap() {
+    const EVENTS: i64 = 2000;
+    const KEEP: usize = 200;
+    let (_redis, system, csc, store) = system_with(|c| c.store.event_maxlen = KEEP).await;
+    csc.publish(1).await;
+    stored(&store, 1).await;
+    let mut browser = Browser::connect(&system.ws_url()).await.unwrap();
+    browser.subscribe(CSC, "event", "scalars").await.unwrap();
+    let first = browser.next_sample().await.unwrap();
+    assert_eq!(n(&first), 1);
+    let last_id = first["id"].as_str().unwrap().to_string();
+    drop(browser);
+
+    for i in 2..=EVENTS {
+        csc.publish(i).await;
+    }
+    // Wait until the last event is stored (retention keeps the stream near KEEP entries).
+    wait_for("the last event stored", Duration::from_secs(60), || {
+        let store = store.clone();
+        async move {
+            let last = store.last(&key(), 1).await.ok()?;
+            let v: Value = serde_json::from_str(last.first()?.field("f")?).ok()?;
+            (v["int0"] == EVENTS).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    let oldest = store.range(&key(), StreamId::ZERO, None, 1).await.unwrap()[0].clone();
+    let oldest_n = serde_json::from_str::<Value>(oldest.field("f").unwrap()).unwrap()["int0"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        oldest_n > 2,
+        "retention trimmed the stream (oldest kept: {oldest_n})"
+    );
+
+    let mut back = Browser::connect(&system.ws_url()).await.unwrap();
+    back.subscribe_after(CSC, "event", "scalars", &last_id)
+        .await
+        .unwrap();
+    let gap = back.next_of("gap").await.unwrap();
+    assert_eq!(gap["after"], last_id.as_str(), "{gap}");
+    assert_eq!(gap["resumed"], oldest.id.to_string().as_str(), "{gap}");
+    let (mut got, mut id) = (Vec::new(), String::new());
+    read_until(&mut back, EVENTS, &mut got, &mut id).await;
+    assert_eq!(
+        got,
+        (oldest_n..=EVENTS).collect::<Vec<_>>(),
+        "everything still stored, in order"
+    );
+    system.stop().await;
+}
