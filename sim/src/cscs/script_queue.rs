@@ -131,10 +131,12 @@ impl ScriptQueue {
             return Err(format!("the queue is full ({MAX_QUEUE} scripts)"));
         }
         if self.next_index == 0 {
-            self.next_index = 100_000 * ctx.csc.id.salindex.max(1);
+            // Queue i numbers its Scripts i × 100000 + n, as the real one does
+            // (saturating: a queue index above 42949 has no such range).
+            self.next_index = 100_000u32.saturating_mul(ctx.csc.id.salindex.max(1));
         }
         let index = self.next_index;
-        self.next_index += 1;
+        self.next_index = self.next_index.saturating_add(1);
         let duration = config_value(config, "duration")
             .and_then(|v| v.parse::<f64>().ok())
             .filter(|d| d.is_finite() && *d >= 0.0)
