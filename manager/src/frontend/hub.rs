@@ -624,6 +624,7 @@ impl Hub {
 
     /// Hands each entry read to its stream's subscribers, decoded once.
     fn dispatch(&self, streams: Vec<crate::store::StreamEntries>) {
+        let (mut read, mut deliveries) = (0u64, 0u64);
         let mut state = self.lock();
         let State { watched, clients, .. } = &mut *state;
         for stream in streams {
@@ -634,7 +635,7 @@ impl Hub {
                 if entry.id <= w.cursor {
                     continue;
                 }
-                self.stats.entries_read.fetch_add(1, Ordering::Relaxed);
+                read += 1;
                 w.cursor = entry.id;
                 let Some(sample) = Delivered::from_entry(&w.topic, entry).map(Arc::new) else {
                     continue;
@@ -644,13 +645,16 @@ impl Hub {
                     if filters.contains(&None) || filters.contains(&Some(instance)) {
                         if let Some(c) = clients.get(client) {
                             c.inbox.deliver(&sample);
-                            self.stats.deliveries.fetch_add(1, Ordering::Relaxed);
+                            deliveries += 1;
                         }
                     }
                 }
                 w.last = Some(sample);
             }
         }
+        drop(state);
+        self.stats.entries_read.fetch_add(read, Ordering::Relaxed);
+        self.stats.deliveries.fetch_add(deliveries, Ordering::Relaxed);
     }
 }
 

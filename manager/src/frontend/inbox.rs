@@ -62,7 +62,8 @@ pub struct Drained {
 struct Queue {
     control: VecDeque<Box<str>>,
     events: VecDeque<Arc<Delivered>>,
-    telemetry: HashMap<TopicId, Arc<Delivered>>,
+    /// The newest sample of each telemetry topic, by [`Delivered::topic_key`].
+    telemetry: HashMap<Arc<str>, Arc<Delivered>>,
     /// Live samples held while their topic is replayed, per stream key.
     held: HashMap<String, Vec<Arc<Delivered>>>,
     lost: HashMap<TopicId, StreamId>,
@@ -131,20 +132,20 @@ impl Inbox {
     /// Queues a sample without waiting; see the module doc for what a full inbox does.
     pub fn deliver(&self, sample: &Arc<Delivered>) {
         let mut q = self.lock();
-        let key = sample.topic.stream_key();
-        if let Some(floor) = q.floor.get(&key) {
+        let key = &*sample.key;
+        if let Some(floor) = q.floor.get(key) {
             if sample.id <= *floor {
                 return; // already sent by the replay
             }
-            q.floor.remove(&key);
+            q.floor.remove(key);
         }
-        if let Some(held) = q.held.get_mut(&key) {
+        if let Some(held) = q.held.get_mut(key) {
             if held.len() < self.limits.events {
                 held.push(sample.clone());
             } else if sample.topic.category == meridian_proto::Category::Event {
                 // The replay outlasts the bound: report the loss as for a full queue.
                 q.lost.entry(sample.topic.clone()).or_insert(sample.id);
-                q.held_overflow.insert(key);
+                q.held_overflow.insert(key.to_string());
             }
             return;
         }
@@ -157,28 +158,32 @@ impl Inbox {
         let size = sample.size();
         match sample.topic.category {
             meridian_proto::Category::Telemetry => {
-                let replaced = q.telemetry.get(&sample.topic).map_or(0, |old| old.size());
+                if q.replaying.contains(&*sample.key) {
+                    // A recovery replay of this stream will reach this entry.
+                    return;
+                }
+                let replaced = q.telemetry.get(&sample.topic_key).map_or(0, |old| old.size());
                 if q.bytes - replaced + size > self.limits.bytes {
                     // Full of events: this value is skipped; a newer one follows.
                     return;
                 }
-                q.telemetry.insert(sample.topic.clone(), sample);
+                q.telemetry.insert(sample.topic_key.clone(), sample);
                 q.bytes = q.bytes - replaced + size;
                 self.stats.inbox_bytes_max.fetch_max(q.bytes, Ordering::Relaxed);
             }
             meridian_proto::Category::Event => {
-                let key = sample.topic.stream_key();
-                if q.replaying.contains(&key) {
+                let key = &*sample.key;
+                if q.replaying.contains(key) {
                     // A recovery replay of this stream will reach this entry.
                     return;
                 }
-                let lost_before = q.suspended.contains(&key);
+                let lost_before = q.suspended.contains(key);
                 if lost_before || q.events.len() >= self.limits.events || q.bytes + size > self.limits.bytes {
                     if !lost_before {
                         // Reported once, from the first lost id; the browser
                         // recovers everything from there when it subscribes again.
                         q.lost.entry(sample.topic.clone()).or_insert(sample.id);
-                        q.suspended.insert(key);
+                        q.suspended.insert(key.to_string());
                     }
                     self.stats.events_lost.fetch_add(1, Ordering::Relaxed);
                     q.lost_this_frame = true;
@@ -320,9 +325,9 @@ impl Inbox {
         // A topic's loss notice follows its last queued event, so the browser
         // recovers from exactly the last id it received.
         let Queue { lost, events, .. } = &mut *q;
-        let pending: HashSet<String> = events.iter().map(|e| e.topic.stream_key()).collect();
+        let pending: HashSet<&str> = events.iter().map(|e| &*e.key).collect();
         lost.retain(|topic, from| {
-            if pending.contains(&topic.stream_key()) {
+            if pending.contains(topic.stream_key().as_str()) {
                 return true;
             }
             out.lost.push((topic.clone(), *from));

@@ -4,7 +4,7 @@
 use crate::store::Entry;
 use axum::extract::ws::Utf8Bytes;
 use meridian_proto::{unix_now, CscId, StreamId, TopicId};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 /// One stream entry, decoded once and shared (behind an `Arc`) by every
@@ -13,6 +13,11 @@ use std::time::SystemTime;
 pub struct Delivered {
     /// The topic, of the publishing instance (for aggregated CSCs, from the entry).
     pub topic: TopicId,
+    /// `topic.stream_key()`, computed once: every browser's inbox keys on it.
+    pub key: Arc<str>,
+    /// `topic` as text (unique per instance), computed once: the key of
+    /// conflated telemetry in every browser's inbox.
+    pub topic_key: Arc<str>,
     pub id: StreamId,
     /// When the CSC published it, Unix seconds.
     pub source_ts: f64,
@@ -50,6 +55,8 @@ impl Delivered {
         }
         let parse = |s: &str| s.parse::<f64>().unwrap_or(f64::NAN);
         Some(Delivered {
+            key: topic.stream_key().into(),
+            topic_key: topic.to_string().into(),
             topic,
             id: entry.id,
             source_ts: parse(src),
