@@ -36,7 +36,7 @@ enum Command {
     Producer(ProducerArgs),
     /// Run a manager: the ingest role, the frontend role, or both.
     Manager(ManagerArgs),
-    /// Run the commander HTTP API (commands go to CSCs simulated in this process).
+    /// Run the commander HTTP API (commands go to CSCs simulated in this process; audit log in the store).
     Commander(CommanderArgs),
     /// Run simulated CSCs and log what they publish each second.
     Sim(SimArgs),
@@ -107,6 +107,9 @@ struct CommanderArgs {
     /// HTTP address of the commander (overrides commander.listen).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Keep the audit log in this Redis (sets store.backend = "redis" and store.redis_url).
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
     /// CSC instances to simulate and accept commands for (overrides sim.cscs).
     #[arg(long, value_name = "CSC:INDEX")]
     csc: Vec<String>,
@@ -187,6 +190,7 @@ impl Cli {
                 }
             }
             Command::Commander(a) => {
+                use_redis(&mut config, &a.redis);
                 if let Some(addr) = a.listen {
                     config.commander.listen = addr;
                 }
@@ -237,8 +241,13 @@ impl Cli {
                 Ok(())
             }
             Command::Commander(_) => {
+                let store = meridian_manager::store::open(&config.store).await?;
+                if config.store.backend == StoreBackend::Memory {
+                    tracing::warn!("the audit log is in memory and lost at exit: set store.backend = \"redis\" or --redis");
+                }
                 let sim = start_sims(&config.sim, &config.sim.cscs, &shutdown)?;
-                let commander = meridian_commander::Commander::bind(&config, Arc::new(sim.clone())).await?;
+                let commander =
+                    meridian_commander::Commander::bind(&config, Arc::new(sim.clone()), store).await?;
                 commander.run(shutdown).await?;
                 sim.stopped().await;
                 Ok(())

@@ -1,12 +1,16 @@
 //! `meridian up`: the whole system in one process, for a first look and for
 //! demos. Simulated CSCs feed their producers, which talk QUIC to the
 //! ingest role; the frontend role serves browsers; the commander relays
-//! commands to the same simulators. The store is in-memory unless
-//! `--redis` is given.
+//! commands to the same simulators and audits them in the same store. The
+//! store is in-memory unless `--redis` is given. Without
+//! `commander.tokens`, the browser token (default `dev-token`) becomes a
+//! development token that may command every simulated CSC, on the
+//! commander and as a frontend command token; the banner prints it.
 //!
 //! Shutdown follows the pipeline: producers flush and stop, then ingest
 //! drains into the store, then frontend and commander close.
 
+use meridian_config::commander::CommanderToken;
 use meridian_config::{Config, StoreBackend};
 use meridian_manager::{frontend::Frontend, ingest::Ingest, store, tls::Identity};
 use meridian_producer::{ProducerStats, ServerTrust};
@@ -14,7 +18,8 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let dev_token = add_dev_command_token(&mut config);
     let store = store::open(&config.store).await?;
     // An in-process producer trusts exactly the certificate its ingest uses.
     let identity = Identity::from_config(&config.tls)?;
@@ -28,7 +33,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let producers_stop = shutdown.child_token();
     let sim = crate::cli::start_sims(&config.sim, &config.sim.cscs, &producers_stop)?;
     let middleware = Arc::new(sim.clone());
-    let commander = meridian_commander::Commander::bind(&config, middleware.clone()).await?;
+    let commander = meridian_commander::Commander::bind(&config, middleware.clone(), store.clone()).await?;
 
     let ingest_addr = ingest.local_addr();
     let web = frontend.local_addr();
@@ -43,7 +48,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
     println!("  browser:    http://{web}/?token={token}");
     println!("  websocket:  ws://{web}/ws?token={token}");
-    println!("  commander:  http://{}/cmd/", commander.local_addr());
+    let commander_addr = commander.local_addr();
+    println!("  commander:  http://{commander_addr}/cmd/");
+    match &dev_token {
+        Some(token) => println!(
+            "  commands:   send `Authorization: Bearer {token}` (API: http://{commander_addr}/openapi.json)"
+        ),
+        None => {
+            println!("  commands:   tokens from commander.tokens (API: http://{commander_addr}/openapi.json)")
+        }
+    }
     println!("  ingest:     quic://{ingest_addr} (producers)");
     println!("Press Ctrl-C to stop.");
 
@@ -86,4 +100,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     commander_task.await??;
     println!("Meridian stopped.");
     Ok(())
+}
+
+/// Without `commander.tokens`, makes the browser token a development token
+/// that may send every command, on the commander and (as a command token)
+/// on the frontend, so the printed URLs can both watch and command. `up`
+/// commands only simulated CSCs. Returns the token, if it added one.
+fn add_dev_command_token(config: &mut Config) -> Option<String> {
+    if !config.commander.tokens.is_empty() {
+        return None;
+    }
+    let token = config.frontend.tokens.first()?.clone();
+    config.commander.tokens.push(CommanderToken {
+        name: "dev".to_string(),
+        token: token.clone(),
+        cscs: vec!["*".to_string()],
+        commands: vec!["*".to_string()],
+        rate_limit_per_s: None,
+        rate_limit_burst: None,
+    });
+    if !config.frontend.command_tokens.contains(&token) {
+        config.frontend.command_tokens.push(token.clone());
+    }
+    Some(token)
 }

@@ -4,6 +4,7 @@
 //! first command is broken.
 
 use meridian_tests::browser::Browser;
+use meridian_tests::http::Request;
 use meridian_tests::redis_server::RedisServer;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -89,6 +90,26 @@ async fn data_flows_and_it_stops_cleanly(extra: &[&str], signal: &str) {
     browser.subscribe("Test:1", "telemetry", "scalars").await.unwrap();
     let sample = browser.next_sample().await.unwrap();
     assert!(sample["fields"]["int0"].as_i64().unwrap() > 0, "{sample}");
+
+    // The printed development token can send a command to the printed URL.
+    let commander = url_after(&up.lines, "commander:");
+    let commands = url_after(&up.lines, "commands:");
+    let token = commands
+        .split("Bearer ")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .unwrap_or_else(|| panic!("no token in {commands:?}"));
+    let rest = commander.strip_prefix("http://").unwrap();
+    let (addr, path) = rest.split_once('/').unwrap();
+    let body =
+        serde_json::json!({"csc": "Test", "salindex": 1, "cmd": "cmd_setLogLevel", "params": {"level": 20}});
+    let response = Request::post_json(&format!("/{path}"), &body)
+        .bearer(token)
+        .send(addr.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.json().unwrap(), serde_json::json!({"ack": "Done"}));
 
     let status = Command::new("kill")
         .arg(format!("-{signal}"))

@@ -1,28 +1,71 @@
-//! The commander: an HTTP API that relays operators' commands to CSCs and
-//! returns their acknowledgement.
+//! The commander: an HTTP API that relays operators' commands to CSCs,
+//! returns or streams their acknowledgements, and keeps an audit log of
+//! every request.
 //!
-//! It reaches CSCs only through the [`meridian_sim::Middleware`] boundary and
-//! knows nothing of the store or of producers.
+//! It reaches CSCs only through the [`meridian_sim::Middleware`] boundary
+//! (which also gives each command's schema, checked before anything is
+//! sent) and keeps its audit log in the [`meridian_manager::store::Store`]
+//! (Redis streams, or the in-memory store in `meridian up`). It must not
+//! know about producers, ingest or browsers' WebSocket sessions.
 //!
-//! Routes:
-//! - `POST /cmd/` — the replaced system's route: `{"csc", "salindex", "cmd": "cmd_<name>", "params"}`
-//!   → `200 {"ack": "<result>"}`; errors come back as JSON `{"ack": "<reason>"}` with a 4xx/5xx status.
-//! - `GET /healthz`.
+//! Routes (the OpenAPI document `commander/openapi.json`, served at
+//! `GET /openapi.json`, describes each; a test keeps it equal to
+//! [`routes::ROUTES`]):
+//! - `POST /cmd/` — the replaced system's: `{"csc", "salindex", "cmd":
+//!   "cmd_<name>", "params", "identity"}` → `200 {"ack": "<result>"}`;
+//!   every failure is JSON `{"ack": reason, "error": code, "field"?}` with
+//!   400/401/403/404/409/429/503/504.
+//! - `POST /v1/commands` — native: `{"csc", "salindex", "command",
+//!   "params", "identity"}` → `200` and one JSON line per acknowledgement
+//!   (`sent`, `in_progress`, then `complete` / `failed` / `timeout`).
+//! - `GET /v1/audit?since=&until=&after=&limit=` — audit entries.
+//! - `GET /healthz`, `GET /readyz`, `GET /openapi.json`.
+//!
+//! Every route but the last three needs `Authorization: Bearer <token>`
+//! (or `Token <token>`) from `commander.tokens`, is rate limited per token,
+//! and runs in a tracing span with the peer, token name, CSC and command.
+//!
+//! Layout:
+//! - [`routes`]: the route table, the router and the handlers.
+//! - [`relay`]: one command request from arrival to audit entry (checks, send, acknowledgements, timeout).
+//! - [`request`]: the two request bodies, read into one request.
+//! - [`params`]: parameters checked against the command's schema.
+//! - [`auth`]: tokens and their scopes.
+//! - [`rate`]: the per-token token bucket.
+//! - [`audit`]: audit entries in the store: write, read by time.
+//! - [`error`]: [`RequestError`], every failure as a status and a JSON body.
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use meridian_config::Config;
-use meridian_proto::{CscId, Value};
-use meridian_sim::{AckState, Middleware, MiddlewareError};
+pub mod audit;
+pub mod auth;
+pub mod error;
+pub mod params;
+pub mod rate;
+pub mod relay;
+pub mod request;
+pub mod routes;
+
+pub use error::RequestError;
+
+use meridian_config::{CommanderConfig, Config};
+use meridian_manager::store::Store;
+use meridian_sim::Middleware;
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-/// Why the commander could not start.
+/// Largest request body accepted, in bytes (413 above). A command's
+/// parameters are at most a few hundred numbers (M1M3's force arrays):
+/// 64 KiB is many times that, and bounds what one request can cost.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// How long a shutdown waits for open requests and commands in flight to
+/// finish (and be audited) before closing them.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Why the commander could not start or serve.
 #[derive(Debug, thiserror::Error)]
 pub enum CommanderError {
     /// The listen address could not be bound: is another process using `commander.listen`?
@@ -31,38 +74,31 @@ pub enum CommanderError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// The server stopped on an I/O error: restart it.
     #[error("commander server failed: {0}")]
     Serve(std::io::Error),
 }
 
-/// A refused or failed command, as the HTTP status and `{"ack": reason}` body.
-#[derive(Debug, thiserror::Error)]
-enum CommandError {
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    UnknownCsc(String),
-    #[error("{0}")]
-    Failed(String),
-    #[error("{0}")]
-    Timeout(String),
-}
-
-impl IntoResponse for CommandError {
-    fn into_response(self) -> Response {
-        let status = match self {
-            CommandError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            CommandError::UnknownCsc(_) => StatusCode::NOT_FOUND,
-            CommandError::Failed(_) => StatusCode::CONFLICT,
-            CommandError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-        };
-        (status, Json(serde_json::json!({ "ack": self.to_string() }))).into_response()
-    }
-}
-
-struct AppState {
+/// What every request shares.
+pub struct AppState {
     middleware: Arc<dyn Middleware>,
-    timeout: Duration,
+    config: CommanderConfig,
+    tokens: auth::Tokens,
+    limiter: rate::RateLimiter,
+    audit: audit::AuditLog,
+    /// Requests being processed (see [`relay::process`]): awaited at shutdown.
+    commands: TaskTracker,
+}
+
+impl AppState {
+    /// Takes one request from `caller`'s bucket, or a 429.
+    fn take_rate(&self, caller: &auth::Caller) -> Result<(), RequestError> {
+        self.limiter
+            .take(&caller.name, caller.rate_per_s, caller.burst, Instant::now())
+            .map_err(|wait| RequestError::RateLimited {
+                retry_after_s: rate::retry_after_secs(wait),
+            })
+    }
 }
 
 /// A bound commander; [`Commander::run`] serves it.
@@ -72,16 +108,31 @@ pub struct Commander {
 }
 
 impl Commander {
-    /// Binds `commander.listen` (port 0 picks a free port).
-    pub async fn bind(config: &Config, middleware: Arc<dyn Middleware>) -> Result<Commander, CommanderError> {
+    /// Binds `commander.listen` (port 0 picks a free port). Commands go to
+    /// `middleware`; the audit log goes to `store`.
+    pub async fn bind(
+        config: &Config,
+        middleware: Arc<dyn Middleware>,
+        store: Arc<dyn Store>,
+    ) -> Result<Commander, CommanderError> {
         let addr = config.commander.listen;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| CommanderError::Bind { addr, source })?;
-        let timeout = Duration::from_millis(config.commander.command_timeout_ms);
+        let tokens = auth::Tokens::from_config(&config.commander);
+        if tokens.is_empty() {
+            tracing::warn!("commander.tokens is empty: every command will be refused (401)");
+        }
         Ok(Commander {
             listener,
-            state: Arc::new(AppState { middleware, timeout }),
+            state: Arc::new(AppState {
+                middleware,
+                config: config.commander.clone(),
+                tokens,
+                limiter: rate::RateLimiter::default(),
+                audit: audit::AuditLog::new(store, config.commander.audit_maxlen),
+                commands: TaskTracker::new(),
+            }),
         })
     }
 
@@ -89,79 +140,46 @@ impl Commander {
         self.listener.local_addr().unwrap_or(([0, 0, 0, 0], 0).into())
     }
 
-    /// Serves until `shutdown`.
+    /// Serves until `shutdown`; then stops accepting, lets open requests and
+    /// commands in flight finish and be audited, for at most
+    /// [`SHUTDOWN_DEADLINE`].
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), CommanderError> {
-        let app = Router::new()
-            .route("/cmd/", post(command))
-            .route("/healthz", get(|| async { "ok" }))
-            .with_state(self.state);
-        tracing::info!(addr = %self.listener.local_addr().map_err(CommanderError::Serve)?, "commander listening (HTTP)");
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-            .map_err(CommanderError::Serve)
-    }
-}
-
-/// `POST /cmd/`: validates the request, sends the command, returns the final ack.
-async fn command(
-    State(state): State<Arc<AppState>>,
-    body: axum::body::Bytes,
-) -> Result<Json<serde_json::Value>, CommandError> {
-    let request: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| CommandError::BadRequest(format!("request body is not JSON: {e}")))?;
-    let field = |name: &str| {
-        request.get(name).ok_or_else(|| {
-            CommandError::BadRequest(format!(
-                "Request must have JSON data with the following keys: csc, salindex, cmd, params. Missing: {name}"
-            ))
-        })
-    };
-    let csc_name = field("csc")?
-        .as_str()
-        .ok_or_else(|| CommandError::BadRequest("csc: expected a string".into()))?;
-    let salindex = match field("salindex")? {
-        serde_json::Value::Number(n) => n.as_u64(),
-        serde_json::Value::String(s) => s.parse().ok(),
-        _ => None,
-    }
-    .and_then(|i| u32::try_from(i).ok())
-    .ok_or_else(|| CommandError::BadRequest("salindex: expected a non-negative integer".into()))?;
-    let cmd = field("cmd")?
-        .as_str()
-        .ok_or_else(|| CommandError::BadRequest("cmd: expected a string".into()))?;
-    let name = cmd.strip_prefix("cmd_").unwrap_or(cmd);
-    let params = match field("params")? {
-        serde_json::Value::Object(map) => map
-            .iter()
-            .map(|(k, v)| {
-                Value::from_json(v).map(|v| (k.clone(), v)).ok_or_else(|| {
-                    CommandError::BadRequest(format!(
-                        "params.{k}: expected a number, boolean, string or array of them"
-                    ))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        _ => return Err(CommandError::BadRequest("params: expected an object".into())),
-    };
-    let csc = CscId::new(csc_name, salindex).map_err(|e| CommandError::BadRequest(format!("csc: {e}")))?;
-    let acks = state
-        .middleware
-        .command(&csc, name, params, state.timeout)
-        .await
-        .map_err(|e| match e {
-            MiddlewareError::UnknownCsc(_) => CommandError::UnknownCsc(e.to_string()),
-            MiddlewareError::BadCommand(_) => CommandError::BadRequest(e.to_string()),
-            MiddlewareError::Busy(_) => CommandError::Failed(e.to_string()),
-        })?;
-    let ack = acks.final_ack().await;
-    tracing::info!(%csc, command = name, state = ?ack.state, result = %ack.result, "command");
-    match ack.state {
-        AckState::Complete => Ok(Json(serde_json::json!({ "ack": ack.result }))),
-        AckState::Failed => Err(CommandError::Failed(ack.result)),
-        AckState::Timeout | AckState::InProgress => Err(CommandError::Timeout(format!(
-            "Command time out. No ack received from component. {}",
-            ack.result
-        ))),
+        let addr = self.listener.local_addr().map_err(CommanderError::Serve)?;
+        tracing::info!(%addr, "commander listening (HTTP)");
+        let app = routes::router(self.state.clone());
+        let serve = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+        let deadline = async {
+            shutdown.cancelled().await;
+            tokio::time::Instant::now() + SHUTDOWN_DEADLINE
+        };
+        tokio::pin!(serve);
+        let deadline = tokio::select! {
+            served = &mut serve => {
+                served.map_err(CommanderError::Serve)?;
+                tokio::time::Instant::now() + SHUTDOWN_DEADLINE
+            }
+            at = deadline => {
+                match tokio::time::timeout_at(at, &mut serve).await {
+                    Ok(served) => served.map_err(CommanderError::Serve)?,
+                    Err(_) => tracing::warn!("requests still open at the shutdown deadline: closed"),
+                }
+                at
+            }
+        };
+        let commands = &self.state.commands;
+        commands.close();
+        if tokio::time::timeout_at(deadline, commands.wait()).await.is_err() {
+            tracing::error!(
+                in_flight = commands.len(),
+                "commands still in flight at the shutdown deadline: their outcome is not audited"
+            );
+        }
+        tracing::info!("commander stopped");
+        Ok(())
     }
 }

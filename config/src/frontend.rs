@@ -24,7 +24,9 @@ pub struct FrontendConfig {
 
     /// Tokens that may also send commands (the dashboard enables its
     /// command panel for them); each non-empty without whitespace. Default
-    /// empty.
+    /// empty. The commander decides what a command may do: give the same
+    /// token an entry in `commander.tokens` with its scopes (`meridian up`
+    /// makes its development token both).
     pub command_tokens: Vec<String>,
 
     /// Events queued per browser, 16 to 1000000. Default 4096. Telemetry

@@ -48,6 +48,11 @@ fn empty_text_is_all_defaults() {
     assert_eq!(config.producer.batch_delay_ms, 5);
     assert_eq!(config.commander.listen.to_string(), "0.0.0.0:8081");
     assert_eq!(config.commander.command_timeout_ms, 10_000);
+    assert!(config.commander.timeouts_ms.is_empty());
+    assert!(config.commander.tokens.is_empty());
+    assert_eq!(config.commander.rate_limit_per_s, 5.0);
+    assert_eq!(config.commander.rate_limit_burst, 20);
+    assert_eq!(config.commander.audit_maxlen, 100_000);
     assert_eq!(
         config.sim.cscs,
         [
@@ -72,6 +77,18 @@ fn defaults_round_trip_through_toml() {
     config.tls.cert = Some("/etc/meridian/ingest.pem".into());
     config.tls.key = Some("/etc/meridian/ingest.key".into());
     config.producer.rates.insert("forceActuatorData".into(), 50.0);
+    config
+        .commander
+        .timeouts_ms
+        .insert("MTMount.moveToTarget".into(), 60_000);
+    config.commander.tokens.push(commander::CommanderToken {
+        name: "ops".into(),
+        token: "secret-1".into(),
+        cscs: vec!["ATDome".into(), "MTMount:0".into()],
+        commands: vec!["*".into()],
+        rate_limit_per_s: Some(1.0),
+        rate_limit_burst: None,
+    });
     let text = toml::to_string(&config).unwrap();
     assert_eq!(Config::from_toml_str(&text).unwrap(), config);
     let text = toml::to_string(&Config::default()).unwrap();
@@ -298,4 +315,78 @@ fn a_csc_with_a_dedicated_pool_uses_it_and_others_use_the_default_ingest() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("producer.pools.MTM1M3[0]"), "{err}");
+}
+
+#[test]
+fn commander_tokens_timeouts_and_limits() {
+    let config = Config::from_toml_str(
+        r#"
+        [commander]
+        command_timeout_ms = 5000
+        tokens = [
+          { name = "ops", token = "s3cret-ops", cscs = ["*"] },
+          { name = "atdome", token = "s3cret-dome", cscs = ["ATDome"], commands = ["moveAzimuth"], rate_limit_burst = 2 },
+          { name = "viewer", token = "s3cret-view" },
+        ]
+        [commander.timeouts_ms]
+        "MTMount.moveToTarget" = 60000
+        "#,
+    )
+    .unwrap();
+    let c = &config.commander;
+    assert_eq!(c.timeout_ms("MTMount", "moveToTarget"), 60_000);
+    assert_eq!(c.timeout_ms("MTMount", "stop"), 5000);
+    assert_eq!(c.tokens[0].commands, ["*"], "commands default to every command");
+    assert!(c.tokens[2].cscs.is_empty(), "no cscs: read-only");
+    assert_eq!(c.tokens[1].rate_limit_burst, Some(2));
+    // Debug output (panics, failed assertions) never shows a secret.
+    assert!(!format!("{config:?}").contains("s3cret"));
+
+    use commander::CscPattern;
+    assert_eq!(CscPattern::parse("*"), Ok(CscPattern::Any));
+    assert!(CscPattern::parse("ATDome").unwrap().matches("ATDome", 7));
+    assert!(!CscPattern::parse("ATDome:1").unwrap().matches("ATDome", 0));
+    assert!(!CscPattern::parse("ATDome").unwrap().matches("MTM1M3", 0));
+}
+
+#[test]
+fn bad_commander_keys_are_named_and_tokens_never_echoed() {
+    let problems = invalid(
+        r#"
+        [commander]
+        rate_limit_per_s = 0
+        rate_limit_burst = 0
+        audit_maxlen = 0
+        tokens = [
+          { name = "", token = "has space" },
+          { name = "ops", token = "dup-secret", cscs = ["AT-Dome"], commands = ["cmd-x"] },
+          { name = "ops", token = "dup-secret", rate_limit_per_s = -1.0 },
+        ]
+        [commander.timeouts_ms]
+        "moveToTarget" = 1000
+        "MTMount.stop" = 600001
+        "#,
+    );
+    assert_eq!(
+        keys(&problems),
+        [
+            "commander.timeouts_ms.\"MTMount.stop\"",
+            "commander.timeouts_ms.moveToTarget",
+            "commander.tokens[0].name",
+            "commander.tokens[0].token",
+            "commander.tokens[1].cscs[0]",
+            "commander.tokens[1].commands[0]",
+            "commander.tokens[2].rate_limit_per_s",
+            "commander.tokens[2].name",
+            "commander.tokens[2].token",
+            "commander.rate_limit_per_s",
+            "commander.rate_limit_burst",
+            "commander.audit_maxlen",
+        ]
+    );
+    let msg = ConfigError::Invalid(problems).to_string();
+    assert!(!msg.contains("has space") && !msg.contains("dup-secret"), "{msg}");
+
+    let msg = parse_error("[commander]\ntokens = [{ name = \"a\", token = \"b\", scope = \"all\" }]\n");
+    assert!(msg.contains("scope"), "{msg}");
 }

@@ -17,7 +17,7 @@ const EXAMPLES: &[(&str, &[&str])] = &[
     ("ingest.toml", &["store", "tls", "ingest", "log"]),
     ("frontend.toml", &["store", "frontend", "log"]),
     ("producer.toml", &["tls", "producer", "log"]),
-    ("commander.toml", &["commander", "log"]),
+    ("commander.toml", &["store", "commander", "log"]),
     ("sim.toml", &["sim", "log"]),
     (
         "up.toml",
@@ -60,7 +60,7 @@ fn examples_hold_the_defaults_except_where_they_say() {
     for (name, _) in EXAMPLES {
         let config = Config::load(&example(name)).unwrap();
         let mut expected = Config::default();
-        if matches!(*name, "ingest.toml" | "frontend.toml") {
+        if matches!(*name, "ingest.toml" | "frontend.toml" | "commander.toml") {
             expected.store.backend = StoreBackend::Redis;
         }
         assert_eq!(config, expected, "{name}");

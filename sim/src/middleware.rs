@@ -4,7 +4,7 @@
 //! implements it with simulated CSCs; an adapter to the observatory's real
 //! middleware implements the same methods.
 
-use crate::interface::ParamError;
+use crate::interface::{CommandSchema, ParamError};
 use async_trait::async_trait;
 use meridian_proto::{Category, Csc, CscId, Fields, TopicSchema};
 use std::collections::HashMap;
@@ -184,4 +184,15 @@ pub trait Middleware: Send + Sync + 'static {
         params: Fields,
         timeout: Duration,
     ) -> Result<CommandAcks, MiddlewareError>;
+
+    /// The schema of `command` of the running instance `csc` (from its
+    /// interface definition), so a caller can check parameters, and tell an
+    /// unknown CSC from an unknown command, before anything is sent.
+    /// `UnknownCsc` if no such instance runs; `BadCommand` with
+    /// `ParamError::UnknownCommand` if it has no such command.
+    fn command_schema(&self, csc: &CscId, command: &str) -> Result<CommandSchema, MiddlewareError>;
+
+    /// Whether commands can be carried now (a readiness probe); the reason
+    /// if not, for the operator.
+    async fn ready(&self) -> Result<(), String>;
 }

@@ -3,7 +3,7 @@
 
 use crate::csc::{self, CommandRequest, SimCsc, SimOptions, SummaryState, Wildcard, COMMAND_QUEUE};
 use crate::cscs;
-use crate::interface::{Interface, InterfaceError, ParamError};
+use crate::interface::{CommandSchema, Interface, InterfaceError, ParamError};
 use crate::middleware::{Ack, AckState, CommandAcks, CscFeed, LatestTelemetry, Middleware, MiddlewareError};
 use async_trait::async_trait;
 use meridian_proto::{Csc, CscId, Fields};
@@ -254,5 +254,38 @@ impl Middleware for SimMiddleware {
             }
         });
         Ok(CommandAcks::new(acks))
+    }
+
+    fn command_schema(&self, csc: &CscId, command: &str) -> Result<CommandSchema, MiddlewareError> {
+        let registry = self.lock();
+        let running = registry
+            .cscs
+            .get(csc)
+            .ok_or_else(|| MiddlewareError::UnknownCsc(csc.clone()))?;
+        let unknown = |command: String| {
+            MiddlewareError::BadCommand(ParamError::UnknownCommand {
+                csc: csc.to_string(),
+                command,
+            })
+        };
+        if running.commands.is_none() {
+            return Err(unknown(format!(
+                "{command} (this instance is driven by another CSC and takes no commands)"
+            )));
+        }
+        running
+            .csc
+            .interface
+            .command(command)
+            .cloned()
+            .ok_or_else(|| unknown(command.to_string()))
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        if self.tasks.is_closed() {
+            Err("the simulator has stopped".into())
+        } else {
+            Ok(())
+        }
     }
 }

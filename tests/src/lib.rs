@@ -5,8 +5,10 @@
 //! - [`system`]: the whole pipeline in one process over real sockets (QUIC, WebSocket, Redis).
 //! - [`browser`]: a WebSocket client of the native protocol.
 //! - [`manual_csc`]: a CSC whose events the test publishes, to count them end to end.
+//! - [`http`]: a small HTTP/1.1 client over a real socket (the commander's API).
 
 pub mod browser;
+pub mod http;
 pub mod manual_csc;
 pub mod redis_server;
 pub mod system;

@@ -87,6 +87,18 @@ impl Middleware for ManualCsc {
     ) -> Result<CommandAcks, MiddlewareError> {
         Err(MiddlewareError::UnknownCsc(csc.clone()))
     }
+
+    fn command_schema(
+        &self,
+        csc: &CscId,
+        _: &str,
+    ) -> Result<meridian_sim::interface::CommandSchema, MiddlewareError> {
+        Err(MiddlewareError::UnknownCsc(csc.clone()))
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The `int0` values of the `scalars` events stored for `csc`, in stream order.

@@ -111,6 +111,18 @@ impl Middleware for FastCsc {
     ) -> Result<CommandAcks, MiddlewareError> {
         Err(MiddlewareError::UnknownCsc(csc.clone()))
     }
+
+    fn command_schema(
+        &self,
+        csc: &CscId,
+        _: &str,
+    ) -> Result<meridian_sim::interface::CommandSchema, MiddlewareError> {
+        Err(MiddlewareError::UnknownCsc(csc.clone()))
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 fn key(topic: &str) -> String {
