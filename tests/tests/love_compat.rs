@@ -534,11 +534,22 @@ async fn a_love_producer_reaches_both_kinds_of_browser(store: Arc<dyn Store>) {
         )
         .await;
 
-    let event = browser
-        .until("the producer's event", |v| {
-            v["subscription"] == "event-ATDome-0-summaryState"
-        })
-        .await;
+    // The two topics are attached independently: their messages may come in either order.
+    let (mut event, mut telemetry) = (None, None);
+    while event.is_none() || telemetry.is_none() {
+        let v = browser
+            .until("the producer's event and telemetry", |v| {
+                v["subscription"] == "event-ATDome-0-summaryState"
+                    || v["subscription"] == "telemetry-ATDome-0-position"
+            })
+            .await;
+        if v["subscription"] == "event-ATDome-0-summaryState" {
+            event = Some(v);
+        } else {
+            telemetry = Some(v);
+        }
+    }
+    let (event, telemetry) = (event.unwrap(), telemetry.unwrap());
     assert_envelope(&event, "event", "ATDome", 0, "event-ATDome-0-summaryState");
     let sample = &event["data"][0]["data"]["summaryState"][0];
     assert_wrapped(sample);
@@ -551,11 +562,6 @@ async fn a_love_producer_reaches_both_kinds_of_browser(store: Arc<dyn Store>) {
         "the producer's own stamp is kept"
     );
     assert_eq!(event["tracing"]["producer_snd"], snd);
-    let telemetry = browser
-        .until("the producer's telemetry", |v| {
-            v["subscription"] == "telemetry-ATDome-0-position"
-        })
-        .await;
     let fields = &telemetry["data"][0]["data"]["position"];
     assert_eq!(
         fields["azimuthPosition"],
