@@ -6,11 +6,14 @@
 //! prints both with their ratio. docs/performance.md explains the figures.
 //!
 //! Layout:
+//! - `fanout`: `bench fanout`, one frontend to N WebSocket clients vs a bare broadcast;
+//!   its load generator runs as `bench fanout-clients` in a second process.
 //! - `ingest`: `bench ingest`, QUIC producers → ingest → Redis vs `redis-benchmark`.
 //! - `producer`: the synthetic producer the ingest bench drives.
 //! - `redis_server`: a private `redis-server` and the `redis-cli`/`redis-benchmark` calls.
 //! - `measure`: CPU time from `/proc` and latency percentiles.
 
+mod fanout;
 mod ingest;
 mod measure;
 mod producer;
@@ -29,10 +32,17 @@ pub struct BenchArgs {
 enum Bench {
     /// Ingest path (QUIC → ingest → Redis) against redis-benchmark XADD -P 64.
     Ingest(ingest::IngestArgs),
+    /// Frontend fan-out (producers → ingest → Redis → frontend → N WebSocket clients) against a bare broadcast.
+    Fanout(fanout::FanoutArgs),
+    /// The fan-out bench's load generator, started by `bench fanout` in its own process.
+    #[command(hide = true)]
+    FanoutClients(fanout::ClientsArgs),
 }
 
 pub async fn run(args: BenchArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     match args.what {
         Bench::Ingest(a) => ingest::run(a, shutdown).await,
+        Bench::Fanout(a) => fanout::run(a, shutdown).await,
+        Bench::FanoutClients(a) => fanout::run_clients(a, shutdown).await,
     }
 }
