@@ -72,8 +72,11 @@ pub async fn serve(socket: WebSocket, hub: Hub, scope: Scope, settings: Arc<Sett
             _ = edge.closing.cancelled() => break Some((CLOSE_GOING_AWAY, "server shutting down: reconnect".into())),
             _ = inbox.ready() => {
                 // Batch: wait for the tick boundary, then send everything queued.
-                tokio::time::sleep_until(next_frame).await;
-                next_frame = tokio::time::Instant::now() + settings.tick;
+                // Ticks are on a fixed schedule (not `tick` after the last send
+                // ended), so a browser gets 1000 / tick_ms frames a second.
+                let due = next_frame.max(tokio::time::Instant::now());
+                tokio::time::sleep_until(due).await;
+                next_frame = due + settings.tick;
                 if let Err(reason) = send_frame(&mut sink, &inbox, settings.limits.slow_timeout).await {
                     break reason;
                 }

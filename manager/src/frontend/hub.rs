@@ -631,12 +631,22 @@ impl Hub {
             let Some(w) = watched.get_mut(&stream.key) else {
                 continue;
             };
+            // Telemetry is conflated to the newest value per topic in every
+            // browser's inbox anyway: of a read's entries (several when the
+            // reader is behind), only the newest is fanned out, so catching
+            // up costs one delivery per browser, not one per entry.
+            let telemetry =
+                w.topic.category == meridian_proto::Category::Telemetry && !w.topic.csc.is_aggregated();
+            let newest = stream.entries.last().map(|e| e.id);
             for entry in &stream.entries {
                 if entry.id <= w.cursor {
                     continue;
                 }
                 read += 1;
                 w.cursor = entry.id;
+                if telemetry && Some(entry.id) != newest {
+                    continue;
+                }
                 let Some(sample) = Delivered::from_entry(&w.topic, entry).map(Arc::new) else {
                     continue;
                 };

@@ -288,8 +288,10 @@ pub async fn serve(
         tokio::select! {
             _ = edge.closing.cancelled() => break Some((CLOSE_GOING_AWAY, "server shutting down: reconnect".into())),
             _ = inbox.ready() => {
-                tokio::time::sleep_until(next_frame).await;
-                next_frame = tokio::time::Instant::now() + settings.tick;
+                // Fixed schedule, as in the native protocol's connection.
+                let due = next_frame.max(tokio::time::Instant::now());
+                tokio::time::sleep_until(due).await;
+                next_frame = due + settings.tick;
                 if let Err(close) = send_pending(&mut sink, &inbox, &session, &replies, &settings).await {
                     break close;
                 }
