@@ -90,7 +90,9 @@ async fn sample_reaches_a_browser(store: Arc<dyn Store>, label: &str) {
     let elapsed = start.elapsed().as_secs_f64();
     let mut stored = 0;
     for topic in ["scalars", "arrays"] {
-        let key = TopicId::new("Test:1".parse().unwrap(), Category::Telemetry, topic).unwrap().stream_key();
+        let key = TopicId::new("Test:1".parse().unwrap(), Category::Telemetry, topic)
+            .unwrap()
+            .stream_key();
         stored += system.store.len(&key).await.unwrap();
     }
     println!(

@@ -258,6 +258,15 @@ impl Hub {
         for (topic, filter) in &topics {
             self.attach(client, topic, *filter, start).await?;
         }
+        if waiting {
+            // A topic declared between the catalog read above and the
+            // selector's registration may have been seen by the catalog
+            // loop before it could match this selector: look once more.
+            let again = self.store.hash_get(CATALOG_KEY).await?;
+            for (topic, filter) in resolve(&again, selector) {
+                self.attach_last(client, &topic, filter, true).await?;
+            }
+        }
         Ok(ids)
     }
 
@@ -310,7 +319,7 @@ impl Hub {
         start: Start,
     ) -> Result<(), HubError> {
         match start {
-            Start::Last => self.attach_last(client, topic, filter).await,
+            Start::Last => self.attach_last(client, topic, filter, false).await,
             Start::After(after) => self.attach_after(client, topic, filter, after).await,
         }
     }
@@ -344,11 +353,15 @@ impl Hub {
 
     /// Subscribes with the newest stored value first. Live samples that
     /// arrive while that value is fetched are held and released after it.
+    /// `only_new`: do nothing if the browser already receives this stream
+    /// (checked atomically, so two paths attaching a newly declared topic
+    /// at once deliver its last value once).
     async fn attach_last(
         &self,
         client: ClientId,
         topic: &TopicId,
         filter: Option<u32>,
+        only_new: bool,
     ) -> Result<(), HubError> {
         let key = topic.stream_key();
         let watched = self.lock().watched.contains_key(&key);
@@ -363,7 +376,9 @@ impl Hub {
             let Some(c) = clients.get_mut(&client) else {
                 return Ok(());
             };
-            c.streams.insert((key.clone(), filter));
+            if !c.streams.insert((key.clone(), filter)) && only_new {
+                return Ok(());
+            }
             let w = Self::watch(
                 watched,
                 topic,
@@ -544,16 +559,7 @@ impl Hub {
         };
         for (client, selector) in wanted {
             for (topic, filter) in resolve(&fresh, &selector) {
-                let attached = {
-                    let state = self.lock();
-                    state
-                        .clients
-                        .get(&client)
-                        .is_none_or(|c| c.streams.contains(&(topic.stream_key(), filter)))
-                };
-                if !attached {
-                    let _ = self.attach(client, &topic, filter, Start::Last).await;
-                }
+                let _ = self.attach_last(client, &topic, filter, true).await;
             }
         }
     }
