@@ -13,12 +13,14 @@
 //! - [`topic`]: `Csc`, `SalIndex`, `Category`, `TopicId` and the store keys.
 //! - [`value`]: field values of a sample and their JSON form.
 //! - [`frame`]: producer ↔ ingest frames, the handshake, encode/decode.
+//! - [`metrics`]: the Prometheus text every role's `/metrics` serves.
 //! - [`spool`]: the producer's bounded event spool (acknowledge, rewind, replay).
 //! - [`browser`]: the JSON messages of the native WebSocket protocol.
 //! - [`stream_id`]: the store's entry ids (`<ms>-<seq>`), shared by Redis and the in-memory store.
 
 pub mod browser;
 pub mod frame;
+pub mod metrics;
 pub mod spool;
 pub mod stream_id;
 pub mod topic;

@@ -328,3 +328,46 @@ async fn a_csc_wildcard_covers_every_index_and_unsubscribe_stops_reading() {
     .unwrap();
     system.stop().await;
 }
+
+/// Operators' Prometheus scrapes the frontend: `/metrics` shows the browsers
+/// connected, the streams read, and what was read and delivered, and
+/// `/readyz` says the store is reachable.
+#[tokio::test]
+async fn the_frontend_serves_its_counters_as_prometheus_metrics() {
+    use meridian_tests::http::Request;
+    let system = System::start(Arc::new(MemoryStore::new()), &["Test:1"], RATE_HZ)
+        .await
+        .unwrap();
+    let mut browser = Browser::connect(&system.ws_url()).await.unwrap();
+    browser.subscribe("Test:1", "telemetry", "scalars").await.unwrap();
+    // The last stored value, then two read live by the frontend's reader.
+    for _ in 0..3 {
+        browser.next_sample().await.unwrap();
+    }
+    let page = Request::get("/metrics").send(system.frontend_addr).await.unwrap();
+    assert_eq!(page.status, 200);
+    assert!(page
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = page.text();
+    let value = |name: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(value("meridian_frontend_clients"), 1.0);
+    assert_eq!(value("meridian_frontend_watched_streams"), 1.0);
+    assert!(value("meridian_frontend_entries_read_total") >= 1.0);
+    assert!(value("meridian_frontend_deliveries_total") >= 1.0);
+    assert_eq!(value("meridian_frontend_store_up"), 1.0);
+    assert!(
+        text.contains("# TYPE meridian_frontend_deliveries_total counter"),
+        "{text}"
+    );
+    let ready = Request::get("/readyz").send(system.frontend_addr).await.unwrap();
+    assert_eq!(ready.status, 200);
+    system.stop().await;
+}

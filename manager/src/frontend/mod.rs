@@ -8,7 +8,7 @@
 //! Endpoints: `GET /ws` (native protocol, `docs/protocol.md`),
 //! `GET /manager/…/ws/subscription/` (the replaced system's protocol, for
 //! its unchanged browser client and producers), `GET /` (a minimal live
-//! page), `GET /healthz` and `GET /readyz`.
+//! page), `GET /healthz`, `GET /readyz` and `GET /metrics` (Prometheus).
 //!
 //! Bounds (see [`inbox`]): telemetry is conflated to one value per topic
 //! per browser; events queue up to `frontend.client_queue` /
@@ -197,6 +197,7 @@ impl Frontend {
             .route("/manager/{pool}/ws/subscription/", get(love_upgrade))
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
             .with_state(state.clone());
         tracing::info!(addr = %self.local_addr(), %server, "frontend listening (HTTP, WebSocket /ws)");
         axum::serve(
@@ -225,6 +226,50 @@ impl Frontend {
         tracing::info!(clients, "frontend stopped");
         Ok(())
     }
+}
+
+/// `GET /metrics`: the frontend's counters in Prometheus text.
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    use meridian_proto::metrics::{Exposition, CONTENT_TYPE};
+    use std::sync::atomic::Ordering::Relaxed;
+    let stats = state.hub.stats();
+    let mut page = Exposition::new();
+    page.gauge(
+        "meridian_frontend_clients",
+        "Browsers connected.",
+        state.hub.clients() as f64,
+    )
+    .gauge(
+        "meridian_frontend_watched_streams",
+        "Store streams read (one per watched topic, whatever the number of browsers).",
+        state.hub.watched_streams() as f64,
+    )
+    .counter(
+        "meridian_frontend_entries_read_total",
+        "Stream entries read from the store.",
+        stats.entries_read.load(Relaxed),
+    )
+    .counter(
+        "meridian_frontend_deliveries_total",
+        "Samples handed to browsers' queues.",
+        stats.deliveries.load(Relaxed),
+    )
+    .counter(
+        "meridian_frontend_events_lost_total",
+        "Events not sent to browsers whose queue was full (each browser was told).",
+        stats.events_lost.load(Relaxed),
+    )
+    .gauge(
+        "meridian_frontend_inbox_bytes_max",
+        "Most bytes one browser's queue has held (bound: frontend.client_bytes).",
+        stats.inbox_bytes_max.load(Relaxed) as f64,
+    )
+    .gauge(
+        "meridian_frontend_store_up",
+        "1 while store reads succeed.",
+        f64::from(u8::from(state.hub.store_ok())),
+    );
+    ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], page.finish()).into_response()
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
