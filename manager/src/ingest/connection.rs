@@ -54,8 +54,12 @@ struct Session {
     csc: CscId,
     producer_id: u64,
     all_indices: bool,
-    /// Declared topics: (category, name) → (stream key for this instance, retention).
-    keys: HashMap<(Category, String), (String, usize)>,
+    /// Declared telemetry topics: name → (stream key for this instance, retention).
+    telemetry_keys: HashMap<String, (String, usize)>,
+    /// Declared event topics, likewise.
+    event_keys: HashMap<String, (String, usize)>,
+    /// The writer lane of this connection: its streams' batches are written in order.
+    writer: Writer,
 }
 
 /// Script states after which a Script runs no more (DONE, STOPPED, FAILED,
@@ -63,6 +67,15 @@ struct Session {
 const FINAL_SCRIPT_STATES: &[i64] = &[8, 9, 10, 11];
 
 impl Session {
+    /// The stream key and retention of a declared topic.
+    fn key(&self, category: Category, topic: &str) -> Option<&(String, usize)> {
+        // Looked up by borrowed name: no allocation per sample.
+        match category {
+            Category::Telemetry => self.telemetry_keys.get(topic),
+            Category::Event => self.event_keys.get(topic),
+        }
+    }
+
     /// The instance a sample comes from.
     fn instance(&self, sample: &Sample) -> CscId {
         match (self.all_indices, sample.salindex) {
@@ -80,20 +93,22 @@ impl Session {
         let ingest_ts = unix_now(SystemTime::now()).to_string();
         let mut write = Write::default();
         let mut events = Vec::new();
+        // Only aggregated CSCs (Scripts) need the instance of each sample.
+        let aggregated = self.csc.is_aggregated();
+        write.appends.reserve(samples.len());
         for sample in samples {
-            let Some((key, maxlen)) = self.keys.get(&(sample.category, sample.topic.clone())) else {
+            let Some((key, maxlen)) = self.key(sample.category, &sample.topic) else {
                 return Err(Fault::Protocol(format!(
                     "sample seq {}: {} topic {:?} was not declared in the hello",
                     sample.seq, sample.category, sample.topic
                 )));
             };
-            let instance = self.instance(&sample);
-            let mut fields = vec![
-                ("seq".to_string(), sample.seq.to_string()),
-                ("src".to_string(), sample.source_ts.to_string()),
-                ("ing".to_string(), ingest_ts.clone()),
-            ];
-            if instance.is_aggregated() {
+            let mut fields = Vec::with_capacity(5);
+            fields.push(("seq".to_string(), sample.seq.to_string()));
+            fields.push(("src".to_string(), sample.source_ts.to_string()));
+            fields.push(("ing".to_string(), ingest_ts.clone()));
+            if aggregated {
+                let instance = self.instance(&sample);
                 fields.push(("salindex".to_string(), instance.salindex.to_string()));
                 if sample.category == Category::Event && sample.topic == "state" {
                     write
@@ -264,21 +279,23 @@ async fn serve_connection(
         });
     let session = match validated {
         Ok(csc) => {
-            let mut keys = HashMap::new();
+            let (mut telemetry_keys, mut event_keys) = (HashMap::new(), HashMap::new());
             for t in &hello.topics {
                 let id = TopicId::new(csc.clone(), t.category, &t.name)
                     .map_err(|e| Fault::Refused(format!("hello.topics: {e}")))?;
-                let maxlen = match t.category {
-                    Category::Telemetry => ctx.telemetry_maxlen,
-                    Category::Event => ctx.event_maxlen,
+                let (keys, maxlen) = match t.category {
+                    Category::Telemetry => (&mut telemetry_keys, ctx.telemetry_maxlen),
+                    Category::Event => (&mut event_keys, ctx.event_maxlen),
                 };
-                keys.insert((t.category, t.name.clone()), (id.stream_key(), maxlen));
+                keys.insert(t.name.clone(), (id.stream_key(), maxlen));
             }
             Arc::new(Session {
                 csc,
                 producer_id: hello.producer_id,
                 all_indices: hello.all_indices,
-                keys,
+                telemetry_keys,
+                event_keys,
+                writer: ctx.writer.lane(),
             })
         }
         Err(fault) => {
@@ -330,7 +347,7 @@ async fn serve_connection(
         fields: schemas,
         ttl: None,
     };
-    let listed = ctx
+    let listed = session
         .writer
         .submit(Write {
             hashes: vec![described, update],
@@ -341,7 +358,8 @@ async fn serve_connection(
         let _ = listed.await;
     }
     tracing::Span::current().record("csc", tracing::field::display(&session.csc));
-    tracing::info!(topics = session.keys.len(), "producer connected");
+    let topics = session.telemetry_keys.len() + session.event_keys.len();
+    tracing::info!(topics, "producer connected");
     write_frame(
         &mut send,
         &IngestFrame::Welcome {
@@ -421,7 +439,7 @@ async fn serve_stream(
                 .acquire_owned()
                 .await
                 .map_err(|_| Fault::Lost("acknowledgement stream closed".into()))?;
-            let stored = ctx
+            let stored = session
                 .writer
                 .submit(write)
                 .await

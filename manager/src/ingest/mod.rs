@@ -54,9 +54,10 @@ pub enum IngestError {
 pub struct IngestStats {
     /// Batches (producer frames) read from producers and handed to the
     /// store writer, not yet stored: queued or being written. The ingest's
-    /// own buffering; at most [`ACKS_IN_FLIGHT`] per producer stream and
-    /// [`writer::EVENT_QUEUE`] plus [`writer::TELEMETRY_QUEUE`] plus one
-    /// pipeline in all, however long the store is down.
+    /// own buffering; at most [`ACKS_IN_FLIGHT`] per producer stream and,
+    /// per writer lane ([`writer::WRITER_LANES`]), [`writer::EVENT_QUEUE`]
+    /// plus [`writer::TELEMETRY_QUEUE`] plus one pipeline, however long the
+    /// store is down.
     pub batches_held: AtomicU64,
     /// The most `batches_held` has been since the ingest started.
     pub batches_held_max: AtomicU64,

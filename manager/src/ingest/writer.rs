@@ -14,6 +14,16 @@
 //! fills [`TELEMETRY_QUEUE`] (Redis slow, say) therefore never holds an
 //! event back behind it: the event is accepted and written next.
 //!
+//! Lanes: the writer runs [`WRITER_LANES`] such loops side by side, each
+//! with its own two queues and one pipeline in flight, so Redis works on
+//! one lane's pipeline while the other's is built, sent or answered. A
+//! producer connection submits through one lane ([`Writer::lane`]), so the
+//! batches of each of its streams are written in the order they were read,
+//! one pipeline after the other, and its events go before its queued
+//! telemetry. Lanes of different producers are not ordered with respect to
+//! each other, as two ingest managers are not: exactly-once writes rely on
+//! the store's high-water marks, not on one writer.
+//!
 //! Both queues are bounded and [`OnFull::Block`]: when one is full (the
 //! store is slow or down), the stream readers submitting to it wait in
 //! [`Writer::submit`], stop reading their QUIC streams, and flow control
@@ -25,7 +35,7 @@
 use super::IngestStats;
 use crate::store::{Append, OnceBatch, Store, StoreError};
 use meridian_config::IngestConfig;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -48,14 +58,21 @@ pub struct QueueBound {
     pub on_full: OnFull,
 }
 
-/// Batches with events waiting for the writer, across all connections;
-/// served before any telemetry batch.
+/// Writer loops side by side, each with its own queues and one store
+/// pipeline in flight. Two: with one, Redis waits while the writer builds
+/// and parses each pipeline (the store writer alone reaches about half the
+/// rate of several pipelines in flight); more than two gain little on a
+/// two-core host and cost memory (each lane has its own queues).
+pub const WRITER_LANES: usize = 2;
+
+/// Batches with events waiting for one lane of the writer, across its
+/// connections; served before any telemetry batch of the lane.
 pub const EVENT_QUEUE: QueueBound = QueueBound {
     batches: 256,
     on_full: OnFull::Block,
 };
 
-/// Telemetry batches waiting for the writer, across all connections.
+/// Telemetry batches waiting for one lane of the writer, across its connections.
 pub const TELEMETRY_QUEUE: QueueBound = QueueBound {
     batches: 256,
     on_full: OnFull::Block,
@@ -100,11 +117,20 @@ struct Request {
     stored: oneshot::Sender<Result<(), String>>,
 }
 
-/// Handle to the writer task; cheap to clone.
-#[derive(Clone)]
-pub struct Writer {
+/// The two queues of one writer lane.
+struct Lane {
     events: mpsc::Sender<Request>,
     telemetry: mpsc::Sender<Request>,
+}
+
+/// Handle to the writer's lanes, submitting to one of them; cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    lanes: Arc<[Lane]>,
+    /// The lane this handle submits to.
+    lane: usize,
+    /// The lane the next [`Writer::lane`] hands out.
+    next_lane: Arc<AtomicUsize>,
     stats: Arc<IngestStats>,
 }
 
@@ -114,39 +140,56 @@ pub struct Writer {
 pub struct WriterStopped;
 
 impl Writer {
-    /// Starts the writer task on `tasks`. It stops once every `Writer`
-    /// handle is dropped and its queues are written out. It keeps
-    /// `stats.batches_held` current.
+    /// Starts the [`WRITER_LANES`] writer tasks on `tasks`. They stop once
+    /// every `Writer` handle is dropped and their queues are written out.
+    /// They keep `stats.batches_held` current. The handle returned submits
+    /// to the first lane; give each producer connection its own
+    /// [`Writer::lane`].
     pub fn start(
         store: Arc<dyn Store>,
         config: &IngestConfig,
         tasks: &TaskTracker,
         stats: Arc<IngestStats>,
     ) -> Writer {
-        let (events, events_rx) = mpsc::channel(EVENT_QUEUE.batches);
-        let (telemetry, telemetry_rx) = mpsc::channel(TELEMETRY_QUEUE.batches);
-        let queues = Queues {
-            events: events_rx,
-            telemetry: telemetry_rx,
-        };
         let batch_max = config.batch_max;
         let delay = Duration::from_millis(config.batch_delay_ms);
-        tasks.spawn(run(store, queues, batch_max, delay, stats.clone()));
+        let lanes: Vec<Lane> = (0..WRITER_LANES)
+            .map(|_| {
+                let (events, events_rx) = mpsc::channel(EVENT_QUEUE.batches);
+                let (telemetry, telemetry_rx) = mpsc::channel(TELEMETRY_QUEUE.batches);
+                let queues = Queues {
+                    events: events_rx,
+                    telemetry: telemetry_rx,
+                };
+                tasks.spawn(run(store.clone(), queues, batch_max, delay, stats.clone()));
+                Lane { events, telemetry }
+            })
+            .collect();
         Writer {
-            events,
-            telemetry,
+            lanes: lanes.into(),
+            lane: 0,
+            next_lane: Arc::new(AtomicUsize::new(0)),
             stats,
         }
     }
 
-    /// Queues `write` (in the event queue if it has events, else in the
-    /// telemetry queue); the returned receiver resolves once it is stored
-    /// (or with the store's reason if it refused it). Waits while its
-    /// queue is full ([`OnFull::Block`]).
+    /// A handle on the next lane, in turn: everything one producer
+    /// connection submits goes through one lane, so each of its streams is
+    /// written in order and its events before its queued telemetry.
+    pub fn lane(&self) -> Writer {
+        let lane = self.next_lane.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
+        Writer { lane, ..self.clone() }
+    }
+
+    /// Queues `write` on this handle's lane (in the event queue if it has
+    /// events, else in the telemetry queue); the returned receiver resolves
+    /// once it is stored (or with the store's reason if it refused it).
+    /// Waits while its queue is full ([`OnFull::Block`]).
     pub async fn submit(&self, write: Write) -> Result<oneshot::Receiver<Result<(), String>>, WriterStopped> {
+        let lane = &self.lanes[self.lane];
         let queue = match write.has_events() {
-            true => &self.events,
-            false => &self.telemetry,
+            true => &lane.events,
+            false => &lane.telemetry,
         };
         let permit = queue.reserve().await.map_err(|_| WriterStopped)?;
         // Counted before the writer can see it, so the gauge never goes below zero.

@@ -168,10 +168,20 @@ impl Store for RedisStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
+        // Every command sized up front: one allocation for its arguments
+        // and one for its bytes, none as they are added (the hot path of ingest).
+        let mut pipe = redis::Pipeline::with_capacity(batch.len());
         for append in batch {
-            let cmd = pipe
-                .cmd("XADD")
+            let args = 6 + 2 * append.fields.len();
+            let bytes = "XADDMAXLEN~20*".len()
+                + append.key.len()
+                + append
+                    .fields
+                    .iter()
+                    .map(|(f, v)| f.len() + v.len())
+                    .sum::<usize>();
+            let mut cmd = redis::Cmd::with_capacity(args, bytes);
+            cmd.arg("XADD")
                 .arg(&append.key)
                 .arg("MAXLEN")
                 .arg("~")
@@ -180,6 +190,7 @@ impl Store for RedisStore {
             for (field, value) in &append.fields {
                 cmd.arg(field).arg(value);
             }
+            pipe.add_command(cmd);
         }
         let replies: Vec<Value> = pipe
             .query_async(&mut self.commands.clone())
@@ -691,6 +702,14 @@ fn text(value: &Value) -> Option<String> {
 }
 
 fn parse_id(value: &Value) -> Result<StreamId, StoreError> {
+    // The common shape parsed in place, without copying it into a String.
+    if let Value::BulkString(bytes) = value {
+        if let Ok(s) = std::str::from_utf8(bytes) {
+            return s
+                .parse()
+                .map_err(|e: meridian_proto::stream_id::BadStreamId| StoreError::Protocol(e.to_string()));
+        }
+    }
     let s = text(value).ok_or_else(|| unexpected("stream id", value))?;
     s.parse()
         .map_err(|e: meridian_proto::stream_id::BadStreamId| StoreError::Protocol(e.to_string()))
