@@ -6,20 +6,24 @@
 //! or script built against the simulator would break at the site.
 //!
 //! The XML is not part of the repository: it is expected in `shared/`
-//! beside it (`<repo>/../shared/reference/ts_xml`). Without it these tests
-//! fail rather than pass silently.
+//! beside it (`<repo>/../shared/reference/ts_xml`), or where
+//! `MERIDIAN_TS_XML` points. Without it these tests fail rather than pass
+//! silently.
 
 use meridian_proto::{Category, FieldSchema, ValueKind};
 use meridian_sim::interface::{Interface, InterfaceError};
 use meridian_sim::xml;
 use std::path::{Path, PathBuf};
 
+/// The site's XML: `$MERIDIAN_TS_XML`, or `shared/reference/ts_xml` beside the repository.
 fn ts_xml() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/ts_xml");
+    let dir = std::env::var_os("MERIDIAN_TS_XML")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/ts_xml"));
     assert!(
         dir.join("SALGenerics.xml").is_file(),
         "the site's XML interface definitions are missing: expected {} (ts_xml, in the `shared` \
-         folder beside the repository)",
+         folder beside the repository, or set MERIDIAN_TS_XML)",
         dir.display()
     );
     dir
