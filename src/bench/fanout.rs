@@ -27,7 +27,8 @@
 //! are not flattered by memory the bare server freed. A run starts once the
 //! frontend is idle again (or says that it was not).
 
-use super::measure::{core_percent, micros_per, process_cpu, threads_cpu, Percentiles};
+use super::measure::{core_percent, micros_per, process_cpu, threads_cpu, NamedRuntime, Percentiles};
+use super::producer::read_frame;
 use super::redis_server::{require_tools, RedisServer};
 use anyhow::{bail, Context};
 use axum::extract::ws::{Message as ServerMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -998,34 +999,6 @@ fn pin(cores: usize, redis: u32) {
     );
 }
 
-/// A tokio runtime whose threads carry `name`, so their CPU can be told apart.
-struct NamedRuntime(Option<tokio::runtime::Runtime>);
-
-impl NamedRuntime {
-    fn new(name: &str, threads: usize) -> anyhow::Result<NamedRuntime> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name(name)
-            .enable_all()
-            .build()
-            .with_context(|| format!("starting the {name} runtime"))?;
-        Ok(NamedRuntime(Some(rt)))
-    }
-
-    fn handle(&self) -> &tokio::runtime::Handle {
-        self.0.as_ref().expect("present until dropped").handle()
-    }
-}
-
-impl Drop for NamedRuntime {
-    fn drop(&mut self) {
-        // Dropping a runtime inside another one panics; this does not wait.
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
 async fn start_ingest(
     rt: &NamedRuntime,
     config: &Config,
@@ -1260,21 +1233,6 @@ async fn read_acks(
             Some(IngestFrame::Error { reason }) => bail!("the ingest refused a batch: {reason}"),
             Some(other) => bail!("unexpected frame from the ingest: {other:?}"),
             None => return Ok(()),
-        }
-    }
-}
-
-async fn read_frame(
-    recv: &mut quinn::RecvStream,
-    frames: &mut FrameBuffer,
-) -> anyhow::Result<Option<IngestFrame>> {
-    loop {
-        if let Some(frame) = frames.next_frame()? {
-            return Ok(Some(frame));
-        }
-        match recv.read_chunk(64 * 1024, true).await? {
-            Some(chunk) => frames.extend(&chunk.bytes),
-            None => return Ok(None),
         }
     }
 }

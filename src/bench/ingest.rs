@@ -13,7 +13,9 @@
 //!    apart), for a fixed time; throughput from acknowledgements, then a
 //!    check that every acknowledged sample is in Redis.
 
-use super::measure::{core_percent, micros_per, own_cpu, process_cpu, CpuSnapshot, Percentiles};
+use super::measure::{
+    core_percent, micros_per, own_cpu, process_cpu, CpuSnapshot, NamedRuntime, Percentiles,
+};
 use super::producer::{self, Load, Producer, Tally};
 use super::redis_server::{require_tools, RedisServer};
 use anyhow::{bail, Context};
@@ -150,7 +152,7 @@ pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Resul
         redis.pid(),
         redis.dir().display()
     );
-    let load_rt = LoadRuntime::new(args.load_threads)?;
+    let load_rt = NamedRuntime::new(LOAD_THREADS, args.load_threads)?;
     let phases = args.payload.len() * 4;
     let mut phase = 0;
     let mut rows = Vec::new();
@@ -345,39 +347,10 @@ async fn writer_alone(
     })
 }
 
-/// The producers' own tokio runtime: separate threads (named
-/// [`LOAD_THREADS`]) so the ingest's CPU is the process's minus theirs.
-struct LoadRuntime(Option<tokio::runtime::Runtime>);
-
-impl LoadRuntime {
-    fn new(threads: usize) -> anyhow::Result<LoadRuntime> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name(LOAD_THREADS)
-            .enable_all()
-            .build()
-            .context("starting the producers' runtime")?;
-        Ok(LoadRuntime(Some(rt)))
-    }
-
-    fn handle(&self) -> &tokio::runtime::Handle {
-        self.0.as_ref().expect("present until dropped").handle()
-    }
-}
-
-impl Drop for LoadRuntime {
-    fn drop(&mut self) {
-        // Dropping a runtime inside another one panics; this does not wait.
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn ingest_path(
     redis: &RedisServer,
-    load_rt: &LoadRuntime,
+    load_rt: &NamedRuntime,
     payload: usize,
     args: &IngestArgs,
     batch_max: usize,
@@ -413,7 +386,7 @@ async fn ingest_path(
 
 async fn drive_producers(
     redis: &RedisServer,
-    load_rt: &LoadRuntime,
+    load_rt: &NamedRuntime,
     addr: std::net::SocketAddr,
     trust: ServerTrust,
     payload: usize,

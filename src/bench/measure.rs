@@ -2,6 +2,7 @@
 //! process and per named thread, so one process can hold both the system
 //! under test and its load generator) and latency percentiles.
 
+use anyhow::Context;
 use std::time::Duration;
 
 /// Clock ticks per second of `utime`/`stime` in `/proc/*/stat`. Linux has
@@ -126,6 +127,34 @@ pub fn core_percent(cpu: Duration, wall: Duration) -> f64 {
         return f64::NAN;
     }
     cpu.as_secs_f64() * 100.0 / wall.as_secs_f64()
+}
+
+/// A tokio runtime whose threads carry `name`, so their CPU can be told apart.
+pub struct NamedRuntime(Option<tokio::runtime::Runtime>);
+
+impl NamedRuntime {
+    pub fn new(name: &str, threads: usize) -> anyhow::Result<NamedRuntime> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .with_context(|| format!("starting the {name} runtime"))?;
+        Ok(NamedRuntime(Some(rt)))
+    }
+
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("present until dropped").handle()
+    }
+}
+
+impl Drop for NamedRuntime {
+    fn drop(&mut self) {
+        // Dropping a runtime inside another one panics; this does not wait.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 //! - `ingest`: `bench ingest`, QUIC producers → ingest → Redis vs `redis-benchmark`.
 //! - `producer`: the synthetic producer the ingest bench drives.
 //! - `redis_server`: a private `redis-server` and the `redis-cli`/`redis-benchmark` calls.
-//! - `measure`: CPU time from `/proc` and latency percentiles.
+//! - `measure`: CPU time from `/proc`, latency percentiles, and named runtimes whose CPU can be told apart.
 
 mod fanout;
 mod ingest;

@@ -268,7 +268,8 @@ async fn read_acks(
     }
 }
 
-async fn read_frame(
+/// The next frame from the ingest on `recv`; `None` once the stream ends.
+pub async fn read_frame(
     recv: &mut quinn::RecvStream,
     frames: &mut FrameBuffer,
 ) -> anyhow::Result<Option<IngestFrame>> {
