@@ -5,7 +5,7 @@
 //! browsers cost a thousand writes per tick, not one per sample each.
 
 use super::hub::{Hub, HubError, Selector, Start};
-use super::inbox::{Inbox, Kick, Limits};
+use super::inbox::{FrameClock, Inbox, Kick, Limits};
 use super::{Edge, CLOSE_BAD_REQUEST, CLOSE_GOING_AWAY, CLOSE_LAGGED};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
@@ -63,7 +63,7 @@ pub async fn serve(socket: WebSocket, hub: Hub, scope: Scope, settings: Arc<Sett
             }
         }
     });
-    let mut next_frame = tokio::time::Instant::now();
+    let mut clock = FrameClock::new(settings.tick);
     let close = loop {
         if let Some(kick) = inbox.kick() {
             break Some(kick_close(kick));
@@ -72,11 +72,7 @@ pub async fn serve(socket: WebSocket, hub: Hub, scope: Scope, settings: Arc<Sett
             _ = edge.closing.cancelled() => break Some((CLOSE_GOING_AWAY, "server shutting down: reconnect".into())),
             _ = inbox.ready() => {
                 // Batch: wait for the tick boundary, then send everything queued.
-                // Ticks are on a fixed schedule (not `tick` after the last send
-                // ended), so a browser gets 1000 / tick_ms frames a second.
-                let due = next_frame.max(tokio::time::Instant::now());
-                tokio::time::sleep_until(due).await;
-                next_frame = due + settings.tick;
+                clock.wait().await;
                 if let Err(reason) = send_frame(&mut sink, &inbox, settings.limits.slow_timeout).await {
                     break reason;
                 }

@@ -352,6 +352,30 @@ impl Inbox {
     }
 }
 
+/// When a connection may send its next frame: ticks on a fixed schedule
+/// (not `tick` after the last send ended, which would drift to fewer than
+/// 1000 / tick_ms frames a second), never two closer than one tick on average.
+pub struct FrameClock {
+    next: tokio::time::Instant,
+    tick: Duration,
+}
+
+impl FrameClock {
+    pub fn new(tick: Duration) -> FrameClock {
+        FrameClock {
+            next: tokio::time::Instant::now(),
+            tick,
+        }
+    }
+
+    /// Waits for the next tick boundary (at once if it has passed).
+    pub async fn wait(&mut self) {
+        let due = self.next.max(tokio::time::Instant::now());
+        tokio::time::sleep_until(due).await;
+        self.next = due + self.tick;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

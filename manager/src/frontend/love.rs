@@ -38,7 +38,7 @@ mod time;
 
 use super::client::{kick_close, MAX_FRAME_BYTES};
 use super::hub::{ClientId, Hub, HubError, Start};
-use super::inbox::{Inbox, Limits, CONTROL_QUEUE};
+use super::inbox::{FrameClock, Inbox, Limits, CONTROL_QUEUE};
 use super::sample::Delivered;
 use super::{Edge, CLOSE_GOING_AWAY, CLOSE_LAGGED, CLOSE_UNAUTHORIZED};
 use crate::store::Store;
@@ -278,7 +278,7 @@ pub async fn serve(
     let (mut sink, mut incoming) = socket.split();
     let mut ticker = tokio::time::interval(settings.heartbeat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut next_frame = tokio::time::Instant::now();
+    let mut clock = FrameClock::new(settings.tick);
     // A request waiting for room in the worker's queue: the socket is not read meanwhile.
     let mut blocked: Option<Request> = None;
     let close = loop {
@@ -288,10 +288,7 @@ pub async fn serve(
         tokio::select! {
             _ = edge.closing.cancelled() => break Some((CLOSE_GOING_AWAY, "server shutting down: reconnect".into())),
             _ = inbox.ready() => {
-                // Fixed schedule, as in the native protocol's connection.
-                let due = next_frame.max(tokio::time::Instant::now());
-                tokio::time::sleep_until(due).await;
-                next_frame = due + settings.tick;
+                clock.wait().await;
                 if let Err(close) = send_pending(&mut sink, &inbox, &session, &replies, &settings).await {
                     break close;
                 }
