@@ -157,7 +157,7 @@ impl Hub {
             read_count: config.read_count,
         };
         let block = Duration::from_millis(config.read_block_ms);
-        tokio::spawn(hub.clone().read_loop(config.read_count, block, shutdown.clone()));
+        tokio::spawn(hub.clone().read_loop(block, shutdown.clone()));
         tokio::spawn(hub.clone().catalog_loop(shutdown));
         hub
     }
@@ -577,7 +577,7 @@ impl Hub {
         }
     }
 
-    async fn read_loop(self, count: usize, block: Duration, shutdown: CancellationToken) {
+    async fn read_loop(self, block: Duration, shutdown: CancellationToken) {
         let mut reader = None;
         let mut failing = false;
         let mut retry = Duration::from_millis(50);
@@ -593,7 +593,7 @@ impl Hub {
                     .map(|(k, w)| (k.clone(), w.cursor))
                     .collect();
                 match reader.as_mut() {
-                    Some(r) => r.read(&cursors, count, block).await,
+                    Some(r) => r.read(&cursors, self.read_count, block).await,
                     None => Ok(Vec::new()),
                 }
             };
