@@ -143,6 +143,8 @@ async fn send_frame(
             meridian_proto::browser::batch_frame(out.samples.iter().map(|s| s.native_json()), &out.lost);
         frames.push(Utf8Bytes::from(batch));
     }
+    // Shared ticks: encoded once for every browser of the feed, sent as they are.
+    frames.extend(out.ticks.iter().map(|t| t.native_frame()));
     for frame in frames {
         match tokio::time::timeout(timeout, sink.send(Message::Text(frame))).await {
             Ok(Ok(())) => {}

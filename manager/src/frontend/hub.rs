@@ -1,17 +1,26 @@
-//! The hub: one reader per frontend manager for every watched stream.
+//! The hub: one reader per frontend manager for every watched stream, and
+//! one batch per tick for every set of browsers watching the same topics.
 //!
 //! Browsers subscribe through the hub. The first subscriber of a stream
 //! makes the hub fetch its last entry and start reading after it; each
-//! entry read is decoded once ([`Delivered`]) and the same `Arc` goes to
-//! every subscriber's [`Inbox`]. When the last subscriber leaves, the
-//! stream is no longer read. A stream subscribed while the reader waits in
-//! `XREAD BLOCK` is picked up when that read returns (at most
-//! `frontend.read_block_ms`).
+//! entry read is decoded once ([`Delivered`]) into the stream's window of
+//! the current tick (events in order, the newest telemetry per topic).
+//! When the last subscriber leaves, the stream is no longer read. A stream
+//! subscribed while the reader waits in `XREAD BLOCK` is picked up when
+//! that read returns (at most `frontend.read_block_ms`).
 //!
-//! Replays (the last value on subscribe, recovery after a stream id) are
-//! read from the store up to the hub's cursor while the browser's live
-//! samples of that stream are held, then released after the replay: one
-//! ordered sequence with no gap and no repeat.
+//! Every `frontend.tick_ms` the hub closes the tick: browsers with the
+//! same live streams share a feed, and each feed gets one [`Tick`] built
+//! from its streams' windows, queued (an `Arc`) to all its browsers and
+//! encoded once. A thousand browsers on the same dashboard cost one batch
+//! per tick, not a thousand deliveries per sample.
+//!
+//! A subscription starts personal: the last value (or, for recovery,
+//! every entry after a stream id) is read from the store into the
+//! browser's own queue, paced by its reading, until it reaches the hub's
+//! cursor. The browser then joins the stream's live feed at the next tick
+//! close, with the window's entries after the replay's last id as
+//! personal extras: one ordered sequence with no gap and no repeat.
 //!
 //! Wildcards (every topic of a CSC, every index) are resolved with the
 //! catalog producers' handshakes fill ([`meridian_proto::CATALOG_KEY`]),
@@ -19,11 +28,11 @@
 //! are added.
 
 use super::inbox::Inbox;
-use super::sample::Delivered;
+use super::sample::{Delivered, Tick};
 use crate::store::{Entry, Store, StoreError};
 use meridian_config::FrontendConfig;
 use meridian_proto::{Category, Csc, CscId, StreamId, TopicId, CATALOG_KEY};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,6 +46,15 @@ pub const CATALOG_REFRESH: Duration = Duration::from_secs(1);
 
 /// Entries scanned to find the last value of one instance of an aggregated CSC.
 const INSTANCE_SCAN: usize = 1000;
+
+/// Events one stream may hold in the current tick's window, in units of
+/// `frontend.read_count`: past it the reader waits for the tick to close
+/// (the hub's memory stays bounded when it reads a backlog).
+const WINDOW_READS: usize = 8;
+
+/// A browser's live streams (stream key and instance filter): browsers
+/// with the same set share one feed and one tick.
+type LiveSet = BTreeSet<(Arc<str>, Option<u32>)>;
 
 /// What a browser subscribes to; `None` matches everything.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -92,21 +110,36 @@ pub enum HubError {
 
 /// A subscribed stream, with the instance filter of each subscriber.
 struct Watched {
+    /// The stream key, shared by live sets.
+    key: Arc<str>,
     /// The topic (instance 0 for an aggregated CSC, whose stream holds every instance).
     topic: TopicId,
     cursor: StreamId,
     /// The newest entry read (of any instance).
     last: Option<Arc<Delivered>>,
-    /// Subscribers and the instances they want (`None`: all).
+    /// Subscribers and the instances they want (`None`: all), live or catching up.
     subscribers: HashMap<ClientId, HashSet<Option<u32>>>,
+    /// Entries read since the last tick closed: events in order, the newest telemetry per topic.
+    window: Vec<Arc<Delivered>>,
 }
 
 struct Client {
     inbox: Arc<Inbox>,
     /// Wildcard selectors, re-resolved as the catalog grows.
     wildcards: HashSet<Selector>,
-    /// Streams (and instance filters) it receives.
+    /// Streams (and instance filters) it subscribed to.
     streams: HashSet<(String, Option<u32>)>,
+    /// Those it receives through its feed's ticks (the others are catching
+    /// up, or were lost and wait for a subscription with `after`).
+    live: LiveSet,
+}
+
+/// A browser whose catch-up reached `pos`: it joins the stream's feed at the next tick close.
+struct Join {
+    client: ClientId,
+    key: Arc<str>,
+    filter: Option<u32>,
+    pos: StreamId,
 }
 
 #[derive(Default)]
@@ -114,6 +147,32 @@ struct State {
     watched: HashMap<String, Watched>,
     clients: HashMap<ClientId, Client>,
     next_client: ClientId,
+    /// Browsers by live set.
+    feeds: HashMap<LiveSet, HashSet<ClientId>>,
+    joins: Vec<Join>,
+}
+
+impl State {
+    /// Changes a browser's live set, moving it to the feed of its new set.
+    fn set_live(&mut self, client: ClientId, change: impl FnOnce(&mut LiveSet)) {
+        let Some(c) = self.clients.get_mut(&client) else {
+            return;
+        };
+        let before = c.live.clone();
+        change(&mut c.live);
+        if c.live == before {
+            return;
+        }
+        if let Some(members) = self.feeds.get_mut(&before) {
+            members.remove(&client);
+            if members.is_empty() {
+                self.feeds.remove(&before);
+            }
+        }
+        if !c.live.is_empty() {
+            self.feeds.entry(c.live.clone()).or_default().insert(client);
+        }
+    }
 }
 
 /// Counters of the hub's work (the read counter proves one read per stream).
@@ -121,8 +180,10 @@ struct State {
 pub struct HubStats {
     /// Entries read from the store by the shared reader.
     pub entries_read: AtomicU64,
-    /// Samples handed to browsers' inboxes.
+    /// Samples handed to browsers (each sample of a shared tick counts once per browser).
     pub deliveries: AtomicU64,
+    /// Ticks built: one per feed (set of browsers with the same live topics) per tick with data.
+    pub ticks_built: AtomicU64,
     /// The most bytes any one browser's inbox has held (its bound is
     /// `frontend.client_bytes`).
     pub inbox_bytes_max: std::sync::atomic::AtomicUsize,
@@ -142,6 +203,8 @@ pub struct Hub {
     max_replay: usize,
     /// Entries per store read (`frontend.read_count`), also the replay chunk.
     read_count: usize,
+    /// Signalled when a tick closes (a reader holding a full window may go on).
+    ticked: Arc<tokio::sync::Notify>,
 }
 
 impl Hub {
@@ -155,9 +218,14 @@ impl Hub {
             max_subscriptions: config.max_subscriptions,
             max_replay: config.max_replay,
             read_count: config.read_count,
+            ticked: Arc::default(),
         };
         let block = Duration::from_millis(config.read_block_ms);
         tokio::spawn(hub.clone().read_loop(block, shutdown.clone()));
+        tokio::spawn(
+            hub.clone()
+                .tick_loop(Duration::from_millis(config.tick_ms), shutdown.clone()),
+        );
         tokio::spawn(hub.clone().catalog_loop(shutdown));
         hub
     }
@@ -186,6 +254,7 @@ impl Hub {
                 inbox,
                 wildcards: HashSet::new(),
                 streams: HashSet::new(),
+                live: LiveSet::new(),
             },
         );
         id
@@ -256,7 +325,7 @@ impl Hub {
         let ids: Vec<TopicId> = topics.iter().map(|(t, _)| t.clone()).collect();
         confirm(&ids, waiting && exact.is_some());
         for (topic, filter) in &topics {
-            self.attach(client, topic, *filter, start).await?;
+            self.attach(client, topic, *filter, start, false).await?;
         }
         if waiting {
             // A topic declared between the catalog read above and the
@@ -264,7 +333,7 @@ impl Hub {
             // loop before it could match this selector: look once more.
             let again = self.store.hash_get(CATALOG_KEY).await?;
             for (topic, filter) in resolve(&again, selector) {
-                self.attach_last(client, &topic, filter, true).await?;
+                self.attach(client, &topic, filter, Start::Last, true).await?;
             }
         }
         Ok(ids)
@@ -283,6 +352,9 @@ impl Hub {
             if let Some(c) = state.clients.get_mut(&client) {
                 c.streams.remove(&(key.clone(), *filter));
             }
+            state.set_live(client, |live| {
+                live.remove(&(Arc::from(key.as_str()), *filter));
+            });
             if let Some(w) = state.watched.get_mut(&key) {
                 if let Some(filters) = w.subscribers.get_mut(&client) {
                     filters.remove(filter);
@@ -301,6 +373,7 @@ impl Hub {
     /// Forgets a browser and all its subscriptions.
     pub fn disconnect(&self, client: ClientId) {
         let mut state = self.lock();
+        state.set_live(client, LiveSet::clear);
         if let Some(c) = state.clients.remove(&client) {
             c.inbox.close();
         }
@@ -310,18 +383,91 @@ impl Hub {
         });
     }
 
-    /// Adds one stream subscription and replays what `start` asks for.
+    /// Adds one stream subscription: what `start` asks for is replayed
+    /// into the browser's own queue, then it joins the stream's live feed.
+    /// `only_new`: do nothing if the browser already has this stream
+    /// (checked atomically, so two paths attaching a newly declared topic
+    /// at once deliver its last value once). A stream the browser already
+    /// receives live gets nothing more (no repeat).
     async fn attach(
         &self,
         client: ClientId,
         topic: &TopicId,
         filter: Option<u32>,
         start: Start,
+        only_new: bool,
     ) -> Result<(), HubError> {
-        match start {
-            Start::Last => self.attach_last(client, topic, filter, false).await,
-            Start::After(after) => self.attach_after(client, topic, filter, after).await,
-        }
+        let key = topic.stream_key();
+        let watched = self.lock().watched.contains_key(&key);
+        let tail = if watched {
+            Vec::new()
+        } else {
+            self.store.last(&key, 1).await?
+        };
+        let (inbox, cursor, last) = {
+            let mut state = self.lock();
+            let State {
+                watched,
+                clients,
+                joins,
+                ..
+            } = &mut *state;
+            let Some(c) = clients.get_mut(&client) else {
+                return Ok(());
+            };
+            if !c.streams.insert((key.clone(), filter)) && only_new {
+                return Ok(());
+            }
+            let w = Self::watch(
+                watched,
+                topic,
+                tail.last().map_or(StreamId::ZERO, |e| e.id),
+                tail.last(),
+            );
+            let entry = (w.key.clone(), filter);
+            let joining = joins
+                .iter()
+                .any(|j| j.client == client && j.key == entry.0 && j.filter == filter);
+            if c.live.contains(&entry) || joining {
+                return Ok(());
+            }
+            w.subscribers.entry(client).or_default().insert(filter);
+            // Subscribing again ends a suspension after a loss.
+            c.inbox.unsuspend(&key);
+            (c.inbox.clone(), w.cursor, w.last.clone())
+        };
+        let pos = match start {
+            Start::After(after) => {
+                let oldest = self.store.range(&key, StreamId::ZERO, None, 1).await?;
+                // The entry right after `after` is gone if the oldest kept one is newer than it could be.
+                if let Some(first) = oldest.first() {
+                    if after != StreamId::ZERO && first.id > after.next(after.ms) {
+                        inbox.control(super::client::gap_notice(topic, after, first.id));
+                    }
+                }
+                after
+            }
+            Start::Last => {
+                let newest = match (filter, last) {
+                    (None, last) => last,
+                    // One instance of an aggregated CSC: its newest entry among the stream's last ones.
+                    (Some(i), _) => self.store.last(&key, INSTANCE_SCAN).await.map(|entries| {
+                        entries
+                            .iter()
+                            .rev()
+                            .filter(|e| e.id <= cursor)
+                            .filter_map(|e| Delivered::from_entry(topic, e))
+                            .find(|d| d.topic.csc.salindex == i)
+                            .map(Arc::new)
+                    })?,
+                };
+                if let Some(newest) = newest {
+                    inbox.deliver(&newest);
+                }
+                cursor
+            }
+        };
+        self.catch_up(client, topic, filter, pos, &inbox).await
     }
 
     /// Creates the watched stream of `topic` if nobody reads it yet, its
@@ -332,7 +478,9 @@ impl Hub {
         cursor: StreamId,
         last: Option<&Entry>,
     ) -> &'a mut Watched {
-        watched.entry(topic.stream_key()).or_insert_with(|| Watched {
+        let key = topic.stream_key();
+        watched.entry(key.clone()).or_insert_with(|| Watched {
+            key: key.into(),
             // An aggregated CSC's one stream holds every instance: index 0 stands for all.
             topic: if topic.csc.is_aggregated() {
                 TopicId {
@@ -348,127 +496,50 @@ impl Hub {
             cursor,
             last: last.and_then(|e| Delivered::from_entry(topic, e)).map(Arc::new),
             subscribers: HashMap::new(),
+            window: Vec::new(),
         })
     }
 
-    /// Subscribes with the newest stored value first. Live samples that
-    /// arrive while that value is fetched are held and released after it.
-    /// `only_new`: do nothing if the browser already receives this stream
-    /// (checked atomically, so two paths attaching a newly declared topic
-    /// at once deliver its last value once).
-    async fn attach_last(
+    /// Replays the stored entries after `pos` into the browser's queue,
+    /// paced by its reading (a replay never overflows it, however long),
+    /// until it reaches what the hub has read; then the browser joins the
+    /// live feed at the next tick close. Entries already trimmed by
+    /// retention, or beyond `frontend.max_replay`, are reported in a `gap`
+    /// notice.
+    async fn catch_up(
         &self,
         client: ClientId,
         topic: &TopicId,
         filter: Option<u32>,
-        only_new: bool,
+        mut pos: StreamId,
+        inbox: &Inbox,
     ) -> Result<(), HubError> {
         let key = topic.stream_key();
-        let watched = self.lock().watched.contains_key(&key);
-        let tail = if watched {
-            Vec::new()
-        } else {
-            self.store.last(&key, 1).await?
-        };
-        let (inbox, cursor, last) = {
-            let mut state = self.lock();
-            let State { watched, clients, .. } = &mut *state;
-            let Some(c) = clients.get_mut(&client) else {
-                return Ok(());
-            };
-            if !c.streams.insert((key.clone(), filter)) && only_new {
-                return Ok(());
-            }
-            let w = Self::watch(
-                watched,
-                topic,
-                tail.last().map_or(StreamId::ZERO, |e| e.id),
-                tail.last(),
-            );
-            c.inbox.hold(&key);
-            w.subscribers.entry(client).or_default().insert(filter);
-            (c.inbox.clone(), w.cursor, w.last.clone())
-        };
-        let newest = match (filter, last) {
-            (None, Some(last)) => Ok(Some(last)),
-            (None, None) => self.store.last(&key, 1).await.map(|entries| {
-                entries
-                    .iter()
-                    .filter(|e| e.id <= cursor)
-                    .find_map(|e| Delivered::from_entry(topic, e))
-                    .map(Arc::new)
-            }),
-            // One instance of an aggregated CSC: its newest entry among the stream's last ones.
-            (Some(i), _) => self.store.last(&key, INSTANCE_SCAN).await.map(|entries| {
-                entries
-                    .iter()
-                    .rev()
-                    .filter(|e| e.id <= cursor)
-                    .filter_map(|e| Delivered::from_entry(topic, e))
-                    .find(|d| d.topic.csc.salindex == i)
-                    .map(Arc::new)
-            }),
-        };
-        match newest {
-            Ok(newest) => {
-                inbox.release(&key, newest.into_iter().collect());
-                Ok(())
-            }
-            Err(e) => {
-                inbox.release(&key, Vec::new());
-                Err(e.into())
-            }
-        }
-    }
-
-    /// Subscribes from stream id `after` (recovery): replays the stored
-    /// entries after it, paced by the browser's inbox (a replay never
-    /// overflows it, however long), then switches to live samples at the
-    /// point the replay reached, with no gap and no repeat. Entries already
-    /// trimmed by retention, or beyond `frontend.max_replay`, are reported
-    /// in a `gap` notice.
-    async fn attach_after(
-        &self,
-        client: ClientId,
-        topic: &TopicId,
-        filter: Option<u32>,
-        after: StreamId,
-    ) -> Result<(), HubError> {
-        let key = topic.stream_key();
-        let inbox = {
-            let mut state = self.lock();
-            let Some(c) = state.clients.get_mut(&client) else {
-                return Ok(());
-            };
-            // Live samples of this stream wait for the replay to reach them.
-            c.inbox.suspend(&key);
-            c.inbox.clone()
-        };
         let keep = |d: &Delivered| filter.is_none_or(|i| d.topic.csc.salindex == i);
-        let oldest = self.store.range(&key, StreamId::ZERO, None, 1).await?;
-        // The entry right after `after` is gone if the oldest kept one is newer than it could be.
-        if let Some(first) = oldest.first() {
-            if after != StreamId::ZERO && first.id > after.next(after.ms) {
-                inbox.control(super::client::gap_notice(topic, after, first.id));
-            }
-        }
         let chunk = self.read_count.min(inbox.limits().events / 2).max(1);
-        let mut pos = after;
         let mut replayed = 0usize;
         loop {
-            // Go live once the replay has reached what the hub has dispatched.
             {
                 let mut state = self.lock();
-                let State { watched, clients, .. } = &mut *state;
-                let Some(c) = clients.get_mut(&client) else {
-                    return Ok(());
+                let State {
+                    watched,
+                    clients,
+                    joins,
+                    ..
+                } = &mut *state;
+                let (Some(c), Some(w)) = (clients.get(&client), watched.get(&key)) else {
+                    return Ok(()); // the browser left, or unsubscribed
                 };
-                let cursor = watched.get(&key).map(|w| w.cursor);
-                if cursor.is_none_or(|cursor| pos >= cursor) {
-                    c.streams.insert((key.clone(), filter));
-                    let w = Self::watch(watched, topic, pos, None);
-                    w.subscribers.entry(client).or_default().insert(filter);
-                    c.inbox.resume(&key, pos);
+                if !c.streams.contains(&(key.clone(), filter)) {
+                    return Ok(());
+                }
+                if pos >= w.cursor {
+                    joins.push(Join {
+                        client,
+                        key: w.key.clone(),
+                        filter,
+                        pos,
+                    });
                     return Ok(());
                 }
             }
@@ -559,7 +630,7 @@ impl Hub {
         };
         for (client, selector) in wanted {
             for (topic, filter) in resolve(&fresh, &selector) {
-                let _ = self.attach_last(client, &topic, filter, true).await;
+                let _ = self.attach(client, &topic, filter, Start::Last, true).await;
             }
         }
     }
@@ -609,7 +680,14 @@ impl Hub {
                         self.failing.store(false, Ordering::Relaxed);
                         retry = Duration::from_millis(50);
                     }
-                    self.dispatch(streams);
+                    if self.dispatch(streams) {
+                        // A window is full: let the tick close before reading more.
+                        let ticked = self.ticked.notified();
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = ticked => {}
+                        }
+                    }
                 }
                 Err(e) => {
                     if !failing {
@@ -628,21 +706,21 @@ impl Hub {
         }
     }
 
-    /// Hands each entry read to its stream's subscribers, decoded once.
-    fn dispatch(&self, streams: Vec<crate::store::StreamEntries>) {
-        let (mut read, mut deliveries) = (0u64, 0u64);
+    /// Puts each entry read into its stream's window of the current tick,
+    /// decoded once. True if a window is full (the reader should wait).
+    fn dispatch(&self, streams: Vec<crate::store::StreamEntries>) -> bool {
+        let mut read = 0u64;
+        let mut full = false;
+        let limit = self.read_count.saturating_mul(WINDOW_READS);
         let mut state = self.lock();
-        let State { watched, clients, .. } = &mut *state;
         for stream in streams {
-            let Some(w) = watched.get_mut(&stream.key) else {
+            let Some(w) = state.watched.get_mut(&stream.key) else {
                 continue;
             };
-            // Telemetry is conflated to the newest value per topic in every
-            // browser's inbox anyway: of a read's entries (several when the
-            // reader is behind), only the newest is fanned out, so catching
-            // up costs one delivery per browser, not one per entry.
-            let telemetry =
-                w.topic.category == meridian_proto::Category::Telemetry && !w.topic.csc.is_aggregated();
+            // Telemetry is conflated to the newest value per topic per tick:
+            // of a read's entries (several when the reader is behind), only
+            // the newest is decoded, so catching up costs one per read.
+            let telemetry = w.topic.category == Category::Telemetry;
             let newest = stream.entries.last().map(|e| e.id);
             for entry in &stream.entries {
                 if entry.id <= w.cursor {
@@ -650,27 +728,123 @@ impl Hub {
                 }
                 read += 1;
                 w.cursor = entry.id;
-                if telemetry && Some(entry.id) != newest {
+                if telemetry && !w.topic.csc.is_aggregated() && Some(entry.id) != newest {
                     continue;
                 }
                 let Some(sample) = Delivered::from_entry(&w.topic, entry).map(Arc::new) else {
                     continue;
                 };
-                let instance = sample.topic.csc.salindex;
-                for (client, filters) in &w.subscribers {
-                    if filters.contains(&None) || filters.contains(&Some(instance)) {
-                        if let Some(c) = clients.get(client) {
-                            c.inbox.deliver(&sample);
-                            deliveries += 1;
-                        }
-                    }
+                let slot = telemetry
+                    .then(|| w.window.iter_mut().find(|s| s.topic_key == sample.topic_key))
+                    .flatten();
+                match slot {
+                    Some(slot) => *slot = sample.clone(),
+                    None => w.window.push(sample.clone()),
                 }
                 w.last = Some(sample);
             }
+            full |= w.window.len() >= limit;
         }
         drop(state);
         self.stats.entries_read.fetch_add(read, Ordering::Relaxed);
+        full
+    }
+
+    /// Closes a tick every `tick` (on a fixed schedule) until `shutdown`.
+    async fn tick_loop(self, tick: Duration, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = ticker.tick() => {
+                    self.close_tick();
+                    self.ticked.notify_waiters();
+                }
+            }
+        }
+    }
+
+    /// Builds one [`Tick`] per feed from its streams' windows and queues it
+    /// to every browser of the feed; then moves browsers that lost events
+    /// out of those streams' feeds, and browsers whose catch-up is done in.
+    fn close_tick(&self) {
+        let mut state = self.lock();
+        let windows: HashMap<Arc<str>, Vec<Arc<Delivered>>> = state
+            .watched
+            .values_mut()
+            .filter(|w| !w.window.is_empty())
+            .map(|w| (w.key.clone(), std::mem::take(&mut w.window)))
+            .collect();
+        if windows.is_empty() && state.joins.is_empty() {
+            return;
+        }
+        let (mut deliveries, mut built) = (0u64, 0u64);
+        let mut losses: Vec<(ClientId, Vec<Arc<str>>)> = Vec::new();
+        for (live, members) in &state.feeds {
+            let mut samples = Vec::new();
+            let mut telemetry = Vec::new();
+            for (key, filter) in live {
+                let Some(window) = windows.get(key) else {
+                    continue;
+                };
+                for s in window
+                    .iter()
+                    .filter(|s| filter.is_none_or(|i| s.topic.csc.salindex == i))
+                {
+                    match s.topic.category {
+                        Category::Event => samples.push(s.clone()),
+                        Category::Telemetry => telemetry.push(s.clone()),
+                    }
+                }
+            }
+            if samples.is_empty() && telemetry.is_empty() {
+                continue;
+            }
+            samples.extend(telemetry);
+            let tick = Arc::new(Tick::new(samples));
+            built += 1;
+            for client in members {
+                if let Some(c) = state.clients.get(client) {
+                    deliveries += tick.samples.len() as u64;
+                    let lost = c.inbox.push_tick(&tick);
+                    if !lost.is_empty() {
+                        losses.push((*client, lost));
+                    }
+                }
+            }
+        }
+        for (client, keys) in losses {
+            state.set_live(client, |live| live.retain(|(key, _)| !keys.contains(key)));
+        }
+        for join in std::mem::take(&mut state.joins) {
+            let Some(c) = state.clients.get(&join.client) else {
+                continue;
+            };
+            let entry = (join.key.clone(), join.filter);
+            if c.live.contains(&entry) || !c.streams.contains(&(join.key.to_string(), join.filter)) {
+                continue; // joined already, or unsubscribed meanwhile
+            }
+            // This window's entries after the catch-up's last one go
+            // personally; from the next tick the feed carries the stream.
+            let extras = windows
+                .get(&join.key)
+                .into_iter()
+                .flatten()
+                .filter(|s| s.id > join.pos && join.filter.is_none_or(|i| s.topic.csc.salindex == i));
+            for sample in extras {
+                c.inbox.deliver(sample);
+                deliveries += 1;
+            }
+            if !c.inbox.is_suspended(&join.key) {
+                state.set_live(join.client, |live| {
+                    live.insert(entry);
+                });
+            }
+        }
+        drop(state);
         self.stats.deliveries.fetch_add(deliveries, Ordering::Relaxed);
+        self.stats.ticks_built.fetch_add(built, Ordering::Relaxed);
     }
 }
 

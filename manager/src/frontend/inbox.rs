@@ -1,24 +1,26 @@
 //! A browser's inbox: what waits between the hub and the browser's socket.
 //!
-//! The hub delivers without ever waiting. Telemetry is conflated: a topic
-//! holds only its newest sample until the next frame. Events queue in
-//! order up to `frontend.client_queue` events and `frontend.client_bytes`
-//! bytes; past that, new events are dropped for this browser only, the
-//! next frame tells it which topics lost data from which stream id, and
-//! nothing more of those topics is queued until it subscribes to them again
-//! with the last id it has (`after`), which replays the rest from the store
-//! in order. Telemetry that does not fit in the byte bound is skipped (a
-//! newer value follows). A browser that keeps losing events for
-//! `frontend.slow_timeout_ms` is disconnected with a reason. Replies (a few
-//! per request) have their own small bound; a browser that floods requests
-//! without reading the replies is disconnected too. Memory per connection
-//! is bounded whatever the browser does.
+//! Live data arrives as shared [`Tick`]s: the hub builds one per tick for
+//! all browsers with the same live topics, and each inbox queues the same
+//! `Arc`. Everything particular to one browser is personal: replies and
+//! notices, replayed samples (last value on subscribe, recovery after a
+//! stream id), and what a lost tick leaves behind. The connection sends
+//! the personal part first, then the queued ticks in order.
 //!
-//! While a topic is being recovered from a stream id, its live samples are
-//! held (within the same bounds) and released after the replayed ones, so
-//! the browser sees one ordered sequence with no gap and no repeat.
+//! Bounds (`frontend.client_queue`, `frontend.client_bytes`; the bytes of
+//! queued ticks count in full against each browser): when a tick does not
+//! fit, the queued ticks and the new one are replaced by the newest value
+//! of each telemetry topic they held and, for each event topic, a loss
+//! notice with the first lost stream id. The hub then stops sending those
+//! event topics to this browser until it subscribes to them again with the
+//! last id it has (`after`), which replays the rest from the store, paced
+//! by the browser's reading so it cannot overflow again. A browser that
+//! keeps losing events for `frontend.slow_timeout_ms` is disconnected with
+//! a reason. Replies have their own small bound; a browser that floods
+//! requests without reading the replies is disconnected too. Memory per
+//! connection is bounded whatever the browser does.
 
-use super::sample::Delivered;
+use super::sample::{Delivered, Tick};
 use meridian_proto::{StreamId, TopicId};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
@@ -32,7 +34,9 @@ pub const CONTROL_QUEUE: usize = 256;
 /// The bounds of one inbox.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Personal events queued, and shared ticks queued.
     pub events: usize,
+    /// Bytes of personal samples and shared ticks together.
     pub bytes: usize,
     pub slow_timeout: Duration,
 }
@@ -48,37 +52,34 @@ pub enum Kick {
     Moved(String),
 }
 
-/// What one frame carries.
+/// What one send carries, in this order.
 #[derive(Debug, Default)]
 pub struct Drained {
     pub control: Vec<Box<str>>,
-    /// Events in arrival order, then the newest telemetry of each topic.
+    /// Personal samples: events in arrival order, then the newest telemetry of each topic.
     pub samples: Vec<Arc<Delivered>>,
     /// Topics that lost events, with the first lost id.
     pub lost: Vec<(TopicId, StreamId)>,
+    /// Shared ticks, oldest first (none while personal samples remain: they come first).
+    pub ticks: Vec<Arc<Tick>>,
 }
 
 #[derive(Default)]
 struct Queue {
     control: VecDeque<Box<str>>,
     events: VecDeque<Arc<Delivered>>,
-    /// The newest sample of each telemetry topic, by [`Delivered::topic_key`].
+    /// The newest personal sample of each telemetry topic, by [`Delivered::topic_key`].
     telemetry: HashMap<Arc<str>, Arc<Delivered>>,
-    /// Live samples held while their topic is replayed, per stream key.
-    held: HashMap<String, Vec<Arc<Delivered>>>,
+    ticks: VecDeque<Arc<Tick>>,
+    /// Bytes of the queued ticks.
+    tick_bytes: usize,
     lost: HashMap<TopicId, StreamId>,
-    /// Streams whose live events are not queued after a loss, until the
-    /// browser subscribes again (with `after`, which replays from the store).
-    suspended: HashSet<String>,
-    /// Streams being replayed from the store to this browser: their live
-    /// events wait (the replay reaches them), and do not count as lost.
-    replaying: HashSet<String>,
-    /// Per stream, the id a replay reached: live samples up to it are repeats.
-    floor: HashMap<String, StreamId>,
+    /// Streams whose events are not queued after a loss, until the browser
+    /// subscribes again (with `after`, which replays from the store).
+    suspended: HashSet<Arc<str>>,
     /// Set when the browser has left: replays waiting for room give up.
     closed: bool,
-    /// Streams whose held samples overflowed during a replay.
-    held_overflow: HashSet<String>,
+    /// Bytes of personal samples.
     bytes: usize,
     lost_this_frame: bool,
     losing_since: Option<Instant>,
@@ -88,7 +89,7 @@ struct Queue {
 pub struct Inbox {
     queue: Mutex<Queue>,
     ready: Notify,
-    /// Signalled when a frame took samples out (a paced replay may go on).
+    /// Signalled when a send took samples out (a paced replay may go on).
     room: Notify,
     limits: Limits,
     /// Whether the browser understands `reconnect` hints (the native protocol does).
@@ -129,26 +130,15 @@ impl Inbox {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a sample without waiting; see the module doc for what a full inbox does.
+    fn note_bytes(&self, q: &Queue) {
+        self.stats
+            .inbox_bytes_max
+            .fetch_max(q.bytes + q.tick_bytes, Ordering::Relaxed);
+    }
+
+    /// Queues a personal sample without waiting; see the module doc for what a full inbox does.
     pub fn deliver(&self, sample: &Arc<Delivered>) {
         let mut q = self.lock();
-        let key = &*sample.key;
-        if let Some(floor) = q.floor.get(key) {
-            if sample.id <= *floor {
-                return; // already sent by the replay
-            }
-            q.floor.remove(key);
-        }
-        if let Some(held) = q.held.get_mut(key) {
-            if held.len() < self.limits.events {
-                held.push(sample.clone());
-            } else if sample.topic.category == meridian_proto::Category::Event {
-                // The replay outlasts the bound: report the loss as for a full queue.
-                q.lost.entry(sample.topic.clone()).or_insert(sample.id);
-                q.held_overflow.insert(key.to_string());
-            }
-            return;
-        }
         self.enqueue(&mut q, sample.clone());
         drop(q);
         self.ready.notify_one();
@@ -158,47 +148,86 @@ impl Inbox {
         let size = sample.size();
         match sample.topic.category {
             meridian_proto::Category::Telemetry => {
-                if q.replaying.contains(&*sample.key) {
-                    // A recovery replay of this stream will reach this entry.
-                    return;
-                }
                 let replaced = q.telemetry.get(&sample.topic_key).map_or(0, |old| old.size());
-                if q.bytes - replaced + size > self.limits.bytes {
+                if q.bytes + q.tick_bytes - replaced + size > self.limits.bytes {
                     // Full of events: this value is skipped; a newer one follows.
                     return;
                 }
                 q.telemetry.insert(sample.topic_key.clone(), sample);
                 q.bytes = q.bytes - replaced + size;
-                self.stats.inbox_bytes_max.fetch_max(q.bytes, Ordering::Relaxed);
+                self.note_bytes(q);
             }
             meridian_proto::Category::Event => {
-                let key = &*sample.key;
-                if q.replaying.contains(key) {
-                    // A recovery replay of this stream will reach this entry.
-                    return;
-                }
-                let lost_before = q.suspended.contains(key);
-                if lost_before || q.events.len() >= self.limits.events || q.bytes + size > self.limits.bytes {
+                let lost_before = q.suspended.contains(&sample.key);
+                if lost_before
+                    || q.events.len() >= self.limits.events
+                    || q.bytes + q.tick_bytes + size > self.limits.bytes
+                {
                     if !lost_before {
-                        // Reported once, from the first lost id; the browser
-                        // recovers everything from there when it subscribes again.
-                        q.lost.entry(sample.topic.clone()).or_insert(sample.id);
-                        q.suspended.insert(key.to_string());
+                        self.lose(q, &sample);
                     }
                     self.stats.events_lost.fetch_add(1, Ordering::Relaxed);
-                    q.lost_this_frame = true;
-                    let since = *q.losing_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > self.limits.slow_timeout {
-                        q.kick.get_or_insert(Kick::TooSlow);
-                        self.ready.notify_one();
-                    }
                     return;
                 }
                 q.bytes += size;
                 q.events.push_back(sample);
-                self.stats.inbox_bytes_max.fetch_max(q.bytes, Ordering::Relaxed);
+                self.note_bytes(q);
             }
         }
+    }
+
+    /// Records the first lost event of a topic: reported once, from that
+    /// id; the browser recovers everything from there when it subscribes again.
+    fn lose(&self, q: &mut Queue, sample: &Delivered) {
+        q.lost.entry(sample.topic.clone()).or_insert(sample.id);
+        q.suspended.insert(sample.key.clone());
+        q.lost_this_frame = true;
+        let since = *q.losing_since.get_or_insert_with(Instant::now);
+        if since.elapsed() > self.limits.slow_timeout {
+            q.kick.get_or_insert(Kick::TooSlow);
+            self.ready.notify_one();
+        }
+    }
+
+    /// Queues a shared tick. If it does not fit, the queued ticks and this
+    /// one are replaced by their newest telemetry and loss notices (module
+    /// doc); returns the streams that lost events, which the hub must stop
+    /// sending until the browser subscribes to them again.
+    pub fn push_tick(&self, tick: &Arc<Tick>) -> Vec<Arc<str>> {
+        let mut q = self.lock();
+        if q.closed {
+            return Vec::new();
+        }
+        let fits =
+            q.ticks.len() < self.limits.events && q.bytes + q.tick_bytes + tick.size <= self.limits.bytes;
+        // An empty queue takes any one tick, however large, so a browser that reads always progresses.
+        if fits || (q.ticks.is_empty() && q.bytes == 0) {
+            q.tick_bytes += tick.size;
+            q.ticks.push_back(tick.clone());
+            self.note_bytes(&q);
+            drop(q);
+            self.ready.notify_one();
+            return Vec::new();
+        }
+        let mut dropped: Vec<Arc<Tick>> = q.ticks.drain(..).collect();
+        dropped.push(tick.clone());
+        q.tick_bytes = 0;
+        let mut lost = Vec::new();
+        for sample in dropped.iter().flat_map(|t| t.samples.iter()) {
+            match sample.topic.category {
+                meridian_proto::Category::Telemetry => self.enqueue(&mut q, sample.clone()),
+                meridian_proto::Category::Event => {
+                    self.stats.events_lost.fetch_add(1, Ordering::Relaxed);
+                    if !q.suspended.contains(&sample.key) {
+                        self.lose(&mut q, sample);
+                        lost.push(sample.key.clone());
+                    }
+                }
+            }
+        }
+        drop(q);
+        self.ready.notify_one();
+        lost
     }
 
     /// Queues a reply or notice.
@@ -217,18 +246,14 @@ impl Inbox {
         self.limits
     }
 
-    /// Stops queueing live events of stream `key` (a replay is catching up).
-    pub fn suspend(&self, key: &str) {
-        let mut q = self.lock();
-        q.suspended.remove(key);
-        q.replaying.insert(key.to_string());
+    /// Ends the suspension of stream `key` after a loss: the browser subscribed to it again.
+    pub fn unsuspend(&self, key: &str) {
+        self.lock().suspended.remove(key);
     }
 
-    /// Queues live samples of `key` again, those after `floor` (where the replay stopped).
-    pub fn resume(&self, key: &str, floor: StreamId) {
-        let mut q = self.lock();
-        q.replaying.remove(key);
-        q.floor.insert(key.to_string(), floor);
+    /// Whether events of stream `key` were lost and not yet asked for again.
+    pub fn is_suspended(&self, key: &str) -> bool {
+        self.lock().suspended.contains(key)
     }
 
     /// Queues a replayed sample, waiting while the inbox is full (a replay
@@ -244,11 +269,12 @@ impl Inbox {
                     return false;
                 }
                 let size = sample.size();
-                let fits = q.events.len() < self.limits.events && q.bytes + size <= self.limits.bytes;
+                let fits =
+                    q.events.len() < self.limits.events && q.bytes + q.tick_bytes + size <= self.limits.bytes;
                 // An empty inbox takes any one sample, however large, so a replay always progresses.
                 if fits || (q.events.is_empty() && q.telemetry.is_empty()) {
                     q.bytes += size;
-                    self.stats.inbox_bytes_max.fetch_max(q.bytes, Ordering::Relaxed);
+                    self.note_bytes(&q);
                     q.events.push_back(sample);
                     drop(q);
                     self.ready.notify_one();
@@ -265,32 +291,6 @@ impl Inbox {
         self.room.notify_waiters();
     }
 
-    /// Holds live samples of stream `key` until [`Inbox::release`].
-    pub fn hold(&self, key: &str) {
-        self.lock().held.entry(key.to_string()).or_default();
-    }
-
-    /// Queues `replayed` (in order), then the live samples held since
-    /// [`Inbox::hold`] that are newer than the last replayed one.
-    pub fn release(&self, key: &str, replayed: Vec<Arc<Delivered>>) {
-        let mut q = self.lock();
-        let held = q.held.remove(key).unwrap_or_default();
-        // Subscribing again (to the newest value) ends a suspension after a loss.
-        q.suspended.remove(key);
-        if q.held_overflow.remove(key) {
-            q.suspended.insert(key.to_string());
-        }
-        let last = replayed.last().map(|s| s.id);
-        for sample in replayed {
-            self.enqueue(&mut q, sample);
-        }
-        for sample in held.into_iter().filter(|s| last.is_none_or(|l| s.id > l)) {
-            self.enqueue(&mut q, sample);
-        }
-        drop(q);
-        self.ready.notify_one();
-    }
-
     /// Waits until something is queued (or a kick is due).
     pub async fn ready(&self) {
         self.ready.notified().await
@@ -301,7 +301,7 @@ impl Inbox {
         self.lock().kick.clone()
     }
 
-    /// Takes what the next frame carries, at most about `max_bytes` of samples.
+    /// Takes what the next send carries, at most about `max_bytes` of personal samples.
     pub fn drain(&self, max_bytes: usize) -> Drained {
         let mut q = self.lock();
         let mut out = Drained {
@@ -322,6 +322,12 @@ impl Inbox {
                 out.samples.push(sample);
             }
         }
+        // Ticks go after every personal sample: a topic's replay, and what
+        // a lost tick left of it, come before its next live samples.
+        if q.events.is_empty() && q.telemetry.is_empty() {
+            out.ticks = q.ticks.drain(..).collect();
+            q.tick_bytes = 0;
+        }
         // A topic's loss notice follows its last queued event, so the browser
         // recovers from exactly the last id it received.
         let Queue { lost, events, .. } = &mut *q;
@@ -337,7 +343,7 @@ impl Inbox {
             q.losing_since = None;
         }
         q.lost_this_frame = false;
-        let more = !q.events.is_empty() || !q.telemetry.is_empty();
+        let more = !q.events.is_empty() || !q.telemetry.is_empty() || !q.ticks.is_empty();
         drop(q);
         self.room.notify_waiters();
         if more {
@@ -346,9 +352,10 @@ impl Inbox {
         out
     }
 
-    /// Bytes held now.
+    /// Bytes held now (personal samples and queued ticks).
     pub fn bytes(&self) -> usize {
-        self.lock().bytes
+        let q = self.lock();
+        q.bytes + q.tick_bytes
     }
 }
 
@@ -379,6 +386,7 @@ impl FrameClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frontend::sample::Tick;
     use crate::store::Entry;
     use meridian_proto::Category;
 
@@ -458,16 +466,79 @@ mod tests {
     }
 
     #[test]
-    fn held_samples_follow_the_replay_without_repeats() {
+    fn shared_ticks_follow_personal_samples_and_are_not_copied() {
         let inbox = Inbox::new(limits(100), true, Arc::default());
-        let key = sample(Category::Event, "e", 1).topic.stream_key();
-        inbox.hold(&key);
+        let tick = Arc::new(Tick::new(vec![sample(Category::Event, "e", 3)]));
+        assert!(inbox.push_tick(&tick).is_empty());
+        inbox.deliver(&sample(Category::Event, "r", 1));
+        let out = inbox.drain(usize::MAX);
+        assert_eq!(out.samples.len(), 1);
+        assert_eq!(out.ticks.len(), 1);
+        assert!(Arc::ptr_eq(&out.ticks[0], &tick));
+        assert_eq!(inbox.bytes(), 0);
+    }
+
+    #[test]
+    fn ticks_wait_while_personal_samples_remain() {
+        let inbox = Inbox::new(limits(100), true, Arc::default());
+        for id in 1..=3 {
+            inbox.deliver(&sample(Category::Event, "r", id));
+        }
+        inbox.push_tick(&Arc::new(Tick::new(vec![sample(Category::Event, "r", 4)])));
+        // A send cut short by its byte budget leaves the tick for later, so
+        // the stream's replay still comes before its live samples.
+        let first = inbox.drain(1);
+        assert_eq!(first.samples.len(), 1);
+        assert!(first.ticks.is_empty());
+        let rest = inbox.drain(usize::MAX);
+        assert_eq!(rest.samples.len(), 2);
+        assert_eq!(rest.ticks.len(), 1);
+    }
+
+    #[test]
+    fn an_overflowing_tick_queue_keeps_the_newest_telemetry_and_reports_lost_events() {
+        let inbox = Inbox::new(limits(2), true, Arc::default());
+        let tick = |id| {
+            Arc::new(Tick::new(vec![
+                sample(Category::Event, "e", id),
+                sample(Category::Telemetry, "t", id),
+            ]))
+        };
+        assert!(inbox.push_tick(&tick(1)).is_empty());
+        assert!(inbox.push_tick(&tick(2)).is_empty());
+        let lost = inbox.push_tick(&tick(3));
+        assert_eq!(lost.len(), 1, "the event stream is reported once");
+        assert!(inbox.is_suspended(&lost[0]));
+        let out = inbox.drain(usize::MAX);
+        assert!(out.ticks.is_empty());
+        let kept: Vec<(Category, u64)> = out.samples.iter().map(|s| (s.topic.category, s.id.ms)).collect();
+        assert_eq!(kept, [(Category::Telemetry, 3)]);
+        assert_eq!(out.lost.len(), 1);
+        assert_eq!(out.lost[0].1, StreamId::new(1, 0));
+        // Nothing more of that stream is queued until it is asked for again.
         inbox.deliver(&sample(Category::Event, "e", 4));
-        inbox.deliver(&sample(Category::Event, "e", 5));
         assert!(inbox.drain(usize::MAX).samples.is_empty());
-        let replay = (2..=4).map(|id| sample(Category::Event, "e", id)).collect();
-        inbox.release(&key, replay);
-        let ids: Vec<u64> = inbox.drain(usize::MAX).samples.iter().map(|s| s.id.ms).collect();
-        assert_eq!(ids, [2, 3, 4, 5]);
+        inbox.unsuspend(&lost[0]);
+        inbox.deliver(&sample(Category::Event, "e", 5));
+        assert_eq!(inbox.drain(usize::MAX).samples.len(), 1);
+    }
+
+    #[test]
+    fn a_tick_queue_of_telemetry_only_overflows_without_loss() {
+        let inbox = Inbox::new(limits(1), true, Arc::default());
+        for id in 1..=3 {
+            let tick = Arc::new(Tick::new(vec![sample(Category::Telemetry, "t", id)]));
+            assert!(inbox.push_tick(&tick).is_empty());
+        }
+        let out = inbox.drain(usize::MAX);
+        let ids: Vec<u64> = out
+            .samples
+            .iter()
+            .chain(out.ticks.iter().flat_map(|t| t.samples.iter()))
+            .map(|s| s.id.ms)
+            .collect();
+        assert_eq!(ids.last(), Some(&3), "the newest value arrives");
+        assert!(out.lost.is_empty());
+        assert_eq!(inbox.kick(), None);
     }
 }

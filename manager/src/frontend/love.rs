@@ -380,7 +380,10 @@ async fn send_pending(
     replies: &Replies,
     settings: &LoveSettings,
 ) -> Result<(), Option<(u16, String)>> {
-    let out = inbox.drain(MAX_FRAME_BYTES);
+    let mut out = inbox.drain(MAX_FRAME_BYTES);
+    // This protocol has a message per sample, encoded per connection: shared ticks are unpacked.
+    out.samples
+        .extend(out.ticks.iter().flat_map(|t| t.samples.iter().cloned()));
     replies.drained();
     let mut frames = Vec::with_capacity(out.control.len() + out.samples.len());
     let mut close = None;

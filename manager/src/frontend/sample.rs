@@ -98,3 +98,47 @@ impl Delivered {
         128 + self.fields.len() * 2
     }
 }
+
+/// One tick's samples for every browser with the same live topics: built
+/// once by the hub and queued (an `Arc`, not a copy) to each of them, so a
+/// thousand browsers watching the same plots cost one batch and one
+/// encoding per tick, then one socket write each.
+#[derive(Debug)]
+pub struct Tick {
+    /// Events in stream order (per topic), then the newest telemetry of each topic.
+    pub samples: Vec<Arc<Delivered>>,
+    /// Approximate memory held, counted in full against each browser's bound.
+    pub size: usize,
+    native: OnceLock<Utf8Bytes>,
+}
+
+impl Tick {
+    pub fn new(samples: Vec<Arc<Delivered>>) -> Tick {
+        let size = samples.iter().map(|s| s.size()).sum();
+        Tick {
+            samples,
+            size,
+            native: OnceLock::new(),
+        }
+    }
+
+    /// Whether the tick holds any event (losing it would lose data, not just conflate).
+    pub fn has_events(&self) -> bool {
+        self.samples
+            .iter()
+            .any(|s| s.topic.category == meridian_proto::Category::Event)
+    }
+
+    /// The native protocol's batch frame of this tick, encoded by the first
+    /// browser that sends it and shared by the rest.
+    pub fn native_frame(&self) -> Utf8Bytes {
+        self.native
+            .get_or_init(|| {
+                Utf8Bytes::from(meridian_proto::browser::batch_frame(
+                    self.samples.iter().map(|s| s.native_json()),
+                    &[],
+                ))
+            })
+            .clone()
+    }
+}
