@@ -112,6 +112,17 @@ pub struct FrontendConfig {
     /// `"http://127.0.0.1:8081/healthz"`. No default: no `Commander` entry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub love_commander_url: Option<String>,
+
+    /// A telemetry topic is reported stale to its browsers when no sample
+    /// arrived for this many periods of its declared rate (and at least
+    /// `stale_min_ms`), 1 to 1000. Default 5. Browsers then grey its values
+    /// instead of showing them as current; a new sample clears it.
+    pub stale_periods: u32,
+
+    /// The shortest silence reported as stale, in milliseconds, 100 to
+    /// 3600000. Default 1000: keeps a 50 Hz topic from flapping on the
+    /// jitter of one read.
+    pub stale_min_ms: u64,
 }
 
 impl FrontendConfig {
@@ -150,6 +161,8 @@ impl FrontendConfig {
         problems.in_range("frontend.tick_ms", self.tick_ms, 1..=1000);
         problems.in_range("frontend.max_subscriptions", self.max_subscriptions, 1..=100_000);
         problems.in_range("frontend.max_replay", self.max_replay, 1..=1_000_000);
+        problems.in_range("frontend.stale_periods", self.stale_periods, 1..=1000);
+        problems.in_range("frontend.stale_min_ms", self.stale_min_ms, 100..=3_600_000);
         problems.in_range("frontend.tai_utc_offset_s", self.tai_utc_offset_s, 0..=100);
         problems.in_range("frontend.drain_grace_ms", self.drain_grace_ms, 0..=60_000);
         problems.in_range("frontend.load_interval_ms", self.load_interval_ms, 100..=60_000);
@@ -214,6 +227,8 @@ impl Default for FrontendConfig {
             love_password: None,
             love_heartbeat_ms: 2000,
             love_commander_url: None,
+            stale_periods: 5,
+            stale_min_ms: 1000,
         }
     }
 }

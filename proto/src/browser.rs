@@ -77,6 +77,25 @@ pub enum ClientRequest {
         #[serde(default)]
         since: Option<f64>,
     },
+    /// A plot's backfill: `fields` of one topic from `since` to `until`
+    /// (Unix seconds; default now), decimated on the server to at most
+    /// `points` buckets with the min and max of each, so spikes survive.
+    /// An array element is named `field[i]`. The reply's `last_id` is the
+    /// newest entry covered: subscribe with it as `after` to continue live
+    /// with no gap and no overlap.
+    Plot {
+        #[serde(flatten)]
+        topic: TopicRef,
+        fields: Vec<String>,
+        since: f64,
+        #[serde(default)]
+        until: Option<f64>,
+        #[serde(default)]
+        points: Option<usize>,
+        /// Echoed in the reply, to match replies to requests.
+        #[serde(default)]
+        id: Option<u64>,
+    },
     /// The server's UTC and TAI, echoing `request_time`.
     Time {
         #[serde(default)]
@@ -153,6 +172,32 @@ pub enum ServerMessage {
     Reconnect {
         reason: String,
         after_ms: u64,
+    },
+    /// A subscribed telemetry topic went silent for `frontend.stale_periods`
+    /// periods of its declared rate (`stale: true`, with the source time of
+    /// its last sample), or samples resumed (`stale: false`).
+    Stale {
+        topic: TopicRef,
+        stale: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        since: Option<f64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        period_s: Option<f64>,
+    },
+    /// The answer to a `plot` request: bucket start times `t`, and per
+    /// bucket the min and max of each field (`null` where a bucket has no
+    /// number for it).
+    Plot {
+        topic: TopicRef,
+        fields: Vec<String>,
+        t: Vec<f64>,
+        min: Vec<Vec<Option<f64>>>,
+        max: Vec<Vec<Option<f64>>>,
+        last_id: Option<String>,
+        /// False when `frontend.max_replay` entries were read before `until`.
+        complete: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
     },
     /// A request failed. `fatal` says the server is closing the connection.
     Error {

@@ -6,6 +6,7 @@
 
 use super::hub::{Hub, HubError, Selector, Start};
 use super::inbox::{FrameClock, Inbox, Kick, Limits};
+use super::plot;
 use super::{Edge, CLOSE_BAD_REQUEST, CLOSE_GOING_AWAY, CLOSE_LAGGED};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
@@ -224,6 +225,41 @@ async fn handle(hub: &Hub, client: u64, inbox: &Arc<Inbox>, settings: &Settings,
             },
             Err(e) => error(e.to_string()),
         },
+        ClientRequest::Plot {
+            topic,
+            fields,
+            since,
+            until,
+            points,
+            id,
+        } => {
+            let until = until.unwrap_or_else(|| unix_now(SystemTime::now()));
+            match (topic.to_topic_id(), plot::check(&fields, points, since, until)) {
+                (Ok(topic_id), Ok(paths)) => {
+                    let points = points.unwrap_or(plot::DEFAULT_POINTS);
+                    let buckets = plot::Buckets::new(paths, since, until, points);
+                    match hub.plot(&topic_id, buckets, since, until).await {
+                        Ok((buckets, last_id, complete)) => {
+                            let (t, min, max) = buckets.finish();
+                            ServerMessage::Plot {
+                                topic,
+                                fields,
+                                t,
+                                min,
+                                max,
+                                last_id: last_id.map(|i| i.to_string()),
+                                complete,
+                                id,
+                            }
+                            .to_json()
+                        }
+                        Err(e) => error(format!("plot of {topic_id} failed: {e}")),
+                    }
+                }
+                (Err(e), _) => error(e.to_string()),
+                (_, Err(e)) => error(e),
+            }
+        }
         ClientRequest::Time { request_time } => time_message(settings.tai_utc, request_time),
     };
     inbox.control(reply);

@@ -121,6 +121,12 @@ struct Watched {
     subscribers: HashMap<ClientId, HashSet<Option<u32>>>,
     /// Entries read since the last tick closed: events in order, the newest telemetry per topic.
     window: Vec<Arc<Delivered>>,
+    /// The declared period of a telemetry topic (from the catalog), in seconds.
+    period: Option<f64>,
+    /// When the last entry was read (or the stream first watched).
+    seen: std::time::Instant,
+    /// Whether subscribers were told it is stale.
+    stale: bool,
 }
 
 struct Client {
@@ -205,6 +211,10 @@ pub struct Hub {
     read_count: usize,
     /// Signalled when a tick closes (a reader holding a full window may go on).
     ticked: Arc<tokio::sync::Notify>,
+    /// Periods of silence after which a telemetry topic is stale (`frontend.stale_periods`).
+    stale_periods: f64,
+    /// The shortest silence reported as stale (`frontend.stale_min_ms`).
+    stale_min: Duration,
 }
 
 impl Hub {
@@ -219,6 +229,8 @@ impl Hub {
             max_replay: config.max_replay,
             read_count: config.read_count,
             ticked: Arc::default(),
+            stale_periods: f64::from(config.stale_periods),
+            stale_min: Duration::from_millis(config.stale_min_ms),
         };
         let block = Duration::from_millis(config.read_block_ms);
         tokio::spawn(hub.clone().read_loop(block, shutdown.clone()));
@@ -432,6 +444,9 @@ impl Hub {
                 return Ok(());
             }
             w.subscribers.entry(client).or_default().insert(filter);
+            if w.stale {
+                c.inbox.control(stale_notice(w, true));
+            }
             // Subscribing again ends a suspension after a loss.
             c.inbox.unsuspend(&key);
             (c.inbox.clone(), w.cursor, w.last.clone())
@@ -497,6 +512,9 @@ impl Hub {
             last: last.and_then(|e| Delivered::from_entry(topic, e)).map(Arc::new),
             subscribers: HashMap::new(),
             window: Vec::new(),
+            period: None,
+            seen: std::time::Instant::now(),
+            stale: false,
         })
     }
 
@@ -609,12 +627,56 @@ impl Hub {
         Ok((samples, complete))
     }
 
+    /// A plot's backfill (see [`super::plot`]): reads `topic` from `since`
+    /// to `until` in chunks (at most `frontend.max_replay` entries) into
+    /// min/max buckets. Returns the buckets, the id of the newest entry
+    /// covered (to continue live with `after`), and whether the window was
+    /// read to its end.
+    pub async fn plot(
+        &self,
+        topic: &TopicId,
+        mut buckets: super::plot::Buckets,
+        since: f64,
+        until: f64,
+    ) -> Result<(super::plot::Buckets, Option<StreamId>, bool), HubError> {
+        let key = topic.stream_key();
+        let filter = topic.csc.is_aggregated().then_some(topic.csc.salindex);
+        let start = StreamId::new((since * 1000.0).max(0.0) as u64, 0);
+        let mut pos = StreamId::new(start.ms.saturating_sub(1), u64::MAX);
+        let end = StreamId::new((until * 1000.0).max(0.0) as u64, u64::MAX);
+        let (mut read, mut last) = (0usize, None);
+        loop {
+            let chunk = self.read_count.max(64).min(self.max_replay - read);
+            let entries = self.store.range(&key, pos, Some(end), chunk).await?;
+            for d in entries.iter().filter_map(|e| Delivered::from_entry(topic, e)) {
+                if filter.is_none_or(|i| d.topic.csc.salindex == i) {
+                    buckets.add(d.source_ts, &d.fields);
+                }
+            }
+            read += entries.len();
+            match entries.last() {
+                Some(e) => {
+                    pos = e.id;
+                    last = Some(e.id);
+                }
+                None => return Ok((buckets, last, true)),
+            }
+            if entries.len() < chunk {
+                return Ok((buckets, last, true));
+            }
+            if read >= self.max_replay {
+                return Ok((buckets, last, false));
+            }
+        }
+    }
+
     /// Attaches waiting selectors to topics that appeared in the catalog
     /// since the last look (`known`); cheap when nothing changed.
     async fn refresh_wildcards(&self, known: &mut HashSet<String>) {
         let Ok(catalog) = self.store.hash_get(CATALOG_KEY).await else {
             return;
         };
+        self.learn_periods(&catalog);
         let fresh: Vec<(String, String)> = catalog.into_iter().filter(|(f, _)| !known.contains(f)).collect();
         if fresh.is_empty() {
             return;
@@ -711,6 +773,7 @@ impl Hub {
     fn dispatch(&self, streams: Vec<crate::store::StreamEntries>) -> bool {
         let mut read = 0u64;
         let mut full = false;
+        let mut fresh = Vec::new();
         let limit = self.read_count.saturating_mul(WINDOW_READS);
         let mut state = self.lock();
         for stream in streams {
@@ -722,6 +785,13 @@ impl Hub {
             // the newest is decoded, so catching up costs one per read.
             let telemetry = w.topic.category == Category::Telemetry;
             let newest = stream.entries.last().map(|e| e.id);
+            if newest.is_some_and(|n| n > w.cursor) {
+                w.seen = std::time::Instant::now();
+                if w.stale {
+                    w.stale = false;
+                    fresh.push(w.key.clone());
+                }
+            }
             for entry in &stream.entries {
                 if entry.id <= w.cursor {
                     continue;
@@ -745,6 +815,9 @@ impl Hub {
             }
             full |= w.window.len() >= limit;
         }
+        for key in fresh {
+            notify_subscribers(&state, &key, false);
+        }
         drop(state);
         self.stats.entries_read.fetch_add(read, Ordering::Relaxed);
         full
@@ -760,7 +833,42 @@ impl Hub {
                 _ = ticker.tick() => {
                     self.close_tick();
                     self.ticked.notify_waiters();
+                    self.check_stale();
                 }
+            }
+        }
+    }
+
+    /// Tells subscribers of telemetry topics that went silent for
+    /// `frontend.stale_periods` periods of their declared rate.
+    fn check_stale(&self) {
+        let mut state = self.lock();
+        let mut stale = Vec::new();
+        for w in state.watched.values_mut() {
+            let Some(period) = w.period.filter(|_| !w.stale && !w.topic.csc.is_aggregated()) else {
+                continue;
+            };
+            let limit = Duration::from_secs_f64(period * self.stale_periods).max(self.stale_min);
+            if w.seen.elapsed() > limit {
+                w.stale = true;
+                stale.push(w.key.clone());
+            }
+        }
+        for key in stale {
+            notify_subscribers(&state, &key, true);
+        }
+    }
+
+    /// Learns the declared period of every watched telemetry topic from the catalog.
+    fn learn_periods(&self, catalog: &[(String, String)]) {
+        let rates: HashMap<&str, f64> = catalog
+            .iter()
+            .filter_map(|(f, r)| Some((f.as_str(), r.parse::<f64>().ok().filter(|r| *r > 0.0)?)))
+            .collect();
+        let mut state = self.lock();
+        for w in state.watched.values_mut() {
+            if w.topic.category == Category::Telemetry {
+                w.period = rates.get(w.topic.catalog_field().as_str()).map(|r| 1.0 / r);
             }
         }
     }
@@ -845,6 +953,32 @@ impl Hub {
         drop(state);
         self.stats.deliveries.fetch_add(deliveries, Ordering::Relaxed);
         self.stats.ticks_built.fetch_add(built, Ordering::Relaxed);
+    }
+}
+
+/// `{"type":"stale",…}` for a watched stream.
+fn stale_notice(w: &Watched, stale: bool) -> String {
+    meridian_proto::browser::ServerMessage::Stale {
+        topic: meridian_proto::browser::TopicRef::from(&w.topic),
+        stale,
+        since: if stale {
+            w.last.as_ref().map(|l| l.source_ts)
+        } else {
+            None
+        },
+        period_s: if stale { w.period } else { None },
+    }
+    .to_json()
+}
+
+/// Tells every subscriber of stream `key` that it went stale or fresh.
+fn notify_subscribers(state: &State, key: &str, stale: bool) {
+    let Some(w) = state.watched.get(key) else { return };
+    let notice = stale_notice(w, stale);
+    for client in w.subscribers.keys() {
+        if let Some(c) = state.clients.get(client) {
+            c.inbox.control(notice.as_str());
+        }
     }
 }
 

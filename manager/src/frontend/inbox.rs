@@ -375,11 +375,15 @@ impl FrameClock {
         }
     }
 
-    /// Waits for the next tick boundary (at once if it has passed).
+    /// Waits for the next tick boundary. Within half a tick of it (the
+    /// hub's shared ticks wake browsers on its own schedule) the frame goes
+    /// at once, without a timer: the average stays one frame per tick.
     pub async fn wait(&mut self) {
-        let due = self.next.max(tokio::time::Instant::now());
-        tokio::time::sleep_until(due).await;
-        self.next = due + self.tick;
+        let now = tokio::time::Instant::now();
+        if self.next > now + self.tick / 2 {
+            tokio::time::sleep_until(self.next).await;
+        }
+        self.next = self.next.max(now) + self.tick;
     }
 }
 

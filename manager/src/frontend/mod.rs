@@ -34,6 +34,7 @@ mod client;
 pub mod hub;
 mod inbox;
 mod love;
+mod plot;
 mod sample;
 
 use crate::store::Store;
