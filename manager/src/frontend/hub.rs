@@ -18,9 +18,10 @@
 //! A subscription starts personal: the last value (or, for recovery,
 //! every entry after a stream id) is read from the store into the
 //! browser's own queue, paced by its reading, until it reaches the hub's
-//! cursor. The browser then joins the stream's live feed at the next tick
-//! close, with the window's entries after the replay's last id as
-//! personal extras: one ordered sequence with no gap and no repeat.
+//! cursor. The browser then joins the stream's live feed at the first tick
+//! close at which the reader has reached the replay's last id, with that
+//! window's entries after it as personal extras: one ordered sequence with
+//! no gap and no repeat.
 //!
 //! Wildcards (every topic of a CSC, every index) are resolved with the
 //! catalog producers' handshakes fill ([`meridian_proto::CATALOG_KEY`]),
@@ -140,7 +141,8 @@ struct Client {
     live: LiveSet,
 }
 
-/// A browser whose catch-up reached `pos`: it joins the stream's feed at the next tick close.
+/// A browser whose catch-up reached `pos`: it joins the stream's feed at
+/// the first tick close at which the hub's reader has reached `pos`.
 struct Join {
     client: ClientId,
     key: Arc<str>,
@@ -932,6 +934,14 @@ impl Hub {
             let entry = (join.key.clone(), join.filter);
             if c.live.contains(&entry) || !c.streams.contains(&(join.key.to_string(), join.filter)) {
                 continue; // joined already, or unsubscribed meanwhile
+            }
+            // A replay may have read the store beyond the hub's reader: wait
+            // until the reader has passed it too, or the entries in between
+            // would come once more in a later tick. Until then every entry
+            // read is one the replay sent.
+            if state.watched.get(&*join.key).is_some_and(|w| w.cursor < join.pos) {
+                state.joins.push(join);
+                continue;
             }
             // This window's entries after the catch-up's last one go
             // personally; from the next tick the feed carries the stream.

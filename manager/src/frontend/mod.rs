@@ -301,26 +301,13 @@ async fn ws_upgrade(
     Query(query): Query<WsQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let guard = state.connections.token();
-    small(ws).on_upgrade(move |socket| {
-        let span = tracing::info_span!("browser", %peer, protocol = "native");
-        tracing::Instrument::instrument(
-            async move {
-                let _guard = guard;
-                let Some((socket, scope)) = authenticate(socket, query.token, &state.auth).await else {
-                    return;
-                };
-                client::serve(
-                    socket,
-                    state.hub.clone(),
-                    scope,
-                    state.settings.clone(),
-                    state.edge.clone(),
-                )
-                .await
-            },
-            span,
-        )
+    let span = tracing::info_span!("browser", %peer, protocol = "native");
+    upgrade(small(ws), state, span, |socket, state| async move {
+        let Some((socket, scope)) = authenticate(socket, query.token, &state.auth).await else {
+            return;
+        };
+        let settings = state.settings.clone();
+        client::serve(socket, state.hub.clone(), scope, settings, state.edge.clone()).await
     })
 }
 
@@ -330,26 +317,29 @@ async fn love_upgrade(
     Query(query): Query<WsQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let guard = state.connections.token();
+    let span = tracing::info_span!("browser", %peer, protocol = "love");
     // The replaced system's producers send larger messages than browsers.
     let ws = small(ws).max_message_size(love::MAX_WS_MESSAGE_LEN);
+    upgrade(ws, state, span, |socket, state| async move {
+        let (hub, love, edge) = (state.hub.clone(), state.love.clone(), state.edge.clone());
+        love::serve(socket, query.token, query.password, hub, love, edge).await
+    })
+}
+
+/// Upgrades to a WebSocket served by `serve` inside the connection's
+/// `span`, counted in the frontend's connections (drain waits for them).
+fn upgrade<F, Fut>(ws: WebSocketUpgrade, state: Arc<AppState>, span: tracing::Span, serve: F) -> Response
+where
+    F: FnOnce(WebSocket, Arc<AppState>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let guard = state.connections.token();
     ws.on_upgrade(move |socket| {
-        let span = tracing::info_span!("browser", %peer, protocol = "love");
-        tracing::Instrument::instrument(
-            async move {
-                let _guard = guard;
-                love::serve(
-                    socket,
-                    query.token,
-                    query.password,
-                    state.hub.clone(),
-                    state.love.clone(),
-                    state.edge.clone(),
-                )
-                .await
-            },
-            span,
-        )
+        let served = async move {
+            let _guard = guard;
+            serve(socket, state).await
+        };
+        tracing::Instrument::instrument(served, span)
     })
 }
 
