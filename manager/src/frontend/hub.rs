@@ -220,8 +220,13 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Starts the hub's reader task; it stops at `shutdown`.
-    pub fn start(store: Arc<dyn Store>, config: &FrontendConfig, shutdown: CancellationToken) -> Hub {
+    /// Starts the hub's reader, tick and catalog loops on a thread of their
+    /// own; they stop at `shutdown`. Fails only if the thread cannot start.
+    pub fn start(
+        store: Arc<dyn Store>,
+        config: &FrontendConfig,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<Hub> {
         let hub = Hub {
             store,
             state: Arc::default(),
@@ -235,13 +240,31 @@ impl Hub {
             stale_min: Duration::from_millis(config.stale_min_ms),
         };
         let block = Duration::from_millis(config.read_block_ms);
-        tokio::spawn(hub.clone().read_loop(block, shutdown.clone()));
-        tokio::spawn(
-            hub.clone()
-                .tick_loop(Duration::from_millis(config.tick_ms), shutdown.clone()),
-        );
-        tokio::spawn(hub.clone().catalog_loop(shutdown));
-        hub
+        let tick = Duration::from_millis(config.tick_ms);
+        let loops = {
+            let hub = hub.clone();
+            async move {
+                tokio::join!(
+                    hub.clone().read_loop(block, shutdown.clone()),
+                    hub.clone().tick_loop(tick, shutdown.clone()),
+                    hub.catalog_loop(shutdown),
+                );
+            }
+        };
+        // The reader and the tick get a thread of their own: on the
+        // connections' runtime, a burst of a thousand frame writes would
+        // queue ahead of them and delay every browser's data by as much.
+        // The thread is named after the one starting it (plus `-hub`), so
+        // CPU accounting by thread name counts it with its frontend.
+        let parent = std::thread::current().name().unwrap_or("frontend").to_string();
+        let name = format!("{}-hub", parent.chars().take(11).collect::<String>());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || runtime.block_on(loops))?;
+        Ok(hub)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

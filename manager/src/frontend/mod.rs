@@ -81,6 +81,9 @@ pub enum FrontendError {
     },
     #[error("frontend server failed: {0}")]
     Serve(std::io::Error),
+    /// The hub's thread could not start (the process is out of threads or memory).
+    #[error("cannot start the frontend's hub thread: {0}")]
+    Hub(std::io::Error),
 }
 
 /// What a connection needs to know about its frontend's life.
@@ -123,7 +126,8 @@ pub struct Frontend {
     listener: tokio::net::TcpListener,
     config: Config,
     store: Arc<dyn Store>,
-    hub_stop: CancellationToken,
+    /// Stops the hub's thread when the frontend stops or is dropped unrun.
+    hub_stop: tokio_util::sync::DropGuard,
     hub: hub::Hub,
 }
 
@@ -135,12 +139,13 @@ impl Frontend {
             .await
             .map_err(|source| FrontendError::Bind { addr, source })?;
         let hub_stop = CancellationToken::new();
-        let hub = hub::Hub::start(store.clone(), &config.frontend, hub_stop.clone());
+        let hub =
+            hub::Hub::start(store.clone(), &config.frontend, hub_stop.clone()).map_err(FrontendError::Hub)?;
         Ok(Frontend {
             listener,
             config: config.clone(),
             store,
-            hub_stop,
+            hub_stop: hub_stop.drop_guard(),
             hub,
         })
     }
@@ -222,7 +227,7 @@ impl Frontend {
         }
         edge.closing.cancel();
         state.connections.wait().await;
-        self.hub_stop.cancel();
+        drop(self.hub_stop);
         let _ = balance_task.await;
         tracing::info!(clients, "frontend stopped");
         Ok(())
