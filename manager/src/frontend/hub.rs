@@ -141,6 +141,13 @@ struct Client {
     live: LiveSet,
 }
 
+/// Browsers with the same live set.
+struct Feed {
+    /// Tells ticks of different feeds apart (a browser's queue may hold both after a change).
+    id: u64,
+    members: HashSet<ClientId>,
+}
+
 /// A browser whose catch-up reached `pos`: it joins the stream's feed at
 /// the first tick close at which the hub's reader has reached `pos`.
 struct Join {
@@ -155,8 +162,9 @@ struct State {
     watched: HashMap<String, Watched>,
     clients: HashMap<ClientId, Client>,
     next_client: ClientId,
-    /// Browsers by live set.
-    feeds: HashMap<LiveSet, HashSet<ClientId>>,
+    /// Browsers by live set, with the feed's id.
+    feeds: HashMap<LiveSet, Feed>,
+    next_feed: u64,
     joins: Vec<Join>,
 }
 
@@ -171,14 +179,22 @@ impl State {
         if c.live == before {
             return;
         }
-        if let Some(members) = self.feeds.get_mut(&before) {
-            members.remove(&client);
-            if members.is_empty() {
+        if let Some(feed) = self.feeds.get_mut(&before) {
+            feed.members.remove(&client);
+            if feed.members.is_empty() {
                 self.feeds.remove(&before);
             }
         }
         if !c.live.is_empty() {
-            self.feeds.entry(c.live.clone()).or_default().insert(client);
+            let next = &mut self.next_feed;
+            let feed = self.feeds.entry(c.live.clone()).or_insert_with(|| {
+                *next += 1;
+                Feed {
+                    id: *next,
+                    members: HashSet::new(),
+                }
+            });
+            feed.members.insert(client);
         }
     }
 }
@@ -192,6 +208,10 @@ pub struct HubStats {
     pub deliveries: AtomicU64,
     /// Ticks built: one per feed (set of browsers with the same live topics) per tick with data.
     pub ticks_built: AtomicU64,
+    /// Ticks a browser that fell behind skipped: newer ticks it had queued carried all their topics.
+    pub ticks_skipped: AtomicU64,
+    /// Ticks a browser that fell behind took into its own queue (conflated, events kept).
+    pub ticks_folded: AtomicU64,
     /// The most bytes any one browser's inbox has held (its bound is
     /// `frontend.client_bytes`).
     pub inbox_bytes_max: std::sync::atomic::AtomicUsize,
@@ -914,13 +934,18 @@ impl Hub {
         }
         let (mut deliveries, mut built) = (0u64, 0u64);
         let mut losses: Vec<(ClientId, Vec<Arc<str>>)> = Vec::new();
-        for (live, members) in &state.feeds {
+        for (live, feed) in &state.feeds {
             let mut samples = Vec::new();
             let mut telemetry = Vec::new();
-            for (key, filter) in live {
+            // Which of the feed's streams this tick updates, while it holds
+            // one telemetry sample per stream (else a browser behind cannot skip it).
+            let mut bits = vec![0u64; live.len().div_ceil(64)];
+            let mut skippable = true;
+            for (i, (key, filter)) in live.iter().enumerate() {
                 let Some(window) = windows.get(key) else {
                     continue;
                 };
+                let before = telemetry.len();
                 for s in window
                     .iter()
                     .filter(|s| filter.is_none_or(|i| s.topic.csc.salindex == i))
@@ -930,14 +955,19 @@ impl Hub {
                         Category::Telemetry => telemetry.push(s.clone()),
                     }
                 }
+                skippable &= telemetry.len() - before <= 1;
+                if telemetry.len() > before {
+                    bits[i / 64] |= 1 << (i % 64);
+                }
             }
             if samples.is_empty() && telemetry.is_empty() {
                 continue;
             }
+            let cover = (skippable && samples.is_empty()).then_some((feed.id, bits));
             samples.extend(telemetry);
-            let tick = Arc::new(Tick::new(samples));
+            let tick = Arc::new(Tick::covering(samples, cover));
             built += 1;
-            for client in members {
+            for client in &feed.members {
                 if let Some(c) = state.clients.get(client) {
                     deliveries += tick.samples.len() as u64;
                     let lost = c.inbox.push_tick(&tick);

@@ -7,15 +7,19 @@
 //! stream id), and what a lost tick leaves behind. The connection sends
 //! the personal part first, then the queued ticks in order.
 //!
-//! Bounds (`frontend.client_queue`, `frontend.client_bytes`; the bytes of
-//! queued ticks count in full against each browser): when a tick does not
-//! fit, the queued ticks and the new one are replaced by the newest value
-//! of each telemetry topic they held and, for each event topic, a loss
-//! notice with the first lost stream id. The hub then stops sending those
-//! event topics to this browser until it subscribes to them again with the
-//! last id it has (`after`), which replays the rest from the store, paced
-//! by the browser's reading so it cannot overflow again. A browser that
-//! keeps losing events for `frontend.slow_timeout_ms` is disconnected with
+//! A browser that falls behind holds at most [`TICKS_QUEUED`] ticks (and
+//! `frontend.client_bytes`, the bytes of queued ticks counted in full):
+//! past that, the oldest tick is skipped if newer queued ones carry every
+//! topic it holds, or else folded into the personal queue: the newest value
+//! of each telemetry topic, every event in order (up to
+//! `frontend.client_queue` events). So it sees data a few ticks old, not
+//! seconds of backlog. An event that does not fit is lost: the browser gets
+//! a loss notice with the first lost stream id, the queued ticks are folded
+//! too (nothing of that topic follows the notice), and the hub stops
+//! sending the topic until the browser subscribes to it again with the last
+//! id it has (`after`), which replays the rest from the store, paced by the
+//! browser's reading so it cannot overflow again. A browser that keeps
+//! losing events for `frontend.slow_timeout_ms` is disconnected with
 //! a reason. Replies have their own small bound; a browser that floods
 //! requests without reading the replies is disconnected too. Memory per
 //! connection is bounded whatever the browser does.
@@ -30,6 +34,12 @@ use tokio::sync::Notify;
 
 /// Replies and notices queued per browser.
 pub const CONTROL_QUEUE: usize = 256;
+
+/// Shared ticks a browser may have queued before the oldest is skipped (if
+/// newer ones carry all its topics) or folded into its own queue (newest
+/// telemetry per topic, every event in order): a browser that falls behind
+/// sees data at most this many ticks old, not seconds of backlog.
+pub const TICKS_QUEUED: usize = 3;
 
 /// The bounds of one inbox.
 #[derive(Debug, Clone, Copy)]
@@ -189,45 +199,55 @@ impl Inbox {
         }
     }
 
-    /// Queues a shared tick. If it does not fit, the queued ticks and this
-    /// one are replaced by their newest telemetry and loss notices (module
-    /// doc); returns the streams that lost events, which the hub must stop
-    /// sending until the browser subscribes to them again.
+    /// Queues a shared tick. Past [`TICKS_QUEUED`] ticks or the byte
+    /// bound, the oldest are skipped or folded into the browser's own
+    /// queue (module doc). Returns the streams that lost events: the hub
+    /// must stop sending them until the browser subscribes to them again.
     pub fn push_tick(&self, tick: &Arc<Tick>) -> Vec<Arc<str>> {
         let mut q = self.lock();
         if q.closed {
             return Vec::new();
         }
-        let fits =
-            q.ticks.len() < self.limits.events && q.bytes + q.tick_bytes + tick.size <= self.limits.bytes;
-        // An empty queue takes any one tick, however large, so a browser that reads always progresses.
-        if fits || (q.ticks.is_empty() && q.bytes == 0) {
-            q.tick_bytes += tick.size;
-            q.ticks.push_back(tick.clone());
-            self.note_bytes(&q);
-            drop(q);
-            self.ready.notify_one();
-            return Vec::new();
-        }
-        let mut dropped: Vec<Arc<Tick>> = q.ticks.drain(..).collect();
-        dropped.push(tick.clone());
-        q.tick_bytes = 0;
+        q.tick_bytes += tick.size;
+        q.ticks.push_back(tick.clone());
         let mut lost = Vec::new();
-        for sample in dropped.iter().flat_map(|t| t.samples.iter()) {
-            match sample.topic.category {
-                meridian_proto::Category::Telemetry => self.enqueue(&mut q, sample.clone()),
-                meridian_proto::Category::Event => {
-                    self.stats.events_lost.fetch_add(1, Ordering::Relaxed);
-                    if !q.suspended.contains(&sample.key) {
-                        self.lose(&mut q, sample);
-                        lost.push(sample.key.clone());
-                    }
+        // An empty queue takes any one tick, however large, so a browser that reads always progresses.
+        while q.ticks.len() > TICKS_QUEUED
+            || (q.ticks.len() > 1 && q.bytes + q.tick_bytes > self.limits.bytes)
+        {
+            let Some(oldest) = q.ticks.pop_front() else { break };
+            q.tick_bytes -= oldest.size;
+            if oldest.superseded_by(q.ticks.iter()) {
+                self.stats.ticks_skipped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            self.fold(&mut q, &oldest, &mut lost);
+            if !lost.is_empty() {
+                // Later ticks hold events after the lost ones: they go the same
+                // way, so nothing of a lost topic follows its loss notice.
+                while let Some(tick) = q.ticks.pop_front() {
+                    q.tick_bytes -= tick.size;
+                    self.fold(&mut q, &tick, &mut lost);
                 }
             }
         }
+        self.note_bytes(&q);
         drop(q);
         self.ready.notify_one();
         lost
+    }
+
+    /// Moves a tick's samples into the browser's own queue, in order;
+    /// events that do not fit are lost (their streams added to `lost`).
+    fn fold(&self, q: &mut Queue, tick: &Tick, lost: &mut Vec<Arc<str>>) {
+        self.stats.ticks_folded.fetch_add(1, Ordering::Relaxed);
+        for sample in &tick.samples {
+            let suspended = q.suspended.contains(&sample.key);
+            self.enqueue(q, sample.clone());
+            if !suspended && q.suspended.contains(&sample.key) {
+                lost.push(sample.key.clone());
+            }
+        }
     }
 
     /// Queues a reply or notice.
@@ -499,38 +519,90 @@ mod tests {
         assert_eq!(rest.ticks.len(), 1);
     }
 
+    fn covered(id: u64) -> Arc<Tick> {
+        Arc::new(Tick::covering(
+            vec![sample(Category::Telemetry, "t", id)],
+            Some((1, vec![1])),
+        ))
+    }
+
     #[test]
-    fn an_overflowing_tick_queue_keeps_the_newest_telemetry_and_reports_lost_events() {
-        let inbox = Inbox::new(limits(2), true, Arc::default());
-        let tick = |id| {
-            Arc::new(Tick::new(vec![
+    fn a_browser_behind_skips_ticks_whose_topics_newer_ones_carry() {
+        let stats = Arc::new(super::super::hub::HubStats::default());
+        let inbox = Inbox::new(limits(100), true, stats.clone());
+        for id in 1..=5 {
+            assert!(inbox.push_tick(&covered(id)).is_empty());
+        }
+        let out = inbox.drain(usize::MAX);
+        assert!(
+            out.samples.is_empty(),
+            "nothing folded: the skipped ticks were redundant"
+        );
+        let ids: Vec<u64> = out.ticks.iter().map(|t| t.samples[0].id.ms).collect();
+        assert_eq!(ids, [3, 4, 5], "at most TICKS_QUEUED ticks old");
+        assert_eq!(stats.ticks_skipped.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_browser_behind_gets_the_oldest_ticks_folded_in_order() {
+        let inbox = Inbox::new(limits(100), true, Arc::default());
+        for id in 1..=5 {
+            let tick = Tick::new(vec![
                 sample(Category::Event, "e", id),
                 sample(Category::Telemetry, "t", id),
-            ]))
-        };
-        assert!(inbox.push_tick(&tick(1)).is_empty());
-        assert!(inbox.push_tick(&tick(2)).is_empty());
-        let lost = inbox.push_tick(&tick(3));
+            ]);
+            assert!(inbox.push_tick(&Arc::new(tick)).is_empty());
+        }
+        let out = inbox.drain(usize::MAX);
+        let sent: Vec<(Category, u64)> = out
+            .samples
+            .iter()
+            .chain(out.ticks.iter().flat_map(|t| t.samples.iter()))
+            .map(|s| (s.topic.category, s.id.ms))
+            .collect();
+        let events: Vec<u64> = sent
+            .iter()
+            .filter(|s| s.0 == Category::Event)
+            .map(|s| s.1)
+            .collect();
+        let telemetry: Vec<u64> = sent
+            .iter()
+            .filter(|s| s.0 == Category::Telemetry)
+            .map(|s| s.1)
+            .collect();
+        assert_eq!(events, [1, 2, 3, 4, 5], "every event, in order");
+        assert_eq!(telemetry, [2, 3, 4, 5], "telemetry conflated, in order");
+        assert_eq!(out.ticks.len(), TICKS_QUEUED);
+    }
+
+    #[test]
+    fn a_fold_that_overflows_reports_the_loss_and_nothing_of_that_topic_follows() {
+        let inbox = Inbox::new(limits(1), true, Arc::default());
+        let tick = |id| Arc::new(Tick::new(vec![sample(Category::Event, "e", id)]));
+        for id in 1..=4 {
+            assert!(inbox.push_tick(&tick(id)).is_empty());
+        }
+        let lost = inbox.push_tick(&tick(5));
         assert_eq!(lost.len(), 1, "the event stream is reported once");
         assert!(inbox.is_suspended(&lost[0]));
         let out = inbox.drain(usize::MAX);
-        assert!(out.ticks.is_empty());
-        let kept: Vec<(Category, u64)> = out.samples.iter().map(|s| (s.topic.category, s.id.ms)).collect();
-        assert_eq!(kept, [(Category::Telemetry, 3)]);
+        let ids: Vec<u64> = out.samples.iter().map(|s| s.id.ms).collect();
+        assert_eq!(ids, [1]);
+        assert!(out.ticks.is_empty(), "later ticks of the lost topic are not sent");
         assert_eq!(out.lost.len(), 1);
-        assert_eq!(out.lost[0].1, StreamId::new(1, 0));
+        assert_eq!(out.lost[0].1, StreamId::new(2, 0));
         // Nothing more of that stream is queued until it is asked for again.
-        inbox.deliver(&sample(Category::Event, "e", 4));
+        inbox.deliver(&sample(Category::Event, "e", 6));
         assert!(inbox.drain(usize::MAX).samples.is_empty());
         inbox.unsuspend(&lost[0]);
-        inbox.deliver(&sample(Category::Event, "e", 5));
+        inbox.deliver(&sample(Category::Event, "e", 7));
         assert_eq!(inbox.drain(usize::MAX).samples.len(), 1);
     }
 
     #[test]
     fn a_tick_queue_of_telemetry_only_overflows_without_loss() {
         let inbox = Inbox::new(limits(1), true, Arc::default());
-        for id in 1..=3 {
+        for id in 1..=6 {
             let tick = Arc::new(Tick::new(vec![sample(Category::Telemetry, "t", id)]));
             assert!(inbox.push_tick(&tick).is_empty());
         }
@@ -541,7 +613,7 @@ mod tests {
             .chain(out.ticks.iter().flat_map(|t| t.samples.iter()))
             .map(|s| s.id.ms)
             .collect();
-        assert_eq!(ids.last(), Some(&3), "the newest value arrives");
+        assert_eq!(ids, [3, 4, 5, 6], "the newest values, in order");
         assert!(out.lost.is_empty());
         assert_eq!(inbox.kick(), None);
     }

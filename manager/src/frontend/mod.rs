@@ -261,6 +261,21 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         stats.deliveries.load(Relaxed),
     )
     .counter(
+        "meridian_frontend_ticks_built_total",
+        "Batches built: one per tick per set of browsers with the same live topics, shared by all of them.",
+        stats.ticks_built.load(Relaxed),
+    )
+    .counter(
+        "meridian_frontend_ticks_skipped_total",
+        "Batches a browser that fell behind skipped because newer ones it had queued carried all their topics.",
+        stats.ticks_skipped.load(Relaxed),
+    )
+    .counter(
+        "meridian_frontend_ticks_folded_total",
+        "Batches a browser that fell behind took into its own queue (telemetry conflated, events kept).",
+        stats.ticks_folded.load(Relaxed),
+    )
+    .counter(
         "meridian_frontend_events_lost_total",
         "Events not sent to browsers whose queue was full (each browser was told).",
         stats.events_lost.load(Relaxed),

@@ -109,17 +109,49 @@ pub struct Tick {
     pub samples: Vec<Arc<Delivered>>,
     /// Approximate memory held, counted in full against each browser's bound.
     pub size: usize,
+    /// What a browser that falls behind may skip: the feed's id and, if the
+    /// tick holds only one telemetry sample per stream, which of the feed's
+    /// streams (bit `i` for its `i`-th stream). A newer tick of the same
+    /// feed covering all of them makes this one redundant.
+    pub cover: Option<(u64, Vec<u64>)>,
     native: OnceLock<Utf8Bytes>,
 }
 
 impl Tick {
     pub fn new(samples: Vec<Arc<Delivered>>) -> Tick {
+        Self::covering(samples, None)
+    }
+
+    /// A tick with its [`Tick::cover`].
+    pub fn covering(samples: Vec<Arc<Delivered>>, cover: Option<(u64, Vec<u64>)>) -> Tick {
         let size = samples.iter().map(|s| s.size()).sum();
         Tick {
             samples,
             size,
+            cover,
             native: OnceLock::new(),
         }
+    }
+
+    /// Whether `newer` ticks (of the same feed) carry a newer value of every topic of this one.
+    pub fn superseded_by<'a>(&self, newer: impl Iterator<Item = &'a Arc<Tick>>) -> bool {
+        let Some((feed, bits)) = &self.cover else {
+            return false;
+        };
+        let mut missing = bits.clone();
+        for tick in newer {
+            let Some((f, b)) = &tick.cover else { return false };
+            if f != feed {
+                return false;
+            }
+            for (m, b) in missing.iter_mut().zip(b) {
+                *m &= !b;
+            }
+            if missing.iter().all(|m| *m == 0) {
+                return true;
+            }
+        }
+        false
     }
 
     /// Whether the tick holds any event (losing it would lose data, not just conflate).
