@@ -6,8 +6,11 @@
 //! whose SIGKILL cuts a frontend's drain short (browsers lose their place),
 //! or an image that does not build the way the README does.
 //!
-//! Needs `kubectl` (its built-in kustomize) and `systemd-analyze`, both on
-//! this project's machines; neither talks to a cluster or a running systemd.
+//! The checks read the renderings committed in `deploy/rendered/` (written
+//! by `deploy/render`), so they run on any machine; where `kubectl` is
+//! installed, each overlay is rendered again and a stale file fails the
+//! test. The systemd check needs `systemd-analyze` (`.ci/run` installs
+//! it). Neither talks to a cluster or a running systemd.
 
 use meridian_config::{Config, StoreBackend};
 use serde_json::Value;
@@ -37,21 +40,32 @@ fn read(path: &Path) -> String {
 
 // ---------------------------------------------------------------- rendering
 
-/// The objects `kubectl kustomize dir` renders.
-fn render(dir: &Path) -> Rendered {
-    let out = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(dir)
-        .output()
-        .expect("kubectl (with its built-in kustomize) must be installed to check deploy/");
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {} failed:\n{}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let objects: Vec<Value> = parse_yaml(&text, &dir.display().to_string())
+/// The objects of the committed rendering `deploy/rendered/<name>.yaml`
+/// of kustomization `dir`; where `kubectl` exists, also renders `dir` and
+/// fails if the committed file is stale.
+fn render(name: &str, dir: &Path) -> Rendered {
+    let committed_path = deploy().join("rendered").join(format!("{name}.yaml"));
+    let committed = read(&committed_path);
+    let kubectl = Command::new("kubectl").args(["version", "--client"]).output();
+    if kubectl.is_ok_and(|o| o.status.success()) {
+        let out = Command::new("kubectl")
+            .arg("kustomize")
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl kustomize {} failed:\n{}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout) == committed,
+            "{} is stale: run deploy/render after editing deploy/",
+            committed_path.display()
+        );
+    }
+    let objects: Vec<Value> = parse_yaml(&committed, &committed_path.display().to_string())
         .into_iter()
         .filter(|v| !v.is_null())
         .collect();
@@ -73,12 +87,17 @@ fn render_with_cluster() -> Rendered {
         format!("resources:\n  - {rel}/overlays/summit\ncomponents:\n  - {rel}/components/redis-cluster\n"),
     )
     .unwrap();
-    let mut r = render(&scratch);
+    let mut r = render("summit-cluster", &scratch);
     r.name = "overlays/summit + components/redis-cluster".into();
     r
 }
 
 /// `to` relative to `from` (kustomize refuses absolute paths).
+/// The committed rendering's name of an overlay (`overlays/dev` → `dev`).
+fn rendered_name(overlay: &str) -> &str {
+    overlay.rsplit('/').next().unwrap_or(overlay)
+}
+
 fn relative(from: &Path, to: &Path) -> String {
     let (from, to) = (from.canonicalize().unwrap(), to.canonicalize().unwrap());
     let (from, to): (Vec<_>, Vec<_>) = (from.components().collect(), to.components().collect());
@@ -266,7 +285,9 @@ fn every_kustomization_names_files_that_exist_and_every_file_is_named() {
     let mut kustomizations = Vec::new();
     let mut all_files = Vec::new();
     walk(&deploy(), &mut |path| {
-        if path.file_name().is_some_and(|n| n == "kustomization.yaml") {
+        if path.starts_with(deploy().join("rendered")) {
+            // deploy/render's output, checked against kubectl where it exists.
+        } else if path.file_name().is_some_and(|n| n == "kustomization.yaml") {
             kustomizations.push(path.to_path_buf());
         } else if path.extension().is_some_and(|e| e == "yaml" || e == "toml") {
             all_files.push(path.to_path_buf());
@@ -339,7 +360,10 @@ fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
 /// the ServiceMonitor point at things that exist.
 #[test]
 fn every_render_has_probed_resourced_workloads_and_services_that_reach_them() {
-    let mut renders: Vec<Rendered> = OVERLAYS.iter().map(|o| render(&deploy().join(o))).collect();
+    let mut renders: Vec<Rendered> = OVERLAYS
+        .iter()
+        .map(|o| render(rendered_name(o), &deploy().join(o)))
+        .collect();
     renders.push(render_with_cluster());
     for r in &renders {
         check_structure(r);
@@ -764,7 +788,7 @@ fn cluster_config(text: &str, what: &str) -> Config {
 #[test]
 fn every_meridian_config_parses_and_agrees_with_its_pod() {
     for overlay in OVERLAYS {
-        let r = render(&deploy().join(overlay));
+        let r = render(rendered_name(overlay), &deploy().join(overlay));
         let site = check_configs(&r, false);
         let producer = &site
             .configs
@@ -830,7 +854,7 @@ fn every_meridian_config_parses_and_agrees_with_its_pod() {
 #[test]
 fn a_terminating_frontend_drains_within_its_grace_period() {
     for overlay in OVERLAYS {
-        let r = render(&deploy().join(overlay));
+        let r = render(rendered_name(overlay), &deploy().join(overlay));
         let w = r.get("Deployment", "meridian-frontend").unwrap();
         let c = &containers(w)[0];
         let config = Config::from_toml_str(&mounted_config(&r, w, c)).unwrap();
