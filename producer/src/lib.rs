@@ -103,6 +103,10 @@ const FRAME_BYTES: usize = 1024 * 1024;
 /// How long, at shutdown, to wait for the spool to be acknowledged.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a stopping producer waits for the ingest to confirm the
+/// connection's close before it exits anyway.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
 type Connecting = Pin<Box<dyn Future<Output = Result<Session, ConnectError>> + Send>>;
 
 /// Runs the producer of `config.producer.csc` until `shutdown`.
@@ -283,7 +287,16 @@ async fn produce(
             "stopping with events not acknowledged by an ingest: they are lost"
         );
     }
-    endpoint.wait_idle().await;
+    // Let the close reach the ingest, but not for long: an ingest already
+    // gone never acknowledges it, and QUIC would keep the endpoint for
+    // several (growing) probe timeouts, which held a stopping producer for
+    // 8-11 s; a service manager's stop timeout should not have to cover that.
+    if tokio::time::timeout(CLOSE_WAIT, endpoint.wait_idle())
+        .await
+        .is_err()
+    {
+        tracing::debug!("the ingest did not confirm the close; stopping anyway");
+    }
     tracing::info!("producer stopped");
     Ok(())
 }
