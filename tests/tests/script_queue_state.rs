@@ -1,0 +1,346 @@
+//! A ScriptQueue served by a Meridian producer still feeds the replaced
+//! system's ScriptQueue panel: the simulated ScriptQueue runs Scripts
+//! through the real producer → QUIC → ingest → Redis path, the ingest
+//! derives the pseudo-CSCs its producer built (`ScriptQueueState` streams
+//! `stateStream`, `scriptsStream`, `availableScriptsStream`;
+//! `ScriptHeartbeats` `stream`), and a client of the compatibility
+//! endpoint, subscribed as the replaced browser client is, receives them
+//! in its shapes: a script goes waiting → current → finished, the finished
+//! list is capped, heartbeats come every 2 s per current and waiting
+//! script with lost ones counted, and a client that subscribes later gets
+//! the last state at once.
+//!
+//! If this fails, an operator who moved a ScriptQueue to Meridian sees an
+//! empty ScriptQueue panel or stale heartbeats in the existing dashboard.
+
+use futures_util::{SinkExt, StreamExt};
+use meridian_manager::store::redis::RedisStore;
+use meridian_proto::Value;
+use meridian_sim::{AckState, Middleware, SimMiddleware, SimOptions};
+use meridian_tests::browser::DEADLINE;
+use meridian_tests::redis_server::RedisServer;
+use meridian_tests::system::{test_config, System, TOKEN};
+use meridian_tests::wait_for;
+use serde_json::{json, Value as Json};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Finished scripts listed (`ingest.finished_scripts`), below the number run.
+const FINISHED: usize = 3;
+
+/// The groups the replaced client's ScriptQueue panel joins for queue 1.
+const GROUPS: &[(&str, &str)] = &[
+    ("ScriptQueueState", "stateStream"),
+    ("ScriptQueueState", "scriptsStream"),
+    ("ScriptQueueState", "availableScriptsStream"),
+    ("ScriptHeartbeats", "stream"),
+];
+
+/// The fields of a script in `scriptsStream`, as the replaced producer sends them.
+const SCRIPT_FIELDS: &[&str] = &[
+    "remote",
+    "setup",
+    "index",
+    "path",
+    "type",
+    "process_state",
+    "script_state",
+    "timestampConfigureEnd",
+    "timestampConfigureStart",
+    "timestampProcessEnd",
+    "timestampProcessStart",
+    "timestampRunStart",
+    "expected_duration",
+    "last_checkpoint",
+    "description",
+    "classname",
+    "remotes",
+    "last_heartbeat_timestamp",
+    "lost_heartbeats",
+    "pause_checkpoints",
+    "stop_checkpoints",
+    "log_level",
+];
+
+/// A client of the compatibility endpoint, as the replaced browser client talks.
+struct Love {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Love {
+    async fn connect(system: &System) -> Love {
+        let url = format!("ws://{}/manager/ws/subscription/?token={TOKEN}", system.frontend_addr);
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
+        Love { ws }
+    }
+
+    /// Joins every group of [`GROUPS`] and waits for each confirmation.
+    async fn join_panel(&mut self) -> Vec<Json> {
+        for (csc, stream) in GROUPS {
+            let m = json!({"option": "subscribe", "category": "event", "csc": csc, "salindex": "1", "stream": stream});
+            self.ws.send(Message::Text(m.to_string().into())).await.expect("send");
+        }
+        let mut early = Vec::new();
+        let mut confirmed = BTreeSet::new();
+        while confirmed.len() < GROUPS.len() {
+            let m = self.next().await;
+            match m["data"].as_str() {
+                Some(text) if m.get("category").is_none() => {
+                    confirmed.insert(text.to_string());
+                }
+                _ => early.push(m),
+            }
+        }
+        let want: BTreeSet<String> = GROUPS
+            .iter()
+            .map(|(csc, s)| format!("Successfully subscribed to event-{csc}-1-{s}"))
+            .collect();
+        assert_eq!(confirmed, want);
+        early
+    }
+
+    async fn next(&mut self) -> Json {
+        loop {
+            let frame = tokio::time::timeout(DEADLINE, self.ws.next())
+                .await
+                .expect("no message within the deadline")
+                .expect("connection open")
+                .expect("websocket error");
+            if let Message::Text(text) = frame {
+                return serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+            }
+        }
+    }
+}
+
+fn keys(v: &Json) -> BTreeSet<&str> {
+    v.as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
+/// Checks the envelope of a pseudo-CSC message and returns `(stream, payload)`.
+fn pseudo(m: &Json) -> (String, Json) {
+    assert_eq!(keys(m), ["category", "data", "subscription", "tracing"].into(), "{m}");
+    assert_eq!(m["category"], "event");
+    let data = m["data"].as_array().expect("data is a list");
+    assert_eq!(data.len(), 1, "{m}");
+    assert_eq!(keys(&data[0]), ["csc", "data", "salindex"].into(), "{m}");
+    assert_eq!(data[0]["salindex"], 1, "{m}");
+    let csc = data[0]["csc"].as_str().unwrap();
+    let streams = data[0]["data"].as_object().unwrap();
+    assert_eq!(streams.len(), 1, "{m}");
+    let (stream, payload) = streams.iter().next().unwrap();
+    assert_eq!(m["subscription"], format!("event-{csc}-1-{stream}"));
+    // Pseudo-CSC payloads are bare dicts: no field wrappers, not a list.
+    assert!(payload.is_object(), "{m}");
+    (stream.clone(), payload.clone())
+}
+
+fn indices(scripts: &Json, list: &str) -> Vec<u64> {
+    scripts[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("{list} missing: {scripts}"))
+        .iter()
+        .map(|s| s["index"].as_u64().unwrap())
+        .collect()
+}
+
+fn add(duration_s: f64) -> Vec<(String, Value)> {
+    vec![
+        ("isStandard".into(), Value::Bool(true)),
+        ("path".into(), Value::Str("maintel/track_target.py".into())),
+        ("config".into(), Value::Str(format!("duration: {duration_s}"))),
+        ("location".into(), Value::Int(2)),
+        ("locationSalIndex".into(), Value::Int(0)),
+        ("logLevel".into(), Value::Int(20)),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_script_queue_panel_follows_a_queue_served_by_a_meridian_producer() {
+    let redis = RedisServer::start().unwrap();
+    let store = Arc::new(RedisStore::connect(&redis.url()).await.unwrap());
+    let mut config = test_config();
+    config.ingest.finished_scripts = FINISHED;
+    let mut system = System::start_with(store.clone(), config).await.unwrap();
+
+    let sim = SimMiddleware::new();
+    let queue = "ScriptQueue:1".parse().unwrap();
+    let options = SimOptions {
+        start_enabled: true,
+        ..SimOptions::default()
+    };
+    sim.start_with(&queue, options, system.stop_token()).unwrap();
+    let queue_producer = system.spawn_producer(Arc::new(sim.clone()), |c| c.producer.csc = "ScriptQueue:1".into());
+    let script_producer = system.spawn_producer(Arc::new(sim.clone()), |c| {
+        c.producer.csc = "Script".into();
+        c.producer.all_indices = true;
+    });
+    wait_for("both producers connected", Duration::from_secs(20), || {
+        let (a, b) = (queue_producer.clone(), script_producer.clone());
+        async move {
+            (meridian_producer::ProducerStats::get(&a.connections) > 0
+                && meridian_producer::ProducerStats::get(&b.connections) > 0)
+                .then_some(())
+        }
+    })
+    .await
+    .unwrap();
+
+    let mut panel = Love::connect(&system).await;
+    let early = panel.join_panel().await;
+
+    // Script A runs 4 s; B waits meanwhile, then runs 0.5 s.
+    let mut added = Vec::new();
+    for duration in [4.0, 0.5] {
+        let ack = sim.command(&queue, "add", add(duration), Duration::from_secs(10)).await.unwrap();
+        let done = ack.final_ack().await;
+        assert_eq!(done.state, AckState::Complete, "{done:?}");
+        added.push(done.result.parse::<u64>().unwrap());
+    }
+    let (a, b) = (added[0], added[1]);
+
+    // Everything the panel receives until B is finished and A's and B's
+    // heartbeats were reported.
+    let mut got: Vec<(String, Json)> = early.iter().map(pseudo).collect();
+    let end = Instant::now() + Duration::from_secs(30);
+    let finished = |got: &[(String, Json)]| {
+        got.iter()
+            .any(|(s, p)| s == "scriptsStream" && indices(p, "finished_scripts").first() == Some(&b))
+    };
+    while !finished(&got) {
+        assert!(Instant::now() < end, "B never finished: {got:?}");
+        got.push(pseudo(&panel.next().await));
+    }
+
+    // stateStream: {"enabled","running"} exactly.
+    let (_, state) = got.iter().rev().find(|(s, _)| s == "stateStream").expect("a stateStream");
+    assert_eq!(*state, json!({"enabled": true, "running": true}));
+
+    // availableScriptsStream: the queue's availableScripts, standard ones.
+    let (_, available) = got
+        .iter()
+        .rev()
+        .find(|(s, _)| s == "availableScriptsStream")
+        .expect("an availableScriptsStream");
+    let listed: Vec<&Json> = available["available_scripts"].as_array().unwrap().iter().collect();
+    assert!(listed.len() >= 4, "{available}");
+    for entry in &listed {
+        assert_eq!(keys(entry), ["configSchema", "path", "type"].into());
+        assert_eq!(entry["type"], "standard");
+    }
+    assert!(listed.iter().any(|e| e["path"] == "maintel/track_target.py"), "{available}");
+
+    // scriptsStream: B waiting (behind A), then current, then finished; whole state each time.
+    let scripts: Vec<&Json> = got.iter().filter(|(s, _)| s == "scriptsStream").map(|(_, p)| p).collect();
+    let at = |pred: &dyn Fn(&Json) -> bool| scripts.iter().position(|p| pred(p));
+    let waiting = at(&|p| indices(p, "waiting_scripts") == [b] && indices(p, "current_scripts") == [a])
+        .expect("B waiting while A runs");
+    let current = at(&|p| indices(p, "current_scripts") == [b]).expect("B current");
+    let done = at(&|p| indices(p, "finished_scripts").first() == Some(&b)).expect("B finished");
+    assert!(waiting < current && current < done, "order: {waiting} {current} {done}");
+    for p in &scripts {
+        assert_eq!(keys(p), ["current_scripts", "finished_scripts", "waiting_scripts"].into());
+        for list in ["current_scripts", "waiting_scripts", "finished_scripts"] {
+            for s in p[list].as_array().unwrap() {
+                assert_eq!(keys(s), SCRIPT_FIELDS.iter().copied().collect(), "{s}");
+            }
+        }
+    }
+    let last = scripts[done];
+    let finished_b = &last["finished_scripts"][0];
+    assert_eq!(finished_b["path"], "maintel/track_target.py");
+    assert_eq!(finished_b["type"], "standard");
+    assert_eq!(finished_b["process_state"], "DONE");
+    assert_eq!(finished_b["script_state"], "DONE");
+    assert_eq!(finished_b["expected_duration"], 0.5);
+    assert_eq!(finished_b["classname"], "maintel.track_target.py");
+    // A while running: its metadata and state events, from its own Script instance.
+    assert!(
+        scripts.iter().any(|p| {
+            let s = &p["current_scripts"][0];
+            s["index"] == a && s["expected_duration"] == 4.0 && s["script_state"] == "RUNNING"
+        }),
+        "A never shown running with its expected duration: {scripts:?}"
+    );
+
+    // ScriptHeartbeats: A (current, heard from) and B (waiting: the
+    // simulator starts a Script only when it runs, so none heard yet).
+    let beats: Vec<&Json> = got
+        .iter()
+        .filter(|(s, _)| s == "stream")
+        .map(|(_, p)| &p["script_heartbeat"])
+        .collect();
+    for h in &beats {
+        assert_eq!(keys(h), ["last_heartbeat_timestamp", "lost", "salindex"].into(), "{h}");
+    }
+    let of = |i: u64| beats.iter().filter(move |h| h["salindex"] == i);
+    let a_beat = of(a).last().expect("a heartbeat report of A");
+    assert_eq!(a_beat["lost"], 0, "{a_beat}");
+    assert!(a_beat["last_heartbeat_timestamp"].as_f64().unwrap() > 0.0, "{a_beat}");
+    let b_waiting = of(b).next().expect("a heartbeat report of B while waiting");
+    assert_eq!(b_waiting["last_heartbeat_timestamp"], -1.0);
+    assert!(b_waiting["lost"].as_u64().unwrap() >= 1, "{b_waiting}");
+
+    // More scripts than the finished list holds: capped, newest first,
+    // and the scripts that left it are gone.
+    for _ in 0..FINISHED + 1 {
+        let ack = sim.command(&queue, "add", add(0.0), Duration::from_secs(10)).await.unwrap();
+        let done = ack.final_ack().await;
+        added.push(done.result.parse::<u64>().unwrap());
+    }
+    let newest: Vec<u64> = added.iter().rev().take(FINISHED).copied().collect();
+    let end = Instant::now() + Duration::from_secs(30);
+    let last_scripts = loop {
+        assert!(Instant::now() < end, "the finished list never showed {newest:?}");
+        let (s, p) = pseudo(&panel.next().await);
+        if s == "scriptsStream" && indices(&p, "finished_scripts") == newest {
+            break p;
+        }
+        if s == "scriptsStream" {
+            assert!(indices(&p, "finished_scripts").len() <= FINISHED, "{p}");
+        }
+    };
+    assert!(indices(&last_scripts, "current_scripts").is_empty());
+    assert!(indices(&last_scripts, "waiting_scripts").is_empty());
+
+    // A client that opens the panel now gets the last state of each stream at once.
+    let mut late = Love::connect(&system).await;
+    let mut first = late.join_panel().await;
+    let end = Instant::now() + Duration::from_secs(10);
+    while first.iter().filter(|m| pseudo(m).0 != "stream").count() < 3 {
+        assert!(Instant::now() < end, "no last values: {first:?}");
+        first.push(late.next().await);
+    }
+    let last_of = |stream: &str| {
+        first
+            .iter()
+            .map(pseudo)
+            .find(|(s, _)| s == stream)
+            .map(|(_, p)| p)
+            .unwrap_or_else(|| panic!("no last {stream}"))
+    };
+    assert_eq!(last_of("scriptsStream"), last_scripts);
+    assert_eq!(last_of("stateStream"), json!({"enabled": true, "running": true}));
+    assert_eq!(last_of("availableScriptsStream"), *available);
+
+    // Four keys per queue, not per script: the derived streams.
+    for key in [
+        "meridian:{ScriptQueueState:1}:event:stateStream",
+        "meridian:{ScriptQueueState:1}:event:scriptsStream",
+        "meridian:{ScriptQueueState:1}:event:availableScriptsStream",
+        "meridian:{ScriptHeartbeats:1}:event:stream",
+    ] {
+        use meridian_manager::store::Store;
+        assert!(store.len(key).await.unwrap() > 0, "{key}");
+    }
+    system.stop().await;
+}
