@@ -74,7 +74,10 @@ struct Love {
 
 impl Love {
     async fn connect(system: &System) -> Love {
-        let url = format!("ws://{}/manager/ws/subscription/?token={TOKEN}", system.frontend_addr);
+        let url = format!(
+            "ws://{}/manager/ws/subscription/?token={TOKEN}",
+            system.frontend_addr
+        );
         let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
         Love { ws }
     }
@@ -83,7 +86,10 @@ impl Love {
     async fn join_panel(&mut self) -> Vec<Json> {
         for (csc, stream) in GROUPS {
             let m = json!({"option": "subscribe", "category": "event", "csc": csc, "salindex": "1", "stream": stream});
-            self.ws.send(Message::Text(m.to_string().into())).await.expect("send");
+            self.ws
+                .send(Message::Text(m.to_string().into()))
+                .await
+                .expect("send");
         }
         let mut early = Vec::new();
         let mut confirmed = BTreeSet::new();
@@ -128,7 +134,11 @@ fn keys(v: &Json) -> BTreeSet<&str> {
 
 /// Checks the envelope of a pseudo-CSC message and returns `(stream, payload)`.
 fn pseudo(m: &Json) -> (String, Json) {
-    assert_eq!(keys(m), ["category", "data", "subscription", "tracing"].into(), "{m}");
+    assert_eq!(
+        keys(m),
+        ["category", "data", "subscription", "tracing"].into(),
+        "{m}"
+    );
     assert_eq!(m["category"], "event");
     let data = m["data"].as_array().expect("data is a list");
     assert_eq!(data.len(), 1, "{m}");
@@ -161,6 +171,8 @@ fn add(duration_s: f64) -> Vec<(String, Value)> {
         ("location".into(), Value::Int(2)),
         ("locationSalIndex".into(), Value::Int(0)),
         ("logLevel".into(), Value::Int(20)),
+        ("blockSize".into(), Value::Int(0)),
+        ("startBlock".into(), Value::Bool(false)),
     ]
 }
 
@@ -179,7 +191,8 @@ async fn the_script_queue_panel_follows_a_queue_served_by_a_meridian_producer() 
         ..SimOptions::default()
     };
     sim.start_with(&queue, options, system.stop_token()).unwrap();
-    let queue_producer = system.spawn_producer(Arc::new(sim.clone()), |c| c.producer.csc = "ScriptQueue:1".into());
+    let queue_producer =
+        system.spawn_producer(Arc::new(sim.clone()), |c| c.producer.csc = "ScriptQueue:1".into());
     let script_producer = system.spawn_producer(Arc::new(sim.clone()), |c| {
         c.producer.csc = "Script".into();
         c.producer.all_indices = true;
@@ -196,12 +209,22 @@ async fn the_script_queue_panel_follows_a_queue_served_by_a_meridian_producer() 
     .unwrap();
 
     let mut panel = Love::connect(&system).await;
-    let early = panel.join_panel().await;
+    let mut early = panel.join_panel().await;
+    // The deriver follows the queue once it is in the catalog: its first
+    // state (the queue's initial `queue` event) says so.
+    let end = Instant::now() + Duration::from_secs(20);
+    while !early.iter().any(|m| pseudo(m).0 == "stateStream") {
+        assert!(Instant::now() < end, "the queue's state never came: {early:?}");
+        early.push(panel.next().await);
+    }
 
-    // Script A runs 4 s; B waits meanwhile, then runs 0.5 s.
+    // Script A runs 5 s; B waits meanwhile, then runs 0.5 s.
     let mut added = Vec::new();
-    for duration in [4.0, 0.5] {
-        let ack = sim.command(&queue, "add", add(duration), Duration::from_secs(10)).await.unwrap();
+    for duration in [5.0, 0.5] {
+        let ack = sim
+            .command(&queue, "add", add(duration), Duration::from_secs(10))
+            .await
+            .unwrap();
         let done = ack.final_ack().await;
         assert_eq!(done.state, AckState::Complete, "{done:?}");
         added.push(done.result.parse::<u64>().unwrap());
@@ -222,7 +245,11 @@ async fn the_script_queue_panel_follows_a_queue_served_by_a_meridian_producer() 
     }
 
     // stateStream: {"enabled","running"} exactly.
-    let (_, state) = got.iter().rev().find(|(s, _)| s == "stateStream").expect("a stateStream");
+    let (_, state) = got
+        .iter()
+        .rev()
+        .find(|(s, _)| s == "stateStream")
+        .expect("a stateStream");
     assert_eq!(*state, json!({"enabled": true, "running": true}));
 
     // availableScriptsStream: the queue's availableScripts, standard ones.
@@ -231,24 +258,41 @@ async fn the_script_queue_panel_follows_a_queue_served_by_a_meridian_producer() 
         .rev()
         .find(|(s, _)| s == "availableScriptsStream")
         .expect("an availableScriptsStream");
-    let listed: Vec<&Json> = available["available_scripts"].as_array().unwrap().iter().collect();
+    let listed: Vec<&Json> = available["available_scripts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
     assert!(listed.len() >= 4, "{available}");
     for entry in &listed {
         assert_eq!(keys(entry), ["configSchema", "path", "type"].into());
         assert_eq!(entry["type"], "standard");
     }
-    assert!(listed.iter().any(|e| e["path"] == "maintel/track_target.py"), "{available}");
+    assert!(
+        listed.iter().any(|e| e["path"] == "maintel/track_target.py"),
+        "{available}"
+    );
 
     // scriptsStream: B waiting (behind A), then current, then finished; whole state each time.
-    let scripts: Vec<&Json> = got.iter().filter(|(s, _)| s == "scriptsStream").map(|(_, p)| p).collect();
+    let scripts: Vec<&Json> = got
+        .iter()
+        .filter(|(s, _)| s == "scriptsStream")
+        .map(|(_, p)| p)
+        .collect();
     let at = |pred: &dyn Fn(&Json) -> bool| scripts.iter().position(|p| pred(p));
     let waiting = at(&|p| indices(p, "waiting_scripts") == [b] && indices(p, "current_scripts") == [a])
         .expect("B waiting while A runs");
     let current = at(&|p| indices(p, "current_scripts") == [b]).expect("B current");
     let done = at(&|p| indices(p, "finished_scripts").first() == Some(&b)).expect("B finished");
-    assert!(waiting < current && current < done, "order: {waiting} {current} {done}");
+    assert!(
+        waiting < current && current < done,
+        "order: {waiting} {current} {done}"
+    );
     for p in &scripts {
-        assert_eq!(keys(p), ["current_scripts", "finished_scripts", "waiting_scripts"].into());
+        assert_eq!(
+            keys(p),
+            ["current_scripts", "finished_scripts", "waiting_scripts"].into()
+        );
         for list in ["current_scripts", "waiting_scripts", "finished_scripts"] {
             for s in p[list].as_array().unwrap() {
                 assert_eq!(keys(s), SCRIPT_FIELDS.iter().copied().collect(), "{s}");
@@ -267,7 +311,7 @@ async fn the_script_queue_panel_follows_a_queue_served_by_a_meridian_producer() 
     assert!(
         scripts.iter().any(|p| {
             let s = &p["current_scripts"][0];
-            s["index"] == a && s["expected_duration"] == 4.0 && s["script_state"] == "RUNNING"
+            s["index"] == a && s["expected_duration"] == 5.0 && s["script_state"] == "RUNNING"
         }),
         "A never shown running with its expected duration: {scripts:?}"
     );
@@ -280,12 +324,21 @@ async fn the_script_queue_panel_follows_a_queue_served_by_a_meridian_producer() 
         .map(|(_, p)| &p["script_heartbeat"])
         .collect();
     for h in &beats {
-        assert_eq!(keys(h), ["last_heartbeat_timestamp", "lost", "salindex"].into(), "{h}");
+        assert_eq!(
+            keys(h),
+            ["last_heartbeat_timestamp", "lost", "salindex"].into(),
+            "{h}"
+        );
     }
     let of = |i: u64| beats.iter().filter(move |h| h["salindex"] == i);
-    let a_beat = of(a).last().expect("a heartbeat report of A");
+    let a_beat = of(a)
+        .last()
+        .unwrap_or_else(|| panic!("no heartbeat report of A ({a}): {beats:?}"));
     assert_eq!(a_beat["lost"], 0, "{a_beat}");
-    assert!(a_beat["last_heartbeat_timestamp"].as_f64().unwrap() > 0.0, "{a_beat}");
+    assert!(
+        a_beat["last_heartbeat_timestamp"].as_f64().unwrap() > 0.0,
+        "{a_beat}"
+    );
     let b_waiting = of(b).next().expect("a heartbeat report of B while waiting");
     assert_eq!(b_waiting["last_heartbeat_timestamp"], -1.0);
     assert!(b_waiting["lost"].as_u64().unwrap() >= 1, "{b_waiting}");
@@ -293,7 +346,10 @@ async fn the_script_queue_panel_follows_a_queue_served_by_a_meridian_producer() 
     // More scripts than the finished list holds: capped, newest first,
     // and the scripts that left it are gone.
     for _ in 0..FINISHED + 1 {
-        let ack = sim.command(&queue, "add", add(0.0), Duration::from_secs(10)).await.unwrap();
+        let ack = sim
+            .command(&queue, "add", add(0.0), Duration::from_secs(10))
+            .await
+            .unwrap();
         let done = ack.final_ack().await;
         added.push(done.result.parse::<u64>().unwrap());
     }

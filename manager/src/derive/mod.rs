@@ -141,9 +141,13 @@ enum Source {
 }
 
 fn event_key(csc: &str, index: u32, topic: &str) -> String {
-    TopicId::new(CscId::new(csc, index).expect("a valid name"), Category::Event, topic)
-        .expect("a valid name")
-        .stream_key()
+    TopicId::new(
+        CscId::new(csc, index).expect("a valid name"),
+        Category::Event,
+        topic,
+    )
+    .expect("a valid name")
+    .stream_key()
 }
 
 /// The id just before `id`, so a read "after" it returns `id` too.
@@ -285,7 +289,11 @@ impl Deriver {
         found.sort_unstable();
         for index in found {
             if self.queues.len() >= MAX_QUEUES {
-                tracing::warn!(index, limit = MAX_QUEUES, "ScriptQueue not followed: MAX_QUEUES reached");
+                tracing::warn!(
+                    index,
+                    limit = MAX_QUEUES,
+                    "ScriptQueue not followed: MAX_QUEUES reached"
+                );
                 break;
             }
             self.rebuild(index).await?;
@@ -304,20 +312,33 @@ impl Deriver {
             let last = self.store.last(&t.stream_key(), 1).await?;
             let entry = last.first();
             // Only what this deriver wrote says how far it got.
-            if let Some(u) = entry.and_then(|e| e.field("upto")).and_then(|u| u.parse::<StreamId>().ok()) {
+            if let Some(u) = entry
+                .and_then(|e| e.field("upto"))
+                .and_then(|u| u.parse::<StreamId>().ok())
+            {
                 upto = upto.max(Some(u));
             }
             stored.push(entry.and_then(|e| e.field("f")).map(str::to_string));
         }
         if upto.is_some() {
             state.restore(stored[0].as_deref(), stored[1].as_deref(), stored[2].as_deref());
-            for entry in self.store.last(&heartbeat_t.stream_key(), HEARTBEAT_MAXLEN).await? {
-                let Some(v) = entry.field("f").and_then(|f| serde_json::from_str::<Json>(f).ok()) else {
+            for entry in self
+                .store
+                .last(&heartbeat_t.stream_key(), HEARTBEAT_MAXLEN)
+                .await?
+            {
+                let Some(v) = entry
+                    .field("f")
+                    .and_then(|f| serde_json::from_str::<Json>(f).ok())
+                else {
                     continue;
                 };
                 let h = &v["script_heartbeat"];
                 if let Some(i) = h["salindex"].as_u64().and_then(|i| u32::try_from(i).ok()) {
-                    let lost = h["lost"].as_u64().and_then(|l| u32::try_from(l).ok()).unwrap_or(0);
+                    let lost = h["lost"]
+                        .as_u64()
+                        .and_then(|l| u32::try_from(l).ok())
+                        .unwrap_or(0);
                     let last = h["last_heartbeat_timestamp"].as_f64().unwrap_or(-1.0);
                     state.restore_heartbeat(i, Heartbeat { lost, last });
                 }
@@ -332,7 +353,14 @@ impl Deriver {
                 Some(f) => f,
                 None => replay_start(self.store.as_ref(), &key).await?,
             };
-            let read = replay(self.store.as_ref(), &key, start, None, Source::Queue(index, topic)).await?;
+            let read = replay(
+                self.store.as_ref(),
+                &key,
+                start,
+                None,
+                Source::Queue(index, topic),
+            )
+            .await?;
             let at = read.last().map_or(start, |i| i.id);
             items.extend(read);
             own.push((key, (Source::Queue(index, topic), at)));
@@ -401,7 +429,8 @@ impl Deriver {
         }
         let wake = next_lock.min(self.next_heartbeat).min(Instant::now() + MAX_BLOCK);
         let block = wake.saturating_duration_since(Instant::now());
-        let cursors: Vec<(String, StreamId)> = self.inputs.iter().map(|(k, (_, at))| (k.clone(), *at)).collect();
+        let cursors: Vec<(String, StreamId)> =
+            self.inputs.iter().map(|(k, (_, at))| (k.clone(), *at)).collect();
         let read = self.reader.read(&cursors, READ_COUNT, block).await?;
         let mut items = Vec::new();
         for stream in read {
@@ -422,13 +451,19 @@ impl Deriver {
         let mut appends = Vec::new();
         let mut changes: BTreeMap<u32, (Changed, f64, StreamId)> = BTreeMap::new();
         for item in &items {
-            let src = item.entry.field("src").and_then(|s| s.parse().ok()).unwrap_or(now);
+            let src = item
+                .entry
+                .field("src")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(now);
             let targets: Vec<u32> = match item.source {
                 Source::Queue(i, _) => vec![i],
                 Source::Script(_) => self.queues.keys().copied().collect(),
             };
             for index in targets {
-                let Some(q) = self.queues.get_mut(&index) else { continue };
+                let Some(q) = self.queues.get_mut(&index) else {
+                    continue;
+                };
                 let changed = apply(q, item);
                 if changed.any() && !q.replaced {
                     let c = changes.entry(index).or_insert((Changed::default(), src, item.id));
@@ -437,7 +472,9 @@ impl Deriver {
             }
         }
         for (index, (changed, src, upto)) in changes {
-            let Some(q) = self.queues.get(&index) else { continue };
+            let Some(q) = self.queues.get(&index) else {
+                continue;
+            };
             let [state_t, scripts_t, available_t, _] = outputs(index);
             let mut push = |yes: bool, t: &TopicId, f: String| {
                 if yes {
@@ -505,7 +542,10 @@ async fn replay(
 /// Applies one input to a queue; what changed (nothing while a producer
 /// of the replaced system serves the queue).
 fn apply(q: &mut Followed, item: &Item) -> Changed {
-    let Some(fields) = item.entry.field("f").and_then(|f| serde_json::from_str::<Map<String, Json>>(f).ok())
+    let Some(fields) = item
+        .entry
+        .field("f")
+        .and_then(|f| serde_json::from_str::<Map<String, Json>>(f).ok())
     else {
         return Changed::default();
     };
@@ -523,7 +563,11 @@ fn apply(q: &mut Followed, item: &Item) -> Changed {
         }
         Source::Script(topic) => {
             let index = item.entry.field("salindex").and_then(|i| i.parse().ok());
-            let at = item.entry.field("ing").and_then(|t| t.parse().ok()).unwrap_or(0.0);
+            let at = item
+                .entry
+                .field("ing")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0.0);
             match (meridian, index) {
                 (true, Some(index)) => Input::from_script(topic, index, at, &fields),
                 _ => None,
@@ -559,8 +603,14 @@ fn derived(t: &TopicId, maxlen: usize, src: f64, now: f64, f: String, upto: Opti
 async fn register(store: &dyn Store, index: u32) -> Result<(), StoreError> {
     let topics = outputs(index);
     let raw = r#"{"raw":true,"list":false}"#;
-    let schemas: Vec<(String, String)> = topics.iter().map(|t| (t.catalog_field(), raw.to_string())).collect();
-    let catalog: Vec<(String, String)> = topics.iter().map(|t| (t.catalog_field(), String::new())).collect();
+    let schemas: Vec<(String, String)> = topics
+        .iter()
+        .map(|t| (t.catalog_field(), raw.to_string()))
+        .collect();
+    let catalog: Vec<(String, String)> = topics
+        .iter()
+        .map(|t| (t.catalog_field(), String::new()))
+        .collect();
     store.hash_set(SCHEMAS_KEY, &schemas, None).await?;
     store.hash_set(CATALOG_KEY, &catalog, None).await
 }
@@ -604,7 +654,8 @@ mod tests {
 
     async fn last_f(store: &dyn Store, t: &TopicId) -> Option<Json> {
         let last = store.last(&t.stream_key(), 1).await.unwrap();
-        last.first().and_then(|e| serde_json::from_str(e.field("f")?).ok())
+        last.first()
+            .and_then(|e| serde_json::from_str(e.field("f")?).ok())
     }
 
     async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
@@ -624,28 +675,59 @@ mod tests {
     async fn a_new_deriver_takes_over_and_continues_from_what_was_derived() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         store
-            .hash_set(CATALOG_KEY, &[("ScriptQueue:1/event/queue".into(), String::new())], None)
+            .hash_set(
+                CATALOG_KEY,
+                &[("ScriptQueue:1/event/queue".into(), String::new())],
+                None,
+            )
             .await
             .unwrap();
         let config = DeriveConfig { finished_scripts: 10 };
         let first_stop = CancellationToken::new();
         let first = tokio::spawn(run(store.clone(), config.clone(), first_stop.clone()));
-        event(store.as_ref(), "ScriptQueue", 1, "queue", queue(100_000, &[], &[]), true).await;
-        event(store.as_ref(), "Script", 100_000, "metadata", serde_json::json!({"duration": 9.5}), true).await;
+        event(
+            store.as_ref(),
+            "ScriptQueue",
+            1,
+            "queue",
+            queue(100_000, &[], &[]),
+            true,
+        )
+        .await;
+        event(
+            store.as_ref(),
+            "Script",
+            100_000,
+            "metadata",
+            serde_json::json!({"duration": 9.5}),
+            true,
+        )
+        .await;
         let [_, scripts_t, ..] = outputs(1);
         wait_for("the first deriver's scripts", async || {
-            last_f(store.as_ref(), &scripts_t).await.is_some_and(|v| v["current_scripts"][0]["expected_duration"] == 9.5)
+            last_f(store.as_ref(), &scripts_t)
+                .await
+                .is_some_and(|v| v["current_scripts"][0]["expected_duration"] == 9.5)
         })
         .await;
         // It dies without releasing the lock; events keep coming meanwhile.
         first.abort();
         let _ = first.await;
         first_stop.cancel();
-        event(store.as_ref(), "ScriptQueue", 1, "queue", queue(0, &[], &[100_000]), true).await;
+        event(
+            store.as_ref(),
+            "ScriptQueue",
+            1,
+            "queue",
+            queue(0, &[], &[100_000]),
+            true,
+        )
+        .await;
         let second = tokio::spawn(run(store.clone(), config, CancellationToken::new()));
         wait_for("the second deriver's scripts", async || {
             last_f(store.as_ref(), &scripts_t).await.is_some_and(|v| {
-                v["finished_scripts"][0]["index"] == 100_000 && v["finished_scripts"][0]["expected_duration"] == 9.5
+                v["finished_scripts"][0]["index"] == 100_000
+                    && v["finished_scripts"][0]["expected_duration"] == 9.5
             })
         })
         .await;
@@ -656,11 +738,25 @@ mod tests {
     async fn a_queue_served_by_a_replaced_producer_is_left_alone() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         store
-            .hash_set(CATALOG_KEY, &[("ScriptQueue:3/event/queue".into(), String::new())], None)
+            .hash_set(
+                CATALOG_KEY,
+                &[("ScriptQueue:3/event/queue".into(), String::new())],
+                None,
+            )
             .await
             .unwrap();
-        event(store.as_ref(), "ScriptQueue", 3, "queue", queue(300_000, &[], &[]), false).await;
-        let mut d = Deriver::start(store.clone(), &DeriveConfig { finished_scripts: 10 }).await.unwrap();
+        event(
+            store.as_ref(),
+            "ScriptQueue",
+            3,
+            "queue",
+            queue(300_000, &[], &[]),
+            false,
+        )
+        .await;
+        let mut d = Deriver::start(store.clone(), &DeriveConfig { finished_scripts: 10 })
+            .await
+            .unwrap();
         assert!(d.queues[&3].replaced);
         d.next_heartbeat = Instant::now();
         d.round(Instant::now()).await.unwrap();
@@ -668,11 +764,24 @@ mod tests {
             assert_eq!(store.len(&t.stream_key()).await.unwrap(), 0, "{t}");
         }
         // A Meridian producer takes the queue over.
-        event(store.as_ref(), "ScriptQueue", 3, "queue", queue(300_001, &[], &[]), true).await;
-        d.round(Instant::now() + Duration::from_millis(200)).await.unwrap();
+        event(
+            store.as_ref(),
+            "ScriptQueue",
+            3,
+            "queue",
+            queue(300_001, &[], &[]),
+            true,
+        )
+        .await;
+        d.round(Instant::now() + Duration::from_millis(200))
+            .await
+            .unwrap();
         assert!(!d.queues[&3].replaced);
         let [state_t, scripts_t, ..] = outputs(3);
-        assert_eq!(last_f(store.as_ref(), &state_t).await, Some(serde_json::json!({"enabled": true, "running": true})));
+        assert_eq!(
+            last_f(store.as_ref(), &state_t).await,
+            Some(serde_json::json!({"enabled": true, "running": true}))
+        );
         let scripts = last_f(store.as_ref(), &scripts_t).await.unwrap();
         assert_eq!(scripts["current_scripts"][0]["index"], 300_001);
     }

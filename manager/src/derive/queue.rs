@@ -8,8 +8,10 @@
 //!   (finished truncated to the configured size, 10 by default) and drops
 //!   every script not in one of them;
 //! - a `script` event creates or updates its script; Script events
-//!   (`state`, `metadata`, `description`, `checkpoints`, `logLevel`) update
-//!   only a script already known;
+//!   (`state`, `metadata`, `description`, `checkpoints`, `logLevel`,
+//!   `heartbeat`) update a script already known, or one of this queue's
+//!   (index `n` × 100000 + …), since the ScriptQueue's and the Scripts'
+//!   events reach the store through different producers, in no set order;
 //! - the whole state goes out on every change: `stateStream` after a
 //!   `queue` event, `scriptsStream` after a `queue`, `script` or Script
 //!   event, `availableScriptsStream` after `availableScripts` or
@@ -18,7 +20,7 @@
 //!   waiting script, counting one more `lost` while its last heartbeat is
 //!   older than [`SCRIPT_HEARTBEAT_INTERVAL_S`] plus that period.
 //!
-//! Where Meridian differs on purpose: an empty name in `availableScripts`
+//! Where Meridian differs on purpose: the early Script events above; an empty name in `availableScripts`
 //! (what splitting `""` on `:` gives) is not listed as a script, and an
 //! unknown state number is named `UNKNOWN` instead of failing.
 
@@ -42,6 +44,9 @@ pub const MAX_SCRIPTS: usize = 1024;
 
 /// Most scripts listed as available (each carries its configuration schema).
 pub const MAX_AVAILABLE: usize = 4096;
+
+/// Queue `n` numbers its Scripts from `n` × this (the ScriptQueue's `SCRIPT_INDEX_MULT`).
+pub const SCRIPT_INDEX_MULT: u64 = 100_000;
 
 /// `logging.INFO`, a script's log level until it reports one.
 const DEFAULT_LOG_LEVEL: i64 = 20;
@@ -89,17 +94,29 @@ pub struct ScriptReport {
 /// The events of a Script the state follows.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ScriptEvent {
-    State { state: i64, last_checkpoint: String },
+    State {
+        state: i64,
+        last_checkpoint: String,
+    },
     /// A heartbeat, received at `at` (Unix seconds).
-    Heartbeat { at: f64 },
-    Metadata { duration: f64 },
+    Heartbeat {
+        at: f64,
+    },
+    Metadata {
+        duration: f64,
+    },
     Description {
         description: String,
         classname: String,
         remotes: String,
     },
-    Checkpoints { pause: String, stop: String },
-    LogLevel { level: i64 },
+    Checkpoints {
+        pause: String,
+        stop: String,
+    },
+    LogLevel {
+        level: i64,
+    },
 }
 
 impl Input {
@@ -196,7 +213,14 @@ impl Input {
 pub const QUEUE_TOPICS: &[&str] = &["queue", "script", "availableScripts", "configSchema"];
 
 /// Script topics the state follows.
-pub const SCRIPT_TOPICS: &[&str] = &["state", "heartbeat", "metadata", "description", "checkpoints", "logLevel"];
+pub const SCRIPT_TOPICS: &[&str] = &[
+    "state",
+    "heartbeat",
+    "metadata",
+    "description",
+    "checkpoints",
+    "logLevel",
+];
 
 /// One script as the replaced client reads it (its producer's field names
 /// and order; `remote` and `setup` are its internal fields, sent as well).
@@ -436,9 +460,21 @@ impl QueueState {
                 }
                 available_changed()
             }
-            Input::ConfigSchema { standard, path, schema } => {
-                let list = if *standard { &mut self.standard } else { &mut self.external };
-                let schema = if schema.is_empty() { "# empty schema" } else { schema };
+            Input::ConfigSchema {
+                standard,
+                path,
+                schema,
+            } => {
+                let list = if *standard {
+                    &mut self.standard
+                } else {
+                    &mut self.external
+                };
+                let schema = if schema.is_empty() {
+                    "# empty schema"
+                } else {
+                    schema
+                };
                 match list.iter().position(|(p, _)| p == path) {
                     Some(i) => list[i].1 = schema.to_string(),
                     None if list.len() < MAX_AVAILABLE => list.push((path.clone(), schema.to_string())),
@@ -447,17 +483,34 @@ impl QueueState {
                 available_changed()
             }
             Input::Own { salindex, event } => {
+                // Each producer's events reach the store on their own: a
+                // Script's first events may be stored before the queue's
+                // event that lists it. They are kept if the Script is one
+                // of this queue's; the next `queue` event decides.
+                let ours = self.owns(*salindex);
                 if let ScriptEvent::Heartbeat { at } = event {
-                    if let Some(h) = self.heartbeats.get_mut(salindex) {
-                        h.last = *at;
+                    let room = self.heartbeats.len() < MAX_SCRIPTS;
+                    match self.heartbeats.get_mut(salindex) {
+                        Some(h) => h.last = *at,
+                        None if ours && room => {
+                            self.heartbeats
+                                .insert(*salindex, Heartbeat { lost: 0, last: *at });
+                        }
+                        None => {}
                     }
                     return Changed::default();
+                }
+                if ours && !self.scripts.contains_key(salindex) && self.scripts.len() < MAX_SCRIPTS {
+                    self.scripts.insert(*salindex, Script::empty(*salindex));
                 }
                 let Some(s) = self.scripts.get_mut(salindex) else {
                     return Changed::default();
                 };
                 match event {
-                    ScriptEvent::State { state, last_checkpoint } => {
+                    ScriptEvent::State {
+                        state,
+                        last_checkpoint,
+                    } => {
                         s.script_state = script_state_name(*state).into();
                         s.last_checkpoint = last_checkpoint.clone();
                     }
@@ -478,9 +531,23 @@ impl QueueState {
                     ScriptEvent::LogLevel { level } => s.log_level = *level,
                     ScriptEvent::Heartbeat { .. } => {}
                 }
-                scripts_changed()
+                // A script in no list is not shown: nothing to send again.
+                let shown = [&self.current, &self.waiting, &self.finished]
+                    .iter()
+                    .any(|list| list.contains(salindex));
+                if shown {
+                    scripts_changed()
+                } else {
+                    Changed::default()
+                }
             }
         }
+    }
+
+    /// Whether Script `salindex` is one this queue runs: queue `n` numbers
+    /// its Scripts `n` × [`SCRIPT_INDEX_MULT`] + 0…99999.
+    fn owns(&self, salindex: u32) -> bool {
+        u64::from(salindex) / SCRIPT_INDEX_MULT == u64::from(self.index)
     }
 
     /// Every script in the waiting, current or finished list.
@@ -523,7 +590,9 @@ impl QueueState {
 
     /// `scriptsStream`: `{"current_scripts","waiting_scripts","finished_scripts"}`.
     pub fn scripts_json(&self) -> String {
-        let list = |indices: &[u32]| -> Vec<&Script> { indices.iter().filter_map(|i| self.scripts.get(i)).collect() };
+        let list = |indices: &[u32]| -> Vec<&Script> {
+            indices.iter().filter_map(|i| self.scripts.get(i)).collect()
+        };
         #[derive(Serialize)]
         struct Scripts<'a> {
             current_scripts: Vec<&'a Script>,
@@ -646,13 +715,25 @@ mod tests {
     }
 
     fn indices(v: &Json, list: &str) -> Vec<u64> {
-        v[list].as_array().unwrap().iter().map(|s| s["index"].as_u64().unwrap()).collect()
+        v[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["index"].as_u64().unwrap())
+            .collect()
     }
 
     #[test]
     fn a_script_goes_waiting_current_finished_with_its_details() {
         let mut q = QueueState::new(1, 10);
-        assert_eq!(q.apply(&queue(0, &[100_000], &[])), Changed { state: true, scripts: true, available: false });
+        assert_eq!(
+            q.apply(&queue(0, &[100_000], &[])),
+            Changed {
+                state: true,
+                scripts: true,
+                available: false
+            }
+        );
         let v = scripts(&q);
         assert_eq!(indices(&v, "waiting_scripts"), [100_000]);
         assert_eq!(v["waiting_scripts"][0]["path"], "UNKNOWN");
@@ -677,7 +758,11 @@ mod tests {
         let v = scripts(&q);
         let current = &v["current_scripts"][0];
         assert_eq!(
-            (current["type"].as_str(), current["path"].as_str(), current["process_state"].as_str()),
+            (
+                current["type"].as_str(),
+                current["path"].as_str(),
+                current["process_state"].as_str()
+            ),
             (Some("standard"), Some("sleep.py"), Some("RUNNING"))
         );
         assert_eq!(current["script_state"], "RUNNING");
@@ -710,14 +795,36 @@ mod tests {
         }
         assert_eq!(q.scripts_known(), 8);
         q.apply(&queue(0, &[], &past));
-        assert_eq!(indices(&scripts(&q), "finished_scripts"), [100_007, 100_006, 100_005]);
+        assert_eq!(
+            indices(&scripts(&q), "finished_scripts"),
+            [100_007, 100_006, 100_005]
+        );
         assert_eq!(q.scripts_known(), 3);
-        // An event of a dropped script changes nothing.
-        let late = Input::Own {
-            salindex: 100_000,
+        // An event of another queue's script changes nothing.
+        let other = Input::Own {
+            salindex: 200_000,
             event: ScriptEvent::LogLevel { level: 10 },
         };
-        assert_eq!(q.apply(&late), Changed::default());
+        assert_eq!(q.apply(&other), Changed::default());
+        // One of this queue's, stored before the `queue` event listing it, is kept until the next one.
+        let early = Input::Own {
+            salindex: 100_008,
+            event: ScriptEvent::Metadata { duration: 3.0 },
+        };
+        assert_eq!(q.apply(&early), Changed::default(), "not shown yet");
+        q.apply(&Input::Own {
+            salindex: 100_008,
+            event: ScriptEvent::Heartbeat { at: 5.0 },
+        });
+        q.apply(&queue(100_008, &[], &past));
+        let v = scripts(&q);
+        assert_eq!(v["current_scripts"][0]["expected_duration"], 3.0);
+        assert_eq!(
+            q.heartbeat_tick(6.0)[0],
+            (100_008, Heartbeat { lost: 0, last: 5.0 })
+        );
+        q.apply(&queue(0, &[], &past));
+        assert_eq!(q.scripts_known(), 3);
     }
 
     #[test]
@@ -730,7 +837,10 @@ mod tests {
         });
         // Current first, then waiting; finished ones get none.
         let beats = q.heartbeat_tick(101.0);
-        assert_eq!(beats.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [200_000, 200_001]);
+        assert_eq!(
+            beats.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            [200_000, 200_001]
+        );
         assert_eq!(beats[0].1, Heartbeat { lost: 0, last: 100.0 });
         assert_eq!(beats[1].1, Heartbeat { lost: 1, last: -1.0 });
         // 7 s (interval + period) without one: lost, counted on every tick.
@@ -742,8 +852,15 @@ mod tests {
             event: ScriptEvent::Heartbeat { at: 110.0 },
         });
         assert_eq!(q.heartbeat_tick(111.0)[0].1.lost, 0);
-        let v: Json = serde_json::from_str(&QueueState::heartbeat_json(200_000, Heartbeat { lost: 3, last: -1.0 })).unwrap();
-        assert_eq!(v, serde_json::json!({"script_heartbeat": {"salindex": 200_000, "lost": 3, "last_heartbeat_timestamp": -1.0}}));
+        let v: Json = serde_json::from_str(&QueueState::heartbeat_json(
+            200_000,
+            Heartbeat { lost: 3, last: -1.0 },
+        ))
+        .unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"script_heartbeat": {"salindex": 200_000, "lost": 3, "last_heartbeat_timestamp": -1.0}})
+        );
     }
 
     #[test]
@@ -767,7 +884,13 @@ mod tests {
             .as_array()
             .unwrap()
             .iter()
-            .map(|e| (e["type"].as_str().unwrap().into(), e["path"].as_str().unwrap().into(), e["configSchema"].as_str().unwrap().into()))
+            .map(|e| {
+                (
+                    e["type"].as_str().unwrap().into(),
+                    e["path"].as_str().unwrap().into(),
+                    e["configSchema"].as_str().unwrap().into(),
+                )
+            })
             .collect();
         let s = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
         assert_eq!(
@@ -794,7 +917,11 @@ mod tests {
             external: String::new(),
         });
         let mut back = QueueState::new(1, 10);
-        back.restore(Some(&q.state_json()), Some(&q.scripts_json()), Some(&q.available_json()));
+        back.restore(
+            Some(&q.state_json()),
+            Some(&q.scripts_json()),
+            Some(&q.available_json()),
+        );
         assert_eq!(back.state_json(), q.state_json());
         assert_eq!(back.scripts_json(), q.scripts_json());
         assert_eq!(back.available_json(), q.available_json());

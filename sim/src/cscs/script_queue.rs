@@ -196,7 +196,11 @@ impl ScriptQueue {
 
     /// Publishes every phase of the running Script that is due by now.
     fn advance(&mut self, ctx: &mut Ctx) {
-        if let Some(run) = self.current.as_mut().filter(|r| r.phase > 0 && ctx.t >= r.next_heartbeat) {
+        if let Some(run) = self
+            .current
+            .as_mut()
+            .filter(|r| r.phase > 0 && ctx.t >= r.next_heartbeat)
+        {
             run.next_heartbeat = ctx.t + SCRIPT_HEARTBEAT_S;
             let csc = run.csc.clone();
             ctx.event_on(&csc, "heartbeat", &[("heartbeat", Value::Bool(true))]);
