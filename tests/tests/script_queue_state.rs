@@ -239,10 +239,28 @@ async fn the_script_queue_panel_follows_a_queue_served_by_a_meridian_producer() 
         got.iter()
             .any(|(s, p)| s == "scriptsStream" && indices(p, "finished_scripts").first() == Some(&b))
     };
+    // Derivation lag: from the ScriptQueue's event time (`producer_snd`) to
+    // the derived entry's store time (`manager_rcv_from_producer`, TAI).
+    let mut lags_ms = Vec::new();
     while !finished(&got) {
         assert!(Instant::now() < end, "B never finished: {got:?}");
-        got.push(pseudo(&panel.next().await));
+        let m = panel.next().await;
+        let (stream, payload) = pseudo(&m);
+        if stream == "scriptsStream" {
+            let t = &m["tracing"];
+            let lag =
+                t["manager_rcv_from_producer"].as_f64().unwrap() - 37.0 - t["producer_snd"].as_f64().unwrap();
+            lags_ms.push(lag * 1000.0);
+        }
+        got.push((stream, payload));
     }
+    lags_ms.sort_by(f64::total_cmp);
+    println!(
+        "scriptsStream derivation lag over {} messages: median {:.1} ms, max {:.1} ms",
+        lags_ms.len(),
+        lags_ms[lags_ms.len() / 2],
+        lags_ms[lags_ms.len() - 1]
+    );
 
     // stateStream: {"enabled","running"} exactly.
     let (_, state) = got
@@ -332,7 +350,7 @@ async fn the_script_queue_panel_follows_a_queue_served_by_a_meridian_producer() 
     }
     let of = |i: u64| beats.iter().filter(move |h| h["salindex"] == i);
     let a_beat = of(a)
-        .last()
+        .next_back()
         .unwrap_or_else(|| panic!("no heartbeat report of A ({a}): {beats:?}"));
     assert_eq!(a_beat["lost"], 0, "{a_beat}");
     assert!(
