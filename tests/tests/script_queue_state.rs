@@ -8,7 +8,9 @@
 //! in its shapes: a script goes waiting → current → finished, the finished
 //! list is capped, heartbeats come every 2 s per current and waiting
 //! script with lost ones counted, and a client that subscribes later gets
-//! the last state at once.
+//! the last state at once. With several ingest managers on one Redis,
+//! exactly one derives, and another takes over when it dies, counting on
+//! from what was stored.
 //!
 //! If this fails, an operator who moved a ScriptQueue to Meridian sees an
 //! empty ScriptQueue panel or stale heartbeats in the existing dashboard.
@@ -417,4 +419,116 @@ async fn the_script_queue_panel_follows_a_queue_served_by_a_meridian_producer() 
         assert!(store.len(key).await.unwrap() > 0, "{key}");
     }
     system.stop().await;
+}
+
+/// One store entry of a ScriptQueue event as ingest writes it (with `seq`).
+async fn store_queue_event(store: &dyn meridian_manager::store::Store, seq: u64, current: u32) {
+    let f = json!({"enabled": true, "running": true, "currentSalIndex": current, "length": 0,
+        "salIndices": [], "pastLength": 0, "pastSalIndices": []});
+    let now = meridian_proto::unix_now(std::time::SystemTime::now()).to_string();
+    store
+        .append(&[meridian_manager::store::Append {
+            key: "meridian:{ScriptQueue:2}:event:queue".into(),
+            maxlen: 100,
+            fields: vec![
+                ("seq".into(), seq.to_string()),
+                ("src".into(), now.clone()),
+                ("ing".into(), now),
+                ("f".into(), f.to_string()),
+            ],
+        }])
+        .await
+        .unwrap();
+}
+
+/// Several ingest managers share one Redis: exactly one derives (a script's
+/// heartbeat is reported once per period, not once per ingest), and when
+/// it dies another takes over and goes on counting where it stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_ingest_derives_and_another_takes_over_when_it_dies() {
+    use meridian_manager::derive::{self, DeriveConfig};
+    use meridian_manager::store::Store;
+    let redis = RedisServer::start().unwrap();
+    let store: Arc<dyn Store> = Arc::new(RedisStore::connect(&redis.url()).await.unwrap());
+    store
+        .hash_set(
+            meridian_proto::CATALOG_KEY,
+            &[("ScriptQueue:2/event/queue".into(), String::new())],
+            None,
+        )
+        .await
+        .unwrap();
+    // Script 200000 is current and never heard from: lost counts up every report.
+    store_queue_event(store.as_ref(), 1, 200_000).await;
+    let config = DeriveConfig { finished_scripts: 10 };
+    let (stop_a, stop_b) = (
+        tokio_util::sync::CancellationToken::new(),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let a = tokio::spawn(derive::run(store.clone(), config.clone(), stop_a.clone()));
+    let b = tokio::spawn(derive::run(store.clone(), config, stop_b.clone()));
+    let key = "meridian:{ScriptHeartbeats:2}:event:stream";
+    let reports = |store: Arc<dyn Store>| async move {
+        store
+            .last(key, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| {
+                let v: Json = serde_json::from_str(e.field("f").unwrap()).unwrap();
+                (e.id.ms, v["script_heartbeat"]["lost"].as_u64().unwrap())
+            })
+            .collect::<Vec<_>>()
+    };
+    let enough = wait_for("four heartbeat reports", Duration::from_secs(30), || {
+        let store = store.clone();
+        async move { Some(reports(store).await).filter(|r| r.len() >= 4) }
+    })
+    .await
+    .unwrap();
+    // One deriver: one count, 1, 2, 3, … (two would each count: 1, 1, 2, 2, …).
+    assert_eq!(enough[0].1, 1, "{enough:?}");
+    for pair in enough.windows(2) {
+        assert_eq!(pair[1].1, pair[0].1 + 1, "{enough:?}");
+    }
+    // Both die in turn without releasing the lock (killed processes): the
+    // one holding it first is replaced by the other or by a third; each
+    // taking over rebuilds from the streams and counts on.
+    let c_stop = tokio_util::sync::CancellationToken::new();
+    let mut c = None;
+    for (i, task) in [a, b].into_iter().enumerate() {
+        task.abort();
+        let _ = task.await;
+        if i == 1 {
+            c = Some(tokio::spawn(derive::run(
+                store.clone(),
+                DeriveConfig { finished_scripts: 10 },
+                c_stop.clone(),
+            )));
+        }
+        let n = reports(store.clone()).await.len();
+        wait_for("reports after an ingest died", Duration::from_secs(30), || {
+            let store = store.clone();
+            async move { Some(reports(store).await).filter(|r| r.len() >= n + 2) }
+        })
+        .await
+        .unwrap();
+    }
+    let all = reports(store.clone()).await;
+    for pair in all.windows(2) {
+        assert_eq!(
+            pair[1].1,
+            pair[0].1 + 1,
+            "counting went on across takeovers: {all:?}"
+        );
+    }
+    c_stop.cancel();
+    if let Some(c) = c {
+        c.await.unwrap();
+    }
+    // A deriver that stops cleanly releases the lock.
+    assert!(store
+        .lock(derive::LOCK, "probe", Duration::from_secs(1))
+        .await
+        .unwrap());
 }
