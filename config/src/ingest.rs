@@ -49,6 +49,18 @@ pub struct IngestConfig {
     /// seconds, 60 to 2592000. Must exceed the longest outage a producer's
     /// spool rides out. Default 86400.
     pub dedup_ttl_s: u64,
+    /// Whether ingest managers derive the replaced system's ScriptQueue
+    /// pseudo-CSCs (`ScriptQueueState`, `ScriptHeartbeats`) from the
+    /// ScriptQueue and Script events Meridian producers store, so its
+    /// browser client keeps its ScriptQueue panel. One ingest derives at a
+    /// time (a lock in the store). Default true; false when no such client
+    /// is in use.
+    pub script_queue_state: bool,
+    /// Finished scripts listed in `ScriptQueueState`'s `scriptsStream`, 1 to
+    /// 400 (a `queue` event lists at most 400). Default 10, the replaced
+    /// producer's `FINISHED_SCRIPTS_LIST_SIZE`: each message carries every
+    /// listed script whole.
+    pub finished_scripts: usize,
 }
 
 impl IngestConfig {
@@ -60,6 +72,7 @@ impl IngestConfig {
         problems.in_range("ingest.sweep_interval_s", self.sweep_interval_s, 1..=86_400);
         problems.in_range("ingest.script_max_age_s", self.script_max_age_s, 60..=2_592_000);
         problems.in_range("ingest.dedup_ttl_s", self.dedup_ttl_s, 60..=2_592_000);
+        problems.in_range("ingest.finished_scripts", self.finished_scripts, 1..=400);
     }
 }
 
@@ -74,6 +87,8 @@ impl Default for IngestConfig {
             sweep_interval_s: 60,
             script_max_age_s: 86_400,
             dedup_ttl_s: 86_400,
+            script_queue_state: true,
+            finished_scripts: 10,
         }
     }
 }

@@ -12,7 +12,9 @@
 //! - [`tls`]: certificates and rustls/quinn configuration of the QUIC endpoint.
 //! - [`ingest`]: QUIC endpoint, producer connections, batched store writer.
 //! - [`frontend`]: WebSocket endpoint, browser connections, the shared stream reader (hub).
+//! - [`derive`]: streams derived from stored events (the replaced system's ScriptQueue pseudo-CSCs).
 
+pub mod derive;
 pub mod frontend;
 pub mod ingest;
 pub mod store;

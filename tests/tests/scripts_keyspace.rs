@@ -9,8 +9,10 @@
 //! The bound, checked throughout the run and at its end:
 //! - fixed keys, whatever the number of Scripts: one stream per declared
 //!   topic of Script and of ScriptQueue (all Scripts share them), one
-//!   exactly-once mark per producer event stream (two producers), and the
-//!   sweeper lock — 32 keys with the builtin interfaces;
+//!   exactly-once mark per producer event stream (two producers), the
+//!   sweeper lock, and the queue's four derived pseudo-CSC streams
+//!   (`ScriptQueueState`, `ScriptHeartbeats`) with their deriver's lock —
+//!   37 keys with the builtin interfaces;
 //! - plus one state hash per recent Script: one added less than
 //!   [`RECENT`] ago (`ingest.script_ttl_s` = 1 s after it ends, plus its run,
 //!   the ingest's lag and Redis reclaiming the expired key). Scripts are
@@ -113,13 +115,14 @@ async fn a_thousand_scripts_leave_a_bounded_keyspace_and_their_state_expires() {
     .unwrap();
 
     // The bound's fixed part: one stream per declared topic of Script and
-    // ScriptQueue, one exactly-once mark per producer event stream, and the
-    // sweeper lock — whatever the number of Scripts.
+    // ScriptQueue, one exactly-once mark per producer event stream, the
+    // sweeper lock, the queue's derived streams and their deriver's lock —
+    // whatever the number of Scripts.
     let topics = |csc: &str| {
         let i = Interface::builtin(csc).unwrap();
         i.telemetry.len() + i.events.len()
     };
-    let fixed = topics("Script") + topics("ScriptQueue") + 2 + 1;
+    let fixed = topics("Script") + topics("ScriptQueue") + 2 + 1 + 4 + 1;
     let prefix = instance_key_prefix(&Csc::new("Script").unwrap());
 
     let mut max_keys = 0;

@@ -132,6 +132,13 @@ impl Ingest {
             sweeper::SweepConfig::from(ingest),
             shutdown.clone(),
         ));
+        if ingest.script_queue_state {
+            tasks.spawn(crate::derive::run(
+                self.store.clone(),
+                crate::derive::DeriveConfig::from(ingest),
+                shutdown.clone(),
+            ));
+        }
         let limit = Arc::new(tokio::sync::Semaphore::new(self.config.ingest.max_producers));
         tracing::info!(addr = %self.local_addr(), "ingest listening (QUIC)");
         let connections = CancellationToken::new();

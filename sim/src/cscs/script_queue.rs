@@ -42,6 +42,10 @@ pub const MAX_QUEUE: usize = 400;
 /// Checkpoints every simulated Script passes while running.
 pub const CHECKPOINTS: usize = 3;
 
+/// How often a running Script publishes its heartbeat, seconds (salobj's
+/// `BaseScript` interval).
+pub const SCRIPT_HEARTBEAT_S: f64 = 5.0;
+
 struct Queued {
     index: u32,
     path: String,
@@ -56,6 +60,8 @@ struct Run {
     started: f64,
     /// Next phase to publish: 0 loaded, 1 configured, 2 running, 3.. checkpoints, then end.
     phase: usize,
+    /// When the Script publishes its next heartbeat (after the one it loads with).
+    next_heartbeat: f64,
 }
 
 #[derive(Default)]
@@ -109,6 +115,17 @@ impl ScriptQueue {
                 ("salIndices", padded(self.queue.iter().map(|q| q.index), n)),
                 ("pastLength", Value::Int(self.past.len() as i64)),
                 ("pastSalIndices", padded(self.past.iter().copied(), past_n)),
+            ],
+        );
+    }
+
+    /// `availableScripts`: the scripts the automatic queue picks from, colon-separated.
+    fn publish_available(&self, ctx: &mut Ctx) {
+        ctx.event(
+            "availableScripts",
+            &[
+                ("standard", Value::Str(AUTO_SCRIPTS.join(":"))),
+                ("external", Value::Str(String::new())),
             ],
         );
     }
@@ -172,12 +189,22 @@ impl ScriptQueue {
             csc,
             started: ctx.t,
             phase: 0,
+            next_heartbeat: ctx.t + SCRIPT_HEARTBEAT_S,
         });
         self.publish_queue(ctx);
     }
 
     /// Publishes every phase of the running Script that is due by now.
     fn advance(&mut self, ctx: &mut Ctx) {
+        if let Some(run) = self
+            .current
+            .as_mut()
+            .filter(|r| r.phase > 0 && ctx.t >= r.next_heartbeat)
+        {
+            run.next_heartbeat = ctx.t + SCRIPT_HEARTBEAT_S;
+            let csc = run.csc.clone();
+            ctx.event_on(&csc, "heartbeat", &[("heartbeat", Value::Bool(true))]);
+        }
         loop {
             let Some(run) = self.current.as_mut() else { return };
             let d = run.queued.duration;
@@ -274,6 +301,7 @@ const AUTO_SCRIPTS: &[&str] = &[
 
 impl Behaviour for ScriptQueue {
     fn on_start(&mut self, ctx: &mut Ctx) {
+        self.publish_available(ctx);
         self.publish_queue(ctx);
     }
 
@@ -302,6 +330,10 @@ impl Behaviour for ScriptQueue {
                 self.paused = false;
                 self.start_next(ctx);
                 self.publish_queue(ctx);
+                Outcome::Done("Done".into())
+            }
+            "showAvailableScripts" => {
+                self.publish_available(ctx);
                 Outcome::Done("Done".into())
             }
             "showQueue" => {
