@@ -1,5 +1,6 @@
-//! Both stores keep the same promises: the Redis store and the in-memory
-//! store run this one suite.
+//! Every store keeps the same promises: the in-memory store, the Redis
+//! store and the Redis Cluster store (on a 3-master cluster) run this one
+//! suite.
 //!
 //! If these failed, a user would notice: samples missing, duplicated or out
 //! of order in a browser's plot; a reconnecting browser that replays the wrong
@@ -14,10 +15,12 @@
 //! Redis is back, or data acknowledged before a Redis crash missing after it.
 
 use anyhow::{ensure, Context};
+use meridian_manager::store::cluster::ClusterStore;
 use meridian_manager::store::memory::MemoryStore;
 use meridian_manager::store::redis::RedisStore;
 use meridian_manager::store::{Append, Entry, OnceBatch, Store, StoreError, StreamEntries, TRIM_SLACK};
 use meridian_proto::StreamId;
+use meridian_tests::redis_cluster::RedisCluster;
 use meridian_tests::redis_server::RedisServer;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -27,10 +30,11 @@ use std::time::{Duration, Instant};
 /// instead of hanging it.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-/// The store under test, and the Redis server behind it if there is one.
+/// The store under test, and the Redis server or cluster behind it if there is one.
 struct Backend {
     store: Arc<dyn Store>,
     server: Option<RedisServer>,
+    cluster: Option<RedisCluster>,
 }
 
 impl Backend {
@@ -38,6 +42,7 @@ impl Backend {
         Backend {
             store: Arc::new(MemoryStore::new()),
             server: None,
+            cluster: None,
         }
     }
 
@@ -47,6 +52,18 @@ impl Backend {
         Ok(Backend {
             store: Arc::new(store),
             server: Some(server),
+            cluster: None,
+        })
+    }
+
+    /// Three masters without replicas: keys of the tests spread over all three.
+    async fn cluster() -> anyhow::Result<Backend> {
+        let cluster = tokio::task::block_in_place(|| RedisCluster::start(3, 0))?;
+        let store = ClusterStore::connect(&cluster.seeds(), 0).await?;
+        Ok(Backend {
+            store: Arc::new(store),
+            server: None,
+            cluster: Some(cluster),
         })
     }
 
@@ -54,14 +71,20 @@ impl Backend {
     /// tell (Redis: `CLIENT LIST` shows a client blocked in XREAD), so the
     /// wake-up test appends to a reader that is really waiting.
     async fn until_a_reader_blocks(&self) -> anyhow::Result<()> {
-        let Some(server) = &self.server else {
-            return Ok(());
+        let urls = match (&self.server, &self.cluster) {
+            (Some(server), _) => vec![server.url()],
+            (_, Some(cluster)) => cluster.seeds(),
+            _ => return Ok(()),
         };
-        let client = ::redis::Client::open(server.url())?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let clients: String = ::redis::cmd("CLIENT").arg("LIST").query_async(&mut conn).await?;
+            let mut clients = String::new();
+            for url in &urls {
+                let client = ::redis::Client::open(url.as_str())?;
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                let list: String = ::redis::cmd("CLIENT").arg("LIST").query_async(&mut conn).await?;
+                clients.push_str(&list);
+            }
             let blocked = clients.lines().any(|line| {
                 let fields: Vec<&str> = line.split_whitespace().collect();
                 fields.contains(&"cmd=xread")
@@ -97,6 +120,14 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() -> anyhow::Result<()> {
                     super::$name(&super::Backend::redis().await?).await
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name(&super::Backend::cluster().await?).await
                 }
             )*
         }
