@@ -8,9 +8,9 @@
 //! `CLUSTER ADDSLOTSRANGE`, `CLUSTER MEET`, `CLUSTER REPLICATE`; then the
 //! harness polls until every node reports `cluster_state:ok`, agrees on the
 //! slot map and every replica is in sync. It can kill (`SIGKILL`) and
-//! restart a node, run a manual failover, and move slots between masters
-//! (`redis-cli --cluster reshard`), each waiting until the cluster is whole
-//! again. `cluster-node-timeout` is 1 s, so a killed master is replaced in a
+//! restart a node, run a manual failover, and move a slot with its keys to
+//! another master (what `redis-cli --cluster reshard` does per slot), each
+//! waiting until the cluster is whole again. `cluster-node-timeout` is 1 s, so a killed master is replaced in a
 //! few seconds.
 //!
 //! Synchronous (std::process, the redis crate's blocking connections), like
@@ -479,10 +479,15 @@ impl RedisCluster {
         Ok(replica)
     }
 
-    /// Moves `count` slots from the master on `from` to the master on `to`
-    /// with `redis-cli --cluster reshard` (keys move with `MIGRATE`, clients
-    /// see `ASK` and then `MOVED`), and waits until the cluster agrees.
-    pub fn reshard(&self, from: u16, to: u16, count: usize) -> anyhow::Result<()> {
+    /// Moves `slot` to the master on `to`, as `redis-cli --cluster reshard`
+    /// does for each slot: `SETSLOT IMPORTING` on the target, `MIGRATING` on
+    /// the source, then its keys one `MIGRATE` at a time (clients meanwhile
+    /// get `ASK` for moved keys and `TRYAGAIN` for commands spanning moved
+    /// and unmoved ones), then `SETSLOT NODE` everywhere (clients get
+    /// `MOVED`). Waits until the cluster agrees. Returns how many keys moved.
+    pub fn migrate_slot(&self, slot: u16, to: u16) -> anyhow::Result<usize> {
+        let from = self.master_of_slot(slot)?;
+        ensure!(from != to, "slot {slot} is already on {to}");
         let view = self.view()?;
         let id = |port: u16| {
             view.iter()
@@ -490,22 +495,81 @@ impl RedisCluster {
                 .map(|n| n.id.clone())
                 .context("no such node")
         };
-        let output = Command::new(which("redis-cli")?)
-            .args(["--cluster", "reshard"])
-            .arg(format!("127.0.0.1:{from}"))
-            .args(["--cluster-from", &id(from)?, "--cluster-to", &id(to)?])
-            .args(["--cluster-slots", &count.to_string(), "--cluster-yes"])
-            .args(["--cluster-pipeline", "100"])
-            .stdin(Stdio::null())
-            .output()
-            .context("running redis-cli --cluster reshard")?;
-        ensure!(
-            output.status.success(),
-            "redis-cli --cluster reshard failed: {}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        self.wait_healthy()
+        let (from_id, to_id) = (id(from)?, id(to)?);
+        query::<()>(
+            to,
+            redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg("IMPORTING")
+                .arg(&from_id),
+        )?;
+        query::<()>(
+            from,
+            redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg("MIGRATING")
+                .arg(&to_id),
+        )?;
+        let mut moved = 0;
+        loop {
+            let keys: Vec<String> = query(
+                from,
+                redis::cmd("CLUSTER").arg("GETKEYSINSLOT").arg(slot).arg(100),
+            )?;
+            if keys.is_empty() {
+                break;
+            }
+            for key in keys {
+                let reply: redis::Value = query(
+                    from,
+                    redis::cmd("MIGRATE")
+                        .arg("127.0.0.1")
+                        .arg(to)
+                        .arg(&key)
+                        .arg(0)
+                        .arg(5000),
+                )?;
+                ensure!(
+                    matches!(reply, redis::Value::Okay | redis::Value::SimpleString(_)),
+                    "MIGRATE {key}: {reply:?}"
+                );
+                moved += 1;
+            }
+        }
+        for port in [to, from] {
+            query::<()>(
+                port,
+                redis::cmd("CLUSTER")
+                    .arg("SETSLOT")
+                    .arg(slot)
+                    .arg("NODE")
+                    .arg(&to_id),
+            )?;
+        }
+        for port in self.master_ports()? {
+            if port != to && port != from {
+                query::<()>(
+                    port,
+                    redis::cmd("CLUSTER")
+                        .arg("SETSLOT")
+                        .arg(slot)
+                        .arg("NODE")
+                        .arg(&to_id),
+                )?;
+            }
+        }
+        self.wait("every node to see the slot on its new master", || {
+            self.nodes.iter().filter(|n| n.child.is_some()).all(|n| {
+                query::<String>(n.port, redis::cmd("CLUSTER").arg("NODES")).is_ok_and(|text| {
+                    parse_nodes(&text)
+                        .iter()
+                        .any(|l| l.port == to && l.slots.iter().any(|(a, b)| *a <= slot && slot <= *b))
+                })
+            }) && self.healthy().unwrap_or(false)
+        })?;
+        Ok(moved)
     }
 }
 
