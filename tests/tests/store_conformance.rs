@@ -144,6 +144,7 @@ conformance!(
     read_returns_only_entries_after_the_cursors,
     blocked_read_wakes_up_on_append,
     read_times_out_empty_when_nothing_arrives,
+    a_reader_of_many_streams_misses_and_repeats_nothing,
     fields_keep_order_and_values,
     concurrent_appenders_keep_every_entry,
     append_once_writes_each_seq_once,
@@ -378,6 +379,60 @@ async fn read_times_out_empty_when_nothing_arrives(b: &Backend) -> anyhow::Resul
             "returned after {waited:?}, before its block of {block:?} for {cursors:?}"
         );
     }
+    Ok(())
+}
+
+/// A reader following 100 streams (on a cluster: more slots than it
+/// blocks on at once, so some are polled) while another task appends to
+/// them in small batches: every entry read once, in order per stream.
+async fn a_reader_of_many_streams_misses_and_repeats_nothing(b: &Backend) -> anyhow::Result<()> {
+    const STREAMS: usize = 100;
+    const ENTRIES: usize = 1000;
+    let keys: Vec<String> = (0..STREAMS).map(|i| format!("stream:{i}")).collect();
+    let mut reader = b.store.reader().await?;
+    let writer = {
+        let (store, keys) = (Arc::clone(&b.store), keys.clone());
+        tokio::spawn(async move {
+            for chunk in (0..ENTRIES).collect::<Vec<_>>().chunks(7) {
+                let batch: Vec<Append> = chunk
+                    .iter()
+                    .map(|&n| append(&keys[n * 37 % STREAMS], 10_000, n))
+                    .collect();
+                store.append(&batch).await?;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            anyhow::Ok(())
+        })
+    };
+    let mut cursors: Vec<(String, StreamId)> = keys.iter().map(|k| (k.clone(), StreamId::ZERO)).collect();
+    let mut seen: Vec<usize> = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    while seen.len() < ENTRIES {
+        ensure!(
+            Instant::now() < deadline,
+            "read {} of {ENTRIES} entries",
+            seen.len()
+        );
+        for stream in reader.read(&cursors, 16, Duration::from_millis(200)).await? {
+            let cursor = cursors
+                .iter_mut()
+                .find(|(k, _)| *k == stream.key)
+                .context("a key not asked for")?;
+            ensure!(
+                stream.entries.first().is_some_and(|e| e.id > cursor.1),
+                "an entry at or before the cursor"
+            );
+            cursor.1 = stream.entries.last().map_or(cursor.1, |e| e.id);
+            seen.extend(numbers(&stream.entries));
+        }
+    }
+    writer.await??;
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (0..ENTRIES).collect::<Vec<_>>(),
+        "entries missed or read twice"
+    );
     Ok(())
 }
 
