@@ -76,6 +76,60 @@ async fn telemetry_of_csc_on_different_shards_reaches_one_browser() {
     system.stop().await;
 }
 
+/// Masters that forget the store's Lua scripts (a promoted replica, a
+/// restarted node, `SCRIPT FLUSH`) get them again with the next call:
+/// exactly-once appends, hashes and locks keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_forgotten_by_the_masters_are_sent_again() {
+    use meridian_manager::store::{Append, OnceBatch};
+    let cluster = block_in_place(|| RedisCluster::start(3, 0)).unwrap();
+    let store = ClusterStore::connect(&cluster.seeds(), 0).await.unwrap();
+    let batch = |csc: &str, seqs: std::ops::RangeInclusive<u64>| OnceBatch {
+        dedup_key: format!("meridian:{{{csc}}}:dedup"),
+        mark_ttl: Duration::from_secs(60),
+        entries: seqs
+            .map(|seq| {
+                let fields = vec![("seq".to_string(), seq.to_string())];
+                let key = format!("meridian:{{{csc}}}:event:e");
+                (
+                    seq,
+                    Append {
+                        key,
+                        maxlen: 100,
+                        fields,
+                    },
+                )
+            })
+            .collect(),
+    };
+    // Three CSCs, so the calls go to every master.
+    let cscs = ["Test:1", "Test:2", "Test:4"];
+    let masters: BTreeSet<u16> = cscs
+        .iter()
+        .map(|c| cluster.master_of_slot(slot(&format!("{{{c}}}"))).unwrap())
+        .collect();
+    assert_eq!(masters.len(), 3, "one CSC per master");
+    let first: Vec<_> = cscs.iter().map(|c| batch(c, 1..=3)).collect();
+    assert_eq!(store.append_once(&first).await.unwrap(), [3, 3, 3]);
+    block_in_place(|| cluster.on_masters::<()>(redis::cmd("SCRIPT").arg("FLUSH"))).unwrap();
+    let replay: Vec<_> = cscs.iter().map(|c| batch(c, 2..=5)).collect();
+    assert_eq!(
+        store.append_once(&replay).await.unwrap(),
+        [2, 2, 2],
+        "the replay was deduplicated"
+    );
+    assert!(store
+        .lock("meridian:sweeper:lock", "a", Duration::from_secs(5))
+        .await
+        .unwrap());
+    for csc in cscs {
+        assert_eq!(
+            store.len(&format!("meridian:{{{csc}}}:event:e")).await.unwrap(),
+            5
+        );
+    }
+}
+
 /// What a load test drives: a manual CSC publishing numbered events, its
 /// producer, and a browser subscribed to them.
 struct Load {

@@ -662,12 +662,16 @@ impl Future for Waiting {
 /// client (one round trip per master): entries already there come at once,
 /// from all groups, as one `XREAD` would return them. Only if there are none
 /// does it block, and it returns as soon as any group has entries, with
-/// those of every other group whose read is done at that moment. The reads of the other groups stay in flight, kept for
-/// the next call if their cursors have not changed (a group whose cursors
-/// did change gets a new read, queued behind the old one on its
-/// connection, which ends within its block). So one `read` waits at most
-/// its `block`, and the memory and connections held are bounded by the
-/// number of groups.
+/// those of every other group whose read is done at that moment. The reads
+/// of the other groups stay in flight, kept for the next call if their
+/// cursors have not changed (a group whose cursors did change gets a new
+/// read, queued behind the old one on its connection, which ends within its
+/// block). So one `read` waits at most its `block`, and the memory and
+/// connections held are bounded by [`MAX_BLOCKING_SLOTS`].
+///
+/// Cost against one Redis: a busy reader sends one `XREAD` per slot group
+/// per read instead of one `XREAD` naming every stream; Redis does about the
+/// same work per stream, the client more round trips (pipelined per master).
 ///
 /// A redirection (`MOVED`, `ASK`, `TRYAGAIN`: a resharding; `CLUSTERDOWN`,
 /// `READONLY`: a failover) makes the reader forget the slot map and poll
@@ -691,8 +695,10 @@ impl ClusterReader {
             .map(|r| (r.host.clone(), r.port))
     }
 
-    /// The connection for blocking reads of `slot`, opened (to the master
-    /// the slot map names) if there is none for that master yet.
+    /// The connection for blocking reads of `slot` (one per slot, since a
+    /// blocking read holds its connection), opened to the master the slot
+    /// map names if there is none to that master yet; `None` if no master
+    /// serves the slot now.
     async fn connection(&mut self, slot: u16) -> Result<Option<MultiplexedConnection>, StoreError> {
         if self.slots.is_empty() {
             self.slots = self.store.slot_ranges().await?;
@@ -829,8 +835,13 @@ impl StreamReader for ClusterReader {
                                 // wait for the rest of this call's block.
                                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                                 if !left.is_zero() {
-                                    if let Ok(Some(connection)) = self.connection(group.slot).await {
-                                        waits.push(Self::start(group, connection, count, left));
+                                    match self.connection(group.slot).await {
+                                        Ok(Some(connection)) => waits.push(Self::start(group, connection, count, left)),
+                                        Ok(None) => polled.push(group),
+                                        Err(err) => {
+                                            self.waiting.extend(waits.into_iter().map(|w| (w.group.slot, w)));
+                                            return Err(err);
+                                        }
                                     }
                                 }
                             } else {
