@@ -177,7 +177,7 @@ impl ClusterStore {
             .iter()
             .map(|url| url.as_str().into_connection_info())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(store_error)?;
+            .map_err(cluster_error)?;
         let node_settings = infos
             .first()
             .cloned()
@@ -189,8 +189,8 @@ impl ClusterStore {
             .min_retry_wait(CLUSTER_RETRY_WAIT_MS.0)
             .max_retry_wait(CLUSTER_RETRY_WAIT_MS.1)
             .build()
-            .map_err(store_error)?;
-        let commands = client.get_async_connection().await.map_err(store_error)?;
+            .map_err(cluster_error)?;
+        let commands = client.get_async_connection().await.map_err(cluster_error)?;
         Ok(ClusterStore {
             seeds: seeds.to_vec(),
             node_settings,
@@ -207,7 +207,7 @@ impl ClusterStore {
     async fn query(&self, cmd: &redis::Cmd) -> Result<Value, StoreError> {
         cmd.query_async(&mut self.commands.clone())
             .await
-            .map_err(store_error)
+            .map_err(cluster_error)
     }
 
     /// Sends one slot's pipeline of writes, ended by `WAIT` when writes must
@@ -257,7 +257,7 @@ impl ClusterStore {
         commands: usize,
         what: &str,
     ) -> Result<Vec<Value>, StoreError> {
-        let replies = self.send_writes(pipe).await.map_err(store_error)?;
+        let replies = self.send_writes(pipe).await.map_err(cluster_error)?;
         self.acknowledged(replies, commands, what)
     }
 
@@ -307,7 +307,7 @@ impl ClusterStore {
                 }
                 other => other,
             }
-            .map_err(store_error)?;
+            .map_err(cluster_error)?;
             self.acknowledged(replies, indices.len(), script.name)
         }))
         .await;
@@ -360,7 +360,7 @@ impl ClusterStore {
             },
             _ => ConnectionAddr::Tcp(host.to_string(), port),
         };
-        let client = Client::open(self.node_settings.clone().set_addr(addr)).map_err(store_error)?;
+        let client = Client::open(self.node_settings.clone().set_addr(addr)).map_err(cluster_error)?;
         // No response timeout: an `XREAD BLOCK` is meant to wait; reads bound each call.
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
@@ -368,7 +368,7 @@ impl ClusterStore {
         client
             .get_multiplexed_async_connection_with_config(&config)
             .await
-            .map_err(store_error)
+            .map_err(cluster_error)
     }
 
     /// Non-blocking `XREAD`s of every group through the cluster client, all
@@ -597,7 +597,7 @@ impl Store for ClusterStore {
                     .clone()
                     .route_command(cmd, to_master(slot))
                     .await
-                    .map_err(store_error)?;
+                    .map_err(cluster_error)?;
                 let (next, keys) = parse_scan(reply)?;
                 found.extend(keys);
                 if next == "0" {
@@ -740,6 +740,19 @@ impl ClusterReader {
     }
 }
 
+/// Sorts a cluster client's error: as [`store_error`] does, and also
+/// `Unavailable` for what a failover or a resharding in progress looks like
+/// once the client's own retries ran out (a redirection, a write to a
+/// demoted master, no connection to the node serving a slot). The caller
+/// retries; nothing was acknowledged.
+fn cluster_error(err: RedisError) -> StoreError {
+    match err.kind() {
+        ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask | ServerErrorKind::ReadOnly)
+        | ErrorKind::ClusterConnectionNotFound => StoreError::Unavailable(err.to_string()),
+        _ => store_error(err),
+    }
+}
+
 /// Whether a failed blocking read only means its slot is elsewhere now (or
 /// soon): resharding and failover replies, as opposed to a broken connection.
 fn redirected(err: &RedisError) -> bool {
@@ -856,7 +869,7 @@ impl StreamReader for ClusterReader {
                         Ok(Err(err)) => {
                             self.forget(group.slot);
                             self.waiting.extend(waits.into_iter().map(|w| (w.group.slot, w)));
-                            return Err(store_error(err));
+                            return Err(cluster_error(err));
                         }
                         Err(_) => {
                             self.forget(group.slot);
@@ -912,6 +925,34 @@ mod tests {
                 "{key}"
             );
         }
+    }
+
+    #[test]
+    fn failover_and_resharding_errors_are_retried_not_refused() {
+        for kind in [
+            ServerErrorKind::Moved,
+            ServerErrorKind::Ask,
+            ServerErrorKind::ReadOnly,
+            ServerErrorKind::TryAgain,
+            ServerErrorKind::ClusterDown,
+            ServerErrorKind::MasterDown,
+        ] {
+            let err = RedisError::from((ErrorKind::Server(kind), "in transit"));
+            assert!(
+                matches!(cluster_error(err), StoreError::Unavailable(_)),
+                "{kind:?}"
+            );
+        }
+        let err = RedisError::from((ErrorKind::ClusterConnectionNotFound, "no node"));
+        assert!(matches!(cluster_error(err), StoreError::Unavailable(_)));
+        // A bug, not a transition: retrying cannot help.
+        let err = RedisError::from((ErrorKind::Server(ServerErrorKind::CrossSlot), "two slots"));
+        assert!(matches!(cluster_error(err), StoreError::Refused(_)));
+        // A plain Redis client pointed at a cluster node is told what to configure.
+        let err = RedisError::from((ErrorKind::Server(ServerErrorKind::Moved), "MOVED 1 h:1"));
+        assert!(
+            matches!(store_error(err), StoreError::Refused(ref m) if m.contains("store.backend = \"cluster\"")),
+        );
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! reconnects on its next `read` after a failure.
 //!
 //! Replies are parsed by hand from [`redis::Value`], accepting both RESP2
-//! and RESP3 shapes, and never panic on an odd reply.
+//! and RESP3 shapes, and never panic on an odd reply. The command builders,
+//! scripts and parsers here also serve [`super::cluster`].
 
 use super::memory::{check_batch, check_once_batches, ttl_millis};
 use super::{Append, Entry, OnceBatch, Store, StoreError, StreamEntries, StreamReader};
@@ -704,19 +705,16 @@ pub(super) fn store_error(err: RedisError) -> StoreError {
     }
     match err.kind() {
         // Transient server states: the same request will succeed later.
-        // In a Redis Cluster also: a redirection or a write to a demoted
-        // master the client could not follow within its retries (a failover
-        // or a resharding in progress), and a node it has no connection to.
         ErrorKind::Server(
             ServerErrorKind::BusyLoading
             | ServerErrorKind::TryAgain
             | ServerErrorKind::MasterDown
-            | ServerErrorKind::ClusterDown
-            | ServerErrorKind::Moved
-            | ServerErrorKind::Ask
-            | ServerErrorKind::ReadOnly,
-        )
-        | ErrorKind::ClusterConnectionNotFound => StoreError::Unavailable(text),
+            | ServerErrorKind::ClusterDown,
+        ) => StoreError::Unavailable(text),
+        // A plain client talking to a cluster node: a misconfiguration.
+        ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask) => StoreError::Refused(format!(
+            "{text} (this Redis is a Redis Cluster node: set store.backend = \"cluster\" and store.cluster_nodes)"
+        )),
         ErrorKind::Parse | ErrorKind::UnexpectedReturnType => StoreError::Protocol(text),
         _ => StoreError::Refused(text),
     }
