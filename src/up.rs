@@ -41,6 +41,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     let store_name = match config.store.backend {
         StoreBackend::Memory => "embedded in-memory store".to_string(),
         StoreBackend::Redis => format!("Redis at {}", config.store.redis_url),
+        StoreBackend::Cluster => format!("Redis Cluster via {}", config.store.cluster_nodes.join(", ")),
     };
     println!(
         "Meridian is up ({store_name}), simulating {}",

@@ -390,3 +390,39 @@ fn bad_commander_keys_are_named_and_tokens_never_echoed() {
     let msg = parse_error("[commander]\ntokens = [{ name = \"a\", token = \"b\", scope = \"all\" }]\n");
     assert!(msg.contains("scope"), "{msg}");
 }
+
+#[test]
+fn a_cluster_store_names_its_seed_nodes() {
+    let config = Config::from_toml_str(
+        "[store]\nbackend = \"cluster\"\ncluster_nodes = [\"redis://a:7000\", \"rediss://u:p@b:7001/0\"]\ncluster_replica_acks = 1\n",
+    )
+    .unwrap();
+    assert_eq!(config.store.backend, StoreBackend::Cluster);
+    assert_eq!(config.store.cluster_nodes.len(), 2);
+    assert_eq!(config.store.cluster_replica_acks, 1);
+
+    let problems = invalid("[store]\nbackend = \"cluster\"\n");
+    assert_eq!(keys(&problems), ["store.cluster_nodes"]);
+    assert!(
+        problems[0].to_string().contains("at least one seed URL"),
+        "{}",
+        problems[0]
+    );
+
+    let problems = invalid(
+        "[store]\ncluster_nodes = [\"http://a:7000\", \"redis://a:7000/3\", \"redis://b:7000/\"]\ncluster_replica_acks = 6\n",
+    );
+    assert_eq!(
+        keys(&problems),
+        [
+            "store.cluster_nodes[0]",
+            "store.cluster_nodes[1]",
+            "store.cluster_replica_acks"
+        ]
+    );
+    assert!(
+        problems[1].to_string().contains("only database 0"),
+        "{}",
+        problems[1]
+    );
+}

@@ -2,6 +2,7 @@
 //!
 //! Layout:
 //! - [`redis_server`]: starts a real `redis-server` on a free port (never 6379) and stops it on drop.
+//! - [`redis_cluster`]: a real Redis Cluster (masters and replicas) on free ports, killed on drop; kills, failovers, reshards.
 //! - [`system`]: the whole pipeline in one process over real sockets (QUIC, WebSocket, Redis).
 //! - [`browser`]: a WebSocket client of the native protocol.
 //! - [`manual_csc`]: a CSC whose events the test publishes, to count them end to end.
@@ -10,6 +11,7 @@
 pub mod browser;
 pub mod http;
 pub mod manual_csc;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod system;
 

@@ -1,5 +1,6 @@
-//! Both stores keep the same promises: the Redis store and the in-memory
-//! store run this one suite.
+//! Every store keeps the same promises: the in-memory store, the Redis
+//! store and the Redis Cluster store (on a 3-master cluster) run this one
+//! suite.
 //!
 //! If these failed, a user would notice: samples missing, duplicated or out
 //! of order in a browser's plot; a reconnecting browser that replays the wrong
@@ -14,10 +15,12 @@
 //! Redis is back, or data acknowledged before a Redis crash missing after it.
 
 use anyhow::{ensure, Context};
+use meridian_manager::store::cluster::ClusterStore;
 use meridian_manager::store::memory::MemoryStore;
 use meridian_manager::store::redis::RedisStore;
 use meridian_manager::store::{Append, Entry, OnceBatch, Store, StoreError, StreamEntries, TRIM_SLACK};
 use meridian_proto::StreamId;
+use meridian_tests::redis_cluster::RedisCluster;
 use meridian_tests::redis_server::RedisServer;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -27,10 +30,11 @@ use std::time::{Duration, Instant};
 /// instead of hanging it.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-/// The store under test, and the Redis server behind it if there is one.
+/// The store under test, and the Redis server or cluster behind it if there is one.
 struct Backend {
     store: Arc<dyn Store>,
     server: Option<RedisServer>,
+    cluster: Option<RedisCluster>,
 }
 
 impl Backend {
@@ -38,6 +42,7 @@ impl Backend {
         Backend {
             store: Arc::new(MemoryStore::new()),
             server: None,
+            cluster: None,
         }
     }
 
@@ -47,6 +52,18 @@ impl Backend {
         Ok(Backend {
             store: Arc::new(store),
             server: Some(server),
+            cluster: None,
+        })
+    }
+
+    /// Three masters without replicas: keys of the tests spread over all three.
+    async fn cluster() -> anyhow::Result<Backend> {
+        let cluster = tokio::task::block_in_place(|| RedisCluster::start(3, 0))?;
+        let store = ClusterStore::connect(&cluster.seeds(), 0).await?;
+        Ok(Backend {
+            store: Arc::new(store),
+            server: None,
+            cluster: Some(cluster),
         })
     }
 
@@ -54,14 +71,20 @@ impl Backend {
     /// tell (Redis: `CLIENT LIST` shows a client blocked in XREAD), so the
     /// wake-up test appends to a reader that is really waiting.
     async fn until_a_reader_blocks(&self) -> anyhow::Result<()> {
-        let Some(server) = &self.server else {
-            return Ok(());
+        let urls = match (&self.server, &self.cluster) {
+            (Some(server), _) => vec![server.url()],
+            (_, Some(cluster)) => cluster.seeds(),
+            _ => return Ok(()),
         };
-        let client = ::redis::Client::open(server.url())?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let clients: String = ::redis::cmd("CLIENT").arg("LIST").query_async(&mut conn).await?;
+            let mut clients = String::new();
+            for url in &urls {
+                let client = ::redis::Client::open(url.as_str())?;
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                let list: String = ::redis::cmd("CLIENT").arg("LIST").query_async(&mut conn).await?;
+                clients.push_str(&list);
+            }
             let blocked = clients.lines().any(|line| {
                 let fields: Vec<&str> = line.split_whitespace().collect();
                 fields.contains(&"cmd=xread")
@@ -100,6 +123,14 @@ macro_rules! conformance {
                 }
             )*
         }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name(&super::Backend::cluster().await?).await
+                }
+            )*
+        }
     };
 }
 
@@ -113,6 +144,7 @@ conformance!(
     read_returns_only_entries_after_the_cursors,
     blocked_read_wakes_up_on_append,
     read_times_out_empty_when_nothing_arrives,
+    a_reader_of_many_streams_misses_and_repeats_nothing,
     fields_keep_order_and_values,
     concurrent_appenders_keep_every_entry,
     append_once_writes_each_seq_once,
@@ -347,6 +379,60 @@ async fn read_times_out_empty_when_nothing_arrives(b: &Backend) -> anyhow::Resul
             "returned after {waited:?}, before its block of {block:?} for {cursors:?}"
         );
     }
+    Ok(())
+}
+
+/// A reader following 100 streams (on a cluster: more slots than it
+/// blocks on at once, so some are polled) while another task appends to
+/// them in small batches: every entry read once, in order per stream.
+async fn a_reader_of_many_streams_misses_and_repeats_nothing(b: &Backend) -> anyhow::Result<()> {
+    const STREAMS: usize = 100;
+    const ENTRIES: usize = 1000;
+    let keys: Vec<String> = (0..STREAMS).map(|i| format!("stream:{i}")).collect();
+    let mut reader = b.store.reader().await?;
+    let writer = {
+        let (store, keys) = (Arc::clone(&b.store), keys.clone());
+        tokio::spawn(async move {
+            for chunk in (0..ENTRIES).collect::<Vec<_>>().chunks(7) {
+                let batch: Vec<Append> = chunk
+                    .iter()
+                    .map(|&n| append(&keys[n * 37 % STREAMS], 10_000, n))
+                    .collect();
+                store.append(&batch).await?;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            anyhow::Ok(())
+        })
+    };
+    let mut cursors: Vec<(String, StreamId)> = keys.iter().map(|k| (k.clone(), StreamId::ZERO)).collect();
+    let mut seen: Vec<usize> = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    while seen.len() < ENTRIES {
+        ensure!(
+            Instant::now() < deadline,
+            "read {} of {ENTRIES} entries",
+            seen.len()
+        );
+        for stream in reader.read(&cursors, 16, Duration::from_millis(200)).await? {
+            let cursor = cursors
+                .iter_mut()
+                .find(|(k, _)| *k == stream.key)
+                .context("a key not asked for")?;
+            ensure!(
+                stream.entries.first().is_some_and(|e| e.id > cursor.1),
+                "an entry at or before the cursor"
+            );
+            cursor.1 = stream.entries.last().map_or(cursor.1, |e| e.id);
+            seen.extend(numbers(&stream.entries));
+        }
+    }
+    writer.await??;
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (0..ENTRIES).collect::<Vec<_>>(),
+        "entries missed or read twice"
+    );
     Ok(())
 }
 

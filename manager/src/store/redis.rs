@@ -15,7 +15,8 @@
 //! reconnects on its next `read` after a failure.
 //!
 //! Replies are parsed by hand from [`redis::Value`], accepting both RESP2
-//! and RESP3 shapes, and never panic on an odd reply.
+//! and RESP3 shapes, and never panic on an odd reply. The command builders,
+//! scripts and parsers here also serve [`super::cluster`].
 
 use super::memory::{check_batch, check_once_batches, ttl_millis};
 use super::{Append, Entry, OnceBatch, Store, StoreError, StreamEntries, StreamReader};
@@ -28,12 +29,12 @@ use std::time::Duration;
 
 /// How long establishing one TCP connection to Redis may take: Redis on the
 /// same network answers in milliseconds, so longer means it is not there.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long a short command (a batch of XADD, XRANGE, XLEN) may wait for its
 /// reply before the connection is declared broken. Generous against a busy
 /// Redis, short enough that ingest notices an outage within seconds.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How many times the connection manager retries connecting after a break
 /// before the waiting call fails; callers retry on `Unavailable` anyway, so a
@@ -46,12 +47,12 @@ const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
 /// How much longer than its `BLOCK` an `XREAD` may take before the reader
 /// declares its connection broken (a silent network partition would
 /// otherwise hang the reader forever).
-const READ_REPLY_GRACE: Duration = Duration::from_secs(5);
+pub(super) const READ_REPLY_GRACE: Duration = Duration::from_secs(5);
 
 /// How many keys one `SCAN` step looks at: large enough that listing a
 /// database of a few hundred thousand keys takes few round trips, small
 /// enough that each step blocks Redis for well under a millisecond.
-const SCAN_COUNT: usize = 1000;
+pub(super) const SCAN_COUNT: usize = 1000;
 
 /// A [`super::Store`] on Redis streams.
 #[derive(Clone)]
@@ -168,29 +169,9 @@ impl Store for RedisStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        // Every command sized up front: one allocation for its arguments
-        // and one for its bytes, none as they are added (the hot path of ingest).
         let mut pipe = redis::Pipeline::with_capacity(batch.len());
         for append in batch {
-            let args = 6 + 2 * append.fields.len();
-            let bytes = "XADDMAXLEN~20*".len()
-                + append.key.len()
-                + append
-                    .fields
-                    .iter()
-                    .map(|(f, v)| f.len() + v.len())
-                    .sum::<usize>();
-            let mut cmd = redis::Cmd::with_capacity(args, bytes);
-            cmd.arg("XADD")
-                .arg(&append.key)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(append.maxlen)
-                .arg("*");
-            for (field, value) in &append.fields {
-                cmd.arg(field).arg(value);
-            }
-            pipe.add_command(cmd);
+            pipe.add_command(xadd(append));
         }
         let replies: Vec<Value> = pipe
             .query_async(&mut self.commands.clone())
@@ -254,12 +235,7 @@ impl Store for RedisStore {
             .query_async(&mut self.commands.clone())
             .await
             .map_err(store_error)?;
-        match reply {
-            Value::Int(n) => {
-                usize::try_from(n).map_err(|_| StoreError::Protocol(format!("XLEN replied {n}")))
-            }
-            other => Err(unexpected("XLEN", &other)),
-        }
+        parse_len(reply)
     }
 
     async fn reader(&self) -> Result<Box<dyn StreamReader>, StoreError> {
@@ -277,23 +253,11 @@ impl Store for RedisStore {
     /// whole call is safe, since the marks skip what was written.
     async fn append_once(&self, batches: &[OnceBatch]) -> Result<Vec<usize>, StoreError> {
         check_once_batches(batches)?;
-        let mut calls = Vec::new();
-        for batch in batches.iter().filter(|b| !b.entries.is_empty()) {
-            let mut keys = Vec::with_capacity(1 + batch.entries.len());
-            keys.push(batch.dedup_key.clone());
-            let mut args = vec![ttl_millis("mark_ttl", batch.mark_ttl)?.to_string()];
-            for (seq, append) in &batch.entries {
-                keys.push(append.key.clone());
-                args.push(seq.to_string());
-                args.push(append.maxlen.to_string());
-                args.push(append.fields.len().to_string());
-                for (field, value) in &append.fields {
-                    args.push(field.clone());
-                    args.push(value.clone());
-                }
-            }
-            calls.push(ScriptCall { keys, args });
-        }
+        let calls = batches
+            .iter()
+            .filter(|b| !b.entries.is_empty())
+            .map(append_once_call)
+            .collect::<Result<Vec<_>, _>>()?;
         if calls.is_empty() {
             return Ok(vec![0; batches.len()]);
         }
@@ -304,9 +268,7 @@ impl Store for RedisStore {
                 if batch.entries.is_empty() {
                     return Ok(0);
                 }
-                let reply = replies.next().unwrap_or(Value::Nil);
-                let n = integer(APPEND_ONCE.name, &reply)?;
-                usize::try_from(n).map_err(|_| unexpected("count from append_once", &reply))
+                written_count(&replies.next().unwrap_or(Value::Nil))
             })
             .collect()
     }
@@ -319,20 +281,7 @@ impl Store for RedisStore {
         fields: &[(String, String)],
         ttl: Option<Duration>,
     ) -> Result<(), StoreError> {
-        let ttl = match ttl {
-            Some(ttl) => ttl_millis("ttl", ttl)?.to_string(),
-            None => String::new(),
-        };
-        let mut args = Vec::with_capacity(1 + 2 * fields.len());
-        args.push(ttl);
-        for (field, value) in fields {
-            args.push(field.clone());
-            args.push(value.clone());
-        }
-        let call = ScriptCall {
-            keys: vec![key.to_string()],
-            args,
-        };
+        let call = hash_set_call(key, fields, ttl)?;
         self.run_script_once(&HASH_SET, call).await.map(|_| ())
     }
 
@@ -342,10 +291,7 @@ impl Store for RedisStore {
             .query_async(&mut self.commands.clone())
             .await
             .map_err(store_error)?;
-        match strip(reply) {
-            Value::Nil => Ok(Vec::new()),
-            other => parse_pairs("hash", other),
-        }
+        parse_hash(reply)
     }
 
     /// `PTTL`: -2 (no key) and -1 (no TTL) read as `None`.
@@ -406,20 +352,12 @@ impl Store for RedisStore {
 
     /// The `LOCK` script.
     async fn lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let call = ScriptCall {
-            keys: vec![name.to_string()],
-            args: vec![holder.to_string(), ttl_millis("lock ttl", ttl)?.to_string()],
-        };
-        Ok(self.run_script_once(&LOCK, call).await? == 1)
+        Ok(self.run_script_once(&LOCK, lock_call(name, holder, ttl)?).await? == 1)
     }
 
     /// The `UNLOCK` script.
     async fn unlock(&self, name: &str, holder: &str) -> Result<bool, StoreError> {
-        let call = ScriptCall {
-            keys: vec![name.to_string()],
-            args: vec![holder.to_string()],
-        };
-        Ok(self.run_script_once(&UNLOCK, call).await? == 1)
+        Ok(self.run_script_once(&UNLOCK, unlock_call(name, holder)).await? == 1)
     }
 }
 
@@ -470,22 +408,7 @@ impl StreamReader for RedisReader {
             tokio::time::sleep(block).await;
             return Ok(Vec::new());
         }
-        let mut cmd = redis::cmd("XREAD");
-        cmd.arg("COUNT").arg(count.max(1));
-        if !block.is_zero() {
-            // Redis refuses timeouts that overflow its clock: a year is forever enough.
-            let ms = u64::try_from(block.as_millis())
-                .unwrap_or(u64::MAX)
-                .clamp(1, 365 * 86_400_000);
-            cmd.arg("BLOCK").arg(ms);
-        }
-        cmd.arg("STREAMS");
-        for (key, _) in cursors {
-            cmd.arg(key);
-        }
-        for (_, after) in cursors {
-            cmd.arg(after.to_string());
-        }
+        let cmd = xread(cursors, count, block);
 
         let connection = self.connection().await?;
         let result = tokio::time::timeout(
@@ -518,18 +441,18 @@ impl StreamReader for RedisReader {
 /// use, and again whenever Redis answers `NOSCRIPT` (after a restart or a
 /// `SCRIPT FLUSH`: Redis does not persist loaded scripts). A `NOSCRIPT`
 /// reply means the script did not run, so the retry cannot write twice.
-struct LuaScript {
-    name: &'static str,
-    source: &'static str,
+pub(super) struct LuaScript {
+    pub(super) name: &'static str,
+    pub(super) source: &'static str,
     /// The script's SHA1 as Redis computed it: a function of `source` only,
     /// so one process-wide cache serves stores of every server.
-    sha: OnceLock<String>,
+    pub(super) sha: OnceLock<String>,
 }
 
 /// One call of a script: its `KEYS` and `ARGV`.
-struct ScriptCall {
-    keys: Vec<String>,
-    args: Vec<String>,
+pub(super) struct ScriptCall {
+    pub(super) keys: Vec<String>,
+    pub(super) args: Vec<String>,
 }
 
 /// Appends one [`OnceBatch`] exactly once; returns how many entries it wrote.
@@ -547,7 +470,7 @@ struct ScriptCall {
 ///
 /// In a Redis Cluster all `KEYS` of one call must hash to one slot: callers
 /// give the mark and the streams of a producer one hash tag.
-static APPEND_ONCE: LuaScript = LuaScript {
+pub(super) static APPEND_ONCE: LuaScript = LuaScript {
     name: "append_once",
     source: r#"
 local function above(a, b)
@@ -592,7 +515,7 @@ return written
 /// `KEYS = [key]`; `ARGV = [ttl_ms, or "" for none, field, value, ...]`.
 /// With no fields, only the TTL of an existing key (of any type) changes.
 /// `HSET` goes in chunks of 100 pairs, under Lua's `unpack` limit.
-static HASH_SET: LuaScript = LuaScript {
+pub(super) static HASH_SET: LuaScript = LuaScript {
     name: "hash_set",
     source: r#"
 if #ARGV > 1 then
@@ -618,7 +541,7 @@ return 1
 ///
 /// `KEYS = [lock]`; `ARGV = [holder, ttl_ms]`. The holder's own lock gets
 /// its TTL renewed (`PEXPIRE`); a free one is taken with `SET NX PX`.
-static LOCK: LuaScript = LuaScript {
+pub(super) static LOCK: LuaScript = LuaScript {
     name: "lock",
     source: r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -636,7 +559,7 @@ return 0
 /// Releases a lock only if `holder` holds it: 1 if it did, else 0.
 ///
 /// `KEYS = [lock]`; `ARGV = [holder]`.
-static UNLOCK: LuaScript = LuaScript {
+pub(super) static UNLOCK: LuaScript = LuaScript {
     name: "unlock",
     source: r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -647,8 +570,135 @@ return 0
     sha: OnceLock::new(),
 };
 
+/// `XADD key MAXLEN ~ maxlen * field value ...`, sized up front: one
+/// allocation for its arguments and one for its bytes, none as they are
+/// added (the hot path of ingest).
+pub(super) fn xadd(append: &Append) -> redis::Cmd {
+    let args = 6 + 2 * append.fields.len();
+    let bytes = "XADDMAXLEN~20*".len()
+        + append.key.len()
+        + append
+            .fields
+            .iter()
+            .map(|(f, v)| f.len() + v.len())
+            .sum::<usize>();
+    let mut cmd = redis::Cmd::with_capacity(args, bytes);
+    cmd.arg("XADD")
+        .arg(&append.key)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(append.maxlen)
+        .arg("*");
+    for (field, value) in &append.fields {
+        cmd.arg(field).arg(value);
+    }
+    cmd
+}
+
+/// `XREAD COUNT c [BLOCK ms] STREAMS key ... id ...` for non-empty
+/// `cursors`: `count` 0 is read as 1, since `XREAD COUNT 0` would mean "no
+/// limit"; a `block` of zero does not wait (Redis would read `BLOCK 0` as
+/// "forever"); a non-zero `block` under a millisecond waits 1 ms.
+pub(super) fn xread(cursors: &[(String, StreamId)], count: usize, block: Duration) -> redis::Cmd {
+    let mut cmd = redis::cmd("XREAD");
+    cmd.arg("COUNT").arg(count.max(1));
+    if !block.is_zero() {
+        // Redis refuses timeouts that overflow its clock: a year is forever enough.
+        let ms = u64::try_from(block.as_millis())
+            .unwrap_or(u64::MAX)
+            .clamp(1, 365 * 86_400_000);
+        cmd.arg("BLOCK").arg(ms);
+    }
+    cmd.arg("STREAMS");
+    for (key, _) in cursors {
+        cmd.arg(key);
+    }
+    for (_, after) in cursors {
+        cmd.arg(after.to_string());
+    }
+    cmd
+}
+
+/// The `APPEND_ONCE` call of one non-empty batch.
+pub(super) fn append_once_call(batch: &OnceBatch) -> Result<ScriptCall, StoreError> {
+    let mut keys = Vec::with_capacity(1 + batch.entries.len());
+    keys.push(batch.dedup_key.clone());
+    let mut args = vec![ttl_millis("mark_ttl", batch.mark_ttl)?.to_string()];
+    for (seq, append) in &batch.entries {
+        keys.push(append.key.clone());
+        args.push(seq.to_string());
+        args.push(append.maxlen.to_string());
+        args.push(append.fields.len().to_string());
+        for (field, value) in &append.fields {
+            args.push(field.clone());
+            args.push(value.clone());
+        }
+    }
+    Ok(ScriptCall { keys, args })
+}
+
+/// The `HASH_SET` call.
+pub(super) fn hash_set_call(
+    key: &str,
+    fields: &[(String, String)],
+    ttl: Option<Duration>,
+) -> Result<ScriptCall, StoreError> {
+    let ttl = match ttl {
+        Some(ttl) => ttl_millis("ttl", ttl)?.to_string(),
+        None => String::new(),
+    };
+    let mut args = Vec::with_capacity(1 + 2 * fields.len());
+    args.push(ttl);
+    for (field, value) in fields {
+        args.push(field.clone());
+        args.push(value.clone());
+    }
+    Ok(ScriptCall {
+        keys: vec![key.to_string()],
+        args,
+    })
+}
+
+/// The `LOCK` call.
+pub(super) fn lock_call(name: &str, holder: &str, ttl: Duration) -> Result<ScriptCall, StoreError> {
+    Ok(ScriptCall {
+        keys: vec![name.to_string()],
+        args: vec![holder.to_string(), ttl_millis("lock ttl", ttl)?.to_string()],
+    })
+}
+
+/// The `UNLOCK` call.
+pub(super) fn unlock_call(name: &str, holder: &str) -> ScriptCall {
+    ScriptCall {
+        keys: vec![name.to_string()],
+        args: vec![holder.to_string()],
+    }
+}
+
+/// The count of entries `append_once` wrote for one batch, from its script reply.
+pub(super) fn written_count(reply: &Value) -> Result<usize, StoreError> {
+    let n = integer(APPEND_ONCE.name, reply)?;
+    usize::try_from(n).map_err(|_| unexpected("count from append_once", reply))
+}
+
+/// The reply of `HGETALL`: nil or empty read as no fields.
+pub(super) fn parse_hash(reply: Value) -> Result<Vec<(String, String)>, StoreError> {
+    match strip(reply) {
+        Value::Nil => Ok(Vec::new()),
+        other => parse_pairs("hash", other),
+    }
+}
+
+/// The reply of `XLEN`.
+pub(super) fn parse_len(reply: Value) -> Result<usize, StoreError> {
+    match reply {
+        Value::Int(n) => usize::try_from(n).map_err(|_| StoreError::Protocol(format!("XLEN replied {n}"))),
+        other => Err(unexpected("XLEN", &other)),
+    }
+}
+
 /// Sorts a redis-rs error into what the caller should do about it.
-fn store_error(err: RedisError) -> StoreError {
+pub(super) fn store_error(err: RedisError) -> StoreError {
     let text = err.to_string();
     if err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() || err.is_timeout() {
         return StoreError::Unavailable(text);
@@ -661,12 +711,16 @@ fn store_error(err: RedisError) -> StoreError {
             | ServerErrorKind::MasterDown
             | ServerErrorKind::ClusterDown,
         ) => StoreError::Unavailable(text),
+        // A plain client talking to a cluster node: a misconfiguration.
+        ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask) => StoreError::Refused(format!(
+            "{text} (this Redis is a Redis Cluster node: set store.backend = \"cluster\" and store.cluster_nodes)"
+        )),
         ErrorKind::Parse | ErrorKind::UnexpectedReturnType => StoreError::Protocol(text),
         _ => StoreError::Refused(text),
     }
 }
 
-fn unexpected(what: &str, value: &Value) -> StoreError {
+pub(super) fn unexpected(what: &str, value: &Value) -> StoreError {
     let mut shown = format!("{value:?}");
     if shown.len() > 200 {
         let mut end = 200;
@@ -680,7 +734,7 @@ fn unexpected(what: &str, value: &Value) -> StoreError {
 }
 
 /// Strips RESP3 attributes, which carry side information around a reply.
-fn strip(value: Value) -> Value {
+pub(super) fn strip(value: Value) -> Value {
     match value {
         Value::Attribute { data, .. } => strip(*data),
         other => other,
@@ -690,7 +744,7 @@ fn strip(value: Value) -> Value {
 /// A string reply. Field names and values that are not UTF-8 (written by
 /// something other than Meridian) are decoded lossily rather than failing
 /// the whole read, so one odd entry cannot stop a stream.
-fn text(value: &Value) -> Option<String> {
+pub(super) fn text(value: &Value) -> Option<String> {
     match value {
         Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
         Value::SimpleString(s) => Some(s.clone()),
@@ -701,7 +755,7 @@ fn text(value: &Value) -> Option<String> {
     }
 }
 
-fn parse_id(value: &Value) -> Result<StreamId, StoreError> {
+pub(super) fn parse_id(value: &Value) -> Result<StreamId, StoreError> {
     // The common shape parsed in place, without copying it into a String.
     if let Value::BulkString(bytes) = value {
         if let Ok(s) = std::str::from_utf8(bytes) {
@@ -735,7 +789,7 @@ fn parse_entry(value: Value) -> Result<Entry, StoreError> {
 }
 
 /// The reply of XRANGE/XREVRANGE: a list of entries (nil read as none).
-fn parse_entries(value: Value) -> Result<Vec<Entry>, StoreError> {
+pub(super) fn parse_entries(value: Value) -> Result<Vec<Entry>, StoreError> {
     match strip(value) {
         Value::Nil => Ok(Vec::new()),
         Value::Array(items) | Value::Set(items) => items.into_iter().map(parse_entry).collect(),
@@ -745,7 +799,7 @@ fn parse_entries(value: Value) -> Result<Vec<Entry>, StoreError> {
 
 /// The reply of XREAD: nil on timeout, else `[[key, entries], ...]` (RESP2)
 /// or `{key: entries, ...}` (RESP3). Streams without entries are left out.
-fn parse_streams(value: Value) -> Result<Vec<StreamEntries>, StoreError> {
+pub(super) fn parse_streams(value: Value) -> Result<Vec<StreamEntries>, StoreError> {
     let pairs: Vec<(Value, Value)> = match strip(value) {
         Value::Nil => return Ok(Vec::new()),
         Value::Map(pairs) => pairs,
@@ -776,7 +830,7 @@ fn parse_streams(value: Value) -> Result<Vec<StreamEntries>, StoreError> {
 }
 
 /// An integer reply.
-fn integer(what: &str, value: &Value) -> Result<i64, StoreError> {
+pub(super) fn integer(what: &str, value: &Value) -> Result<i64, StoreError> {
     match value {
         Value::Int(n) => Ok(*n),
         Value::Attribute { data, .. } => integer(what, data),
@@ -786,7 +840,7 @@ fn integer(what: &str, value: &Value) -> Result<i64, StoreError> {
 
 /// `prefix` with SCAN's glob characters (`* ? [ ] \`) escaped, so it
 /// matches itself literally.
-fn escape_glob(prefix: &str) -> String {
+pub(super) fn escape_glob(prefix: &str) -> String {
     let mut escaped = String::with_capacity(prefix.len() + 8);
     for c in prefix.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {
@@ -798,7 +852,7 @@ fn escape_glob(prefix: &str) -> String {
 }
 
 /// The reply of SCAN: `[cursor, [key, ...]]`.
-fn parse_scan(value: Value) -> Result<(String, Vec<String>), StoreError> {
+pub(super) fn parse_scan(value: Value) -> Result<(String, Vec<String>), StoreError> {
     let items = match strip(value) {
         Value::Array(items) if items.len() == 2 => items,
         other => return Err(unexpected("reply to SCAN", &other)),
@@ -820,7 +874,7 @@ fn parse_scan(value: Value) -> Result<(String, Vec<String>), StoreError> {
 
 /// Field/value pairs: a flat `[field, value, ...]` list (RESP2) or a map
 /// (RESP3). `what` names the owner in errors.
-fn parse_pairs(what: &str, value: Value) -> Result<Vec<(String, String)>, StoreError> {
+pub(super) fn parse_pairs(what: &str, value: Value) -> Result<Vec<(String, String)>, StoreError> {
     match value {
         Value::Array(flat) => {
             if flat.len() % 2 != 0 {
