@@ -86,21 +86,6 @@ fn on_cluster(overlay: &str) -> bool {
     overlay == "overlays/summit"
 }
 
-/// `to` relative to `from` (kustomize refuses absolute paths).
-
-fn relative(from: &Path, to: &Path) -> String {
-    let (from, to) = (from.canonicalize().unwrap(), to.canonicalize().unwrap());
-    let (from, to): (Vec<_>, Vec<_>) = (from.components().collect(), to.components().collect());
-    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
-    let mut parts: Vec<String> = vec!["..".into(); from.len() - common];
-    parts.extend(
-        to[common..]
-            .iter()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
-    );
-    parts.join("/")
-}
-
 fn parse_yaml(text: &str, what: &str) -> Vec<Value> {
     YamlLoader::load_from_str(text)
         .unwrap_or_else(|e| panic!("{what}: invalid YAML: {e}"))
