@@ -55,12 +55,12 @@ pub async fn serve(socket: WebSocket, hub: Hub, scope: Scope, settings: Arc<Sett
     );
     // Requests run in order on their own task, so a long recovery replay
     // (paced by this browser's reading) never stops its frames going out.
-    let (requests, mut pending) = tokio::sync::mpsc::channel::<ClientRequest>(MAX_PENDING_REQUESTS);
+    let (requests, mut pending) = tokio::sync::mpsc::channel::<Box<ClientRequest>>(MAX_PENDING_REQUESTS);
     let worker = tokio::spawn({
         let (hub, inbox, settings) = (hub.clone(), inbox.clone(), settings.clone());
         async move {
             while let Some(request) = pending.recv().await {
-                handle(&hub, client, &inbox, &settings, request).await;
+                handle(&hub, client, &inbox, &settings, *request).await;
             }
         }
     });
@@ -94,7 +94,7 @@ pub async fn serve(socket: WebSocket, hub: Hub, scope: Scope, settings: Arc<Sett
                 };
                 match ClientRequest::parse(&text) {
                     Ok(request) => {
-                        if requests.try_send(request).is_err() {
+                        if requests.try_send(Box::new(request)).is_err() {
                             inbox.control(error(format!(
                                 "too many requests in progress: the limit is MAX_PENDING_REQUESTS = {MAX_PENDING_REQUESTS}"
                             )));
