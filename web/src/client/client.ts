@@ -393,9 +393,19 @@ export class MeridianClient {
       case "stale":
         this.emit("stale", msg);
         return;
-      case "error":
+      case "error": {
+        // Errors carry no request id: one naming `plot` answers the oldest
+        // plot request (e.g. a frontend that does not know the op yet).
+        const oldest = /plot/.test(msg.message) ? this.plots.keys().next() : null;
+        if (oldest && !oldest.done) {
+          const p = this.plots.get(oldest.value)!;
+          this.plots.delete(oldest.value);
+          clearTimeout(p.timer);
+          p.reject(new Error(`plot refused: ${msg.message}`));
+        }
         this.emit("error", msg.message, msg.fatal);
         return;
+      }
     }
   }
 

@@ -1,0 +1,186 @@
+// Live time-series plots with uPlot. A plot opened mid-night first shows
+// the last minutes at once from the server's decimated history (min and
+// max per bucket, so spikes survive), then continues with live samples
+// from exactly the stream id the history ended at: no gap, no overlap.
+//
+// Samples are appended as they arrive (a 50 Hz topic arrives whole) and
+// drawn at most once per animation frame, so the page keeps up with full
+// rate however many samples a frame brings; each plot keeps a bounded
+// window of points.
+
+import uPlot from "uplot";
+import "uplot/dist/uPlot.min.css";
+import type { MeridianClient, Sample, TopicRef } from "../client";
+import { topicKey } from "../client";
+import { el, fmtTime } from "./config";
+
+/** How far back a new plot starts, s. */
+export const BACKFILL_S = 300;
+/** Most history buckets asked of the server. */
+export const BACKFILL_POINTS = 600;
+/** Live points kept per plot (a minute of a 50 Hz topic, plus the backfill). */
+export const MAX_POINTS = 3000 + 2 * BACKFILL_POINTS;
+
+const COLOURS = ["#4fc3f7", "#ffb74d", "#aed581", "#f06292", "#ba68c8", "#fff176"];
+
+/** `name` or `name[3]` of a sample's fields, as a number. */
+export function fieldValue(fields: Record<string, unknown>, spec: string): number | null {
+  const m = /^([A-Za-z0-9_]+)\[(\d+)\]$/.exec(spec);
+  const v = m ? (fields[m[1]] as unknown[] | undefined)?.[Number(m[2])] : fields[spec];
+  if (typeof v === "number") return v;
+  if (typeof v === "boolean") return v ? 1 : 0;
+  return null;
+}
+
+export class Plot {
+  readonly root: HTMLElement;
+  private readonly chart: uPlot;
+  private readonly xs: number[] = [];
+  private readonly ys: (number | null)[][];
+  private dirty = false;
+  /** Samples appended since the page opened it (for tests and the status line). */
+  received = 0;
+  private readonly status: HTMLElement;
+
+  constructor(
+    readonly topic: TopicRef,
+    readonly fields: string[],
+    container: HTMLElement,
+    onClose: (p: Plot) => void,
+  ) {
+    this.ys = fields.map(() => []);
+    this.root = el("div", { class: "plot", "data-topic": topicKey(topic) });
+    const head = el("div", { class: "plot-head" });
+    head.append(el("span", { class: "plot-title" }, `${topic.csc}:${topic.salindex} ${topic.topic}`));
+    this.status = el("span", { class: "plot-status" }, "loading history…");
+    const close = el("button", { type: "button", class: "plot-close", title: "close" }, "×");
+    close.addEventListener("click", () => onClose(this));
+    head.append(this.status, close);
+    this.root.append(head);
+    container.append(this.root);
+    const width = Math.max(300, Math.min(560, container.clientWidth - 20));
+    this.chart = new uPlot(
+      {
+        width,
+        height: 180,
+        legend: { show: true, live: false },
+        cursor: { show: false },
+        scales: { x: { time: true } },
+        axes: [
+          { stroke: "#aaa", grid: { stroke: "#333" }, ticks: { stroke: "#333" } },
+          { stroke: "#aaa", grid: { stroke: "#333" }, ticks: { stroke: "#333" }, size: 60 },
+        ],
+        series: [{}, ...fields.map((f, i) => ({ label: f, stroke: COLOURS[i % COLOURS.length], width: 1, spanGaps: false }))],
+      },
+      [[], ...fields.map(() => [])] as uPlot.AlignedData,
+      this.root,
+    );
+  }
+
+  /** Decimated history: each bucket as its min then its max, so spikes show. */
+  backfill(t: number[], min: (number | null)[][], max: (number | null)[][]): void {
+    const half = t.length > 1 ? (t[1] - t[0]) / 2 : 0;
+    for (let i = 0; i < t.length; i++) {
+      this.xs.push(t[i], t[i] + half);
+      for (let f = 0; f < this.fields.length; f++) this.ys[f].push(min[i]?.[f] ?? null, max[i]?.[f] ?? null);
+    }
+    this.status.textContent = `history: ${t.length} buckets`;
+    this.dirty = true;
+  }
+
+  sample(s: Sample): void {
+    // Samples are plotted at the time the CSC published them.
+    const x = s.sourceTs;
+    if (this.xs.length > 0 && x < this.xs[this.xs.length - 1]) return;
+    this.xs.push(x);
+    for (let f = 0; f < this.fields.length; f++) this.ys[f].push(fieldValue(s.fields, this.fields[f]));
+    this.received++;
+    if (this.xs.length > MAX_POINTS * 1.25) {
+      const cut = this.xs.length - MAX_POINTS;
+      this.xs.splice(0, cut);
+      for (const y of this.ys) y.splice(0, cut);
+    }
+    this.dirty = true;
+  }
+
+  setStale(stale: boolean, since?: number): void {
+    this.root.classList.toggle("stale", stale);
+    this.status.textContent = stale ? `stale since ${since ? fmtTime(since) : "?"}` : `live`;
+  }
+
+  /** Draws if anything changed; called once per animation frame. */
+  draw(): void {
+    if (!this.dirty) return;
+    this.dirty = false;
+    if (!this.root.classList.contains("stale")) this.status.textContent = `live · ${this.received} samples`;
+    this.chart.setData([this.xs, ...this.ys] as uPlot.AlignedData);
+  }
+
+  destroy(): void {
+    this.chart.destroy();
+    this.root.remove();
+  }
+}
+
+/** Every plot on the page, the subscriptions they need, one draw loop. */
+export class Plots {
+  private readonly plots: Plot[] = [];
+
+  constructor(
+    private readonly client: MeridianClient,
+    private readonly container: HTMLElement,
+  ) {
+    const loop = () => {
+      for (const p of this.plots) p.draw();
+      requestAnimationFrame(loop);
+    };
+    requestAnimationFrame(loop);
+    client.on("telemetry", (s) => {
+      for (const p of this.plots) if (same(p.topic, s)) p.sample(s);
+    });
+    client.on("stale", (n) => {
+      for (const p of this.plots) if (same(p.topic, n.topic)) p.setStale(n.stale, n.since);
+    });
+  }
+
+  all(): readonly Plot[] {
+    return this.plots;
+  }
+
+  /** Opens a plot: history first (if the server answers), then live from where it ended. */
+  async open(topic: TopicRef, fields: string[]): Promise<Plot> {
+    const plot = new Plot(topic, fields, this.container, (p) => this.close(p));
+    const watched = this.plots.some((p) => same(p.topic, topic));
+    this.plots.push(plot);
+    const sel = { csc: topic.csc, salindex: topic.salindex, category: topic.category, topic: topic.topic };
+    if (watched) {
+      plot.setStale(false);
+      return plot;
+    }
+    try {
+      const now = Date.now() / 1000;
+      const reply = await this.client.plot({ ...sel, fields, since: now - BACKFILL_S, points: BACKFILL_POINTS });
+      plot.backfill(reply.t, reply.min, reply.max);
+      this.client.subscribe(sel, reply.last_id ?? undefined);
+    } catch (e) {
+      // A frontend without plot history: live data only.
+      plot.setStale(false);
+      console.warn(`plot history unavailable: ${String(e)}`);
+      this.client.subscribe(sel);
+    }
+    return plot;
+  }
+
+  close(p: Plot): void {
+    const i = this.plots.indexOf(p);
+    if (i >= 0) this.plots.splice(i, 1);
+    p.destroy();
+    if (!this.plots.some((o) => same(o.topic, p.topic))) {
+      this.client.unsubscribe({ csc: p.topic.csc, salindex: p.topic.salindex, category: p.topic.category, topic: p.topic.topic });
+    }
+  }
+}
+
+function same(a: TopicRef, b: TopicRef): boolean {
+  return a.csc === b.csc && a.salindex === b.salindex && a.category === b.category && a.topic === b.topic;
+}
