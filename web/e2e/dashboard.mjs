@@ -65,7 +65,7 @@ async function main() {
   const consoleErrors = [];
   // A refused connection while the frontend is down is expected; anything else is a bug.
   const expected = /ERR_CONNECTION_REFUSED|WebSocket connection to .* failed/;
-  page.on("console", (m) => m.type() === "error" && !expected.test(m.text()) && consoleErrors.push(m.text()));
+  page.on("console", (m) => m.type() === "error" && !expected.test(m.text()) && consoleErrors.push(`${m.text()} (${m.location().url})`));
   page.on("pageerror", (e) => consoleErrors.push(String(e)));
   try {
     step(`open ${url.replace(/token=[^&]+/, "token=…")}`);
