@@ -70,7 +70,10 @@ fn start_up(dir: &Path, redis: &str) -> (Process, String) {
     let mut commander = None;
     loop {
         let mut line = String::new();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "meridian up exited before its banner");
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "meridian up exited before its banner"
+        );
         if let Some(url) = line.trim().strip_prefix("commander:") {
             commander = Some(url.trim().trim_end_matches("/cmd/").to_string());
         }
@@ -108,10 +111,14 @@ fn start_frontend(dir: &Path, redis: &str, port: u16, commander: &str) -> Proces
 }
 
 async fn wait_ready(addr: SocketAddr) {
-    wait_for("the frontend to be ready", Duration::from_secs(30), || async move {
-        let r = Request::get("/readyz").send(addr).await.ok()?;
-        (r.status == 200).then_some(())
-    })
+    wait_for(
+        "the frontend to be ready",
+        Duration::from_secs(30),
+        || async move {
+            let r = Request::get("/readyz").send(addr).await.ok()?;
+            (r.status == 200).then_some(())
+        },
+    )
     .await
     .unwrap();
 }
@@ -241,16 +248,22 @@ async fn the_dashboard_shows_the_night_commands_and_recovers_from_a_frontend_res
         let line = match tokio::task::block_in_place(|| rx.recv_timeout(SCRIPT_SILENCE)) {
             Ok(line) => line,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) => panic!("the browser script said nothing for {SCRIPT_SILENCE:?}"),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("the browser script said nothing for {SCRIPT_SILENCE:?}")
+            }
         };
         let answer = if line == "@kill" {
             let before = store.len(&watched).await.unwrap();
             drop(frontend.take());
             // Let events happen while no frontend runs, so recovery has something to recover.
-            wait_for("two heartbeats stored during the outage", Duration::from_secs(30), || {
-                let (store, watched) = (&store, &watched);
-                async move { (store.len(watched).await.ok()? >= before + 2).then_some(()) }
-            })
+            wait_for(
+                "two heartbeats stored during the outage",
+                Duration::from_secs(30),
+                || {
+                    let (store, watched) = (&store, &watched);
+                    async move { (store.len(watched).await.ok()? >= before + 2).then_some(()) }
+                },
+            )
             .await
             .unwrap();
             "ok".to_string()
@@ -274,7 +287,10 @@ async fn the_dashboard_shows_the_night_commands_and_recovers_from_a_frontend_res
         writeln!(stdin, "{answer}").unwrap();
     }
     let status = tokio::task::block_in_place(|| node.0.wait()).unwrap();
-    assert!(status.success(), "the browser script failed ({status}); see its output above");
+    assert!(
+        status.success(),
+        "the browser script failed ({status}); see its output above"
+    );
     assert!(screenshot.exists(), "no screenshot at {}", screenshot.display());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -212,7 +212,9 @@ impl FrontendConfig {
             }
         }
         if let Some(url) = &self.commander_url {
-            let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+            let rest = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"));
             if rest.is_none_or(|r| r.is_empty() || r.chars().any(char::is_whitespace)) {
                 problems.push(
                     "frontend.commander_url",

@@ -86,11 +86,7 @@ async fn index(State(d): State<Arc<Dashboard>>) -> Response {
             .into_response(),
         Err(_) => {
             let page = NOT_BUILT.replace("{DIR}", &html_escape(&d.dir.display().to_string()));
-            (
-                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-                page,
-            )
-                .into_response()
+            ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
         }
     }
 }
@@ -155,16 +151,14 @@ async fn config(State(d): State<Arc<Dashboard>>) -> Response {
             })
         })
         .collect();
-    topics.sort_by(|a, b| (&a.csc, a.salindex, a.category, &a.topic).cmp(&(&b.csc, b.salindex, b.category, &b.topic)));
+    topics.sort_by(|a, b| {
+        (&a.csc, a.salindex, a.category, &a.topic).cmp(&(&b.csc, b.salindex, b.category, &b.topic))
+    });
     let body = DashboardConfig {
         commander_url: d.commander_url.as_deref(),
         topics,
     };
-    (
-        [(header::CACHE_CONTROL, "no-cache")],
-        axum::Json(body),
-    )
-        .into_response()
+    ([(header::CACHE_CONTROL, "no-cache")], axum::Json(body)).into_response()
 }
 
 /// Reads a file off the async runtime's threads, refusing directories and anything over [`MAX_ASSET_BYTES`].

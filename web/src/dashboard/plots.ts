@@ -4,9 +4,8 @@
 // from exactly the stream id the history ended at: no gap, no overlap.
 //
 // Samples are appended as they arrive (a 50 Hz topic arrives whole) and
-// drawn at most once per animation frame, so the page keeps up with full
-// rate however many samples a frame brings; each plot keeps a bounded
-// window of points.
+// drawn at most 20 times a second, so the page keeps up with full rate
+// however many samples arrive; each plot keeps a bounded window of points.
 
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
@@ -20,6 +19,9 @@ export const BACKFILL_S = 300;
 export const BACKFILL_POINTS = 600;
 /** Live points kept per plot (a minute of a 50 Hz topic, plus the backfill). */
 export const MAX_POINTS = 3000 + 2 * BACKFILL_POINTS;
+
+/** Shortest time between two redraws of the plots, ms (20 redraws a second). */
+export const DRAW_INTERVAL_MS = 50;
 
 const COLOURS = ["#4fc3f7", "#ffb74d", "#aed581", "#f06292", "#ba68c8", "#fff176"];
 
@@ -130,8 +132,15 @@ export class Plots {
     private readonly client: MeridianClient,
     private readonly container: HTMLElement,
   ) {
-    const loop = () => {
-      for (const p of this.plots) p.draw();
+    let last = 0;
+    const loop = (now: number) => {
+      // Every sample is kept; redrawing a minute of 50 Hz data 60 times a
+      // second would only burn the main thread, so plots redraw at most
+      // every DRAW_INTERVAL_MS.
+      if (now - last >= DRAW_INTERVAL_MS) {
+        last = now;
+        for (const p of this.plots) p.draw();
+      }
       requestAnimationFrame(loop);
     };
     requestAnimationFrame(loop);
