@@ -90,6 +90,37 @@ export class Plot {
     this.dirty = true;
   }
 
+  /** Time of the newest point, Unix s (null while empty). */
+  newest(): number | null {
+    return this.xs.length ? this.xs[this.xs.length - 1] : null;
+  }
+
+  /**
+   * Decimated history of a window the live data skipped (the frontend
+   * conflates telemetry it replays after a reconnect), inserted in time
+   * order between the points around it.
+   */
+  fill(t: number[], min: (number | null)[][], max: (number | null)[][]): void {
+    if (t.length === 0) return;
+    const half = t.length > 1 ? (t[1] - t[0]) / 2 : 0;
+    const end = t[t.length - 1] + 2 * half;
+    // The buckets stand for every sample of their window: they replace the
+    // few (conflated) points already there.
+    let from = this.xs.length;
+    while (from > 0 && this.xs[from - 1] >= t[0]) from--;
+    let to = from;
+    while (to < this.xs.length && this.xs[to] < end) to++;
+    const xs: number[] = [];
+    const ys: (number | null)[][] = this.fields.map(() => []);
+    for (let i = 0; i < t.length; i++) {
+      xs.push(t[i], t[i] + half);
+      for (let f = 0; f < this.fields.length; f++) ys[f].push(min[i]?.[f] ?? null, max[i]?.[f] ?? null);
+    }
+    this.xs.splice(from, to - from, ...xs);
+    for (let f = 0; f < this.fields.length; f++) this.ys[f].splice(from, to - from, ...ys[f]);
+    this.dirty = true;
+  }
+
   sample(s: Sample): void {
     // Samples are plotted at the time the CSC published them.
     const x = s.sourceTs;
@@ -146,6 +177,20 @@ export class Plots {
     requestAnimationFrame(loop);
     client.on("telemetry", (s) => {
       for (const p of this.plots) if (same(p.topic, s)) p.sample(s);
+    });
+    // After a reconnect, fill each plot's outage from the server's
+    // decimated history (live replay of telemetry is conflated).
+    let welcomes = 0;
+    client.on("welcome", () => {
+      if (welcomes++ === 0) return;
+      for (const p of this.plots) {
+        const from = p.newest();
+        if (from === null) continue;
+        this.client
+          .plot({ ...p.topic, fields: p.fields, since: from, until: Date.now() / 1000, points: BACKFILL_POINTS })
+          .then((r) => p.fill(r.t, r.min, r.max))
+          .catch(() => {});
+      }
     });
     client.on("stale", (n) => {
       for (const p of this.plots) if (same(p.topic, n.topic)) p.setStale(n.stale, n.since);
