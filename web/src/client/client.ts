@@ -468,6 +468,11 @@ export class MeridianClient {
     };
   }
 
+  /** The server's clock now, Unix s: this browser's, corrected by the offset measured at connect. */
+  serverTime(): number {
+    return this.serverNow();
+  }
+
   private serverNow(): number {
     return this.opts.now() / 1000 + this.clockOffset;
   }

@@ -33,7 +33,8 @@ async function main(): Promise<void> {
   wsUrl.search = "";
   const client = new MeridianClient({ url: wsUrl.toString(), token });
 
-  const overview = new Overview(lagWarnS, () => Date.now() / 1000);
+  // Heartbeat ages compare the CSC's clock with the server's, not this browser's.
+  const overview = new Overview(lagWarnS, () => client.serverTime());
   const log = new EventLog();
   const queues = new ScriptQueues();
   const commander = config.commander_url ? reachable(config.commander_url, location.hostname) : null;
