@@ -5,6 +5,9 @@
 //! commands through the commander and show the state change, and, when its
 //! frontend is killed (-9) and started again, reconnect and recover with no
 //! gap and no repeat in the event log (checked against the store's streams).
+//! A plot opened mid-run shows the last minutes at once (server-side
+//! backfill) and continues live; when a producer (a separate process) stops,
+//! its plot is greyed as stale, and it comes back when the producer does.
 //! A screenshot is saved to `target/e2e/dashboard.png`.
 //!
 //! The browser side is `web/e2e/dashboard.mjs` (playwright-core driving
@@ -50,8 +53,12 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// `meridian up` on `redis`, every endpoint on a free loopback port; returns it and the commander's base URL.
-fn start_up(dir: &Path, redis: &str) -> (Process, String) {
+/// The CSC whose producer the test stops and starts (a separate process).
+const STALE_CSC: &str = "Test:7";
+
+/// `meridian up` on `redis`, every endpoint on a free loopback port; returns
+/// it, the commander's base URL and the ingest's address.
+fn start_up(dir: &Path, redis: &str) -> (Process, String, String) {
     let config = dir.join("up.toml");
     std::fs::write(
         &config,
@@ -67,7 +74,7 @@ fn start_up(dir: &Path, redis: &str) -> (Process, String) {
         .spawn()
         .expect("start meridian up");
     let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut commander = None;
+    let (mut commander, mut ingest) = (None, None);
     loop {
         let mut line = String::new();
         assert!(
@@ -77,13 +84,34 @@ fn start_up(dir: &Path, redis: &str) -> (Process, String) {
         if let Some(url) = line.trim().strip_prefix("commander:") {
             commander = Some(url.trim().trim_end_matches("/cmd/").to_string());
         }
+        if let Some(rest) = line.trim().strip_prefix("ingest:") {
+            let addr = rest.trim().trim_start_matches("quic://");
+            ingest = Some(addr.split_whitespace().next().unwrap_or("").to_string());
+        }
         if line.contains("Press Ctrl-C") {
             break;
         }
     }
     // Keep draining its stdout so it never blocks on a full pipe.
     std::thread::spawn(move || for _ in reader.lines() {});
-    (Process(child), commander.expect("up prints its commander URL"))
+    (
+        Process(child),
+        commander.expect("up prints its commander URL"),
+        ingest.expect("up prints its ingest address"),
+    )
+}
+
+/// A producer process simulating its own `Test:7`, so the test can stop its
+/// telemetry (the dashboard must grey its plot as stale) and start it again.
+fn start_producer(ingest: &str) -> Process {
+    let child = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["producer", "--csc", STALE_CSC, "--ingest", ingest])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start meridian producer");
+    Process(child)
 }
 
 /// A frontend manager process on `port`, serving the dashboard, sending commands to `commander`.
@@ -214,7 +242,20 @@ async fn the_dashboard_shows_the_night_commands_and_recovers_from_a_frontend_res
     std::fs::create_dir_all(&dir).unwrap();
     let redis = RedisServer::start().unwrap();
     let store = RedisStore::connect(&redis.url()).await.unwrap();
-    let (_up, commander) = start_up(&dir, &redis.url());
+    let (_up, commander, ingest) = start_up(&dir, &redis.url());
+    let mut producer = Some(start_producer(&ingest));
+    wait_for("Test:7's topics in the catalog", Duration::from_secs(30), || {
+        let store = &store;
+        async move {
+            let catalog = store.hash_get(meridian_proto::CATALOG_KEY).await.ok()?;
+            catalog
+                .iter()
+                .any(|(field, _)| field == "Test:7/telemetry/scalars")
+                .then_some(())
+        }
+    })
+    .await
+    .unwrap();
     let port = free_port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut frontend = Some(start_frontend(&dir, &redis.url(), port, &commander));
@@ -270,6 +311,12 @@ async fn the_dashboard_shows_the_night_commands_and_recovers_from_a_frontend_res
         } else if line == "@start" {
             frontend = Some(start_frontend(&dir, &redis.url(), port, &commander));
             wait_ready(addr).await;
+            "ok".to_string()
+        } else if line == "@stop-producer" {
+            drop(producer.take());
+            "ok".to_string()
+        } else if line == "@start-producer" {
+            producer = Some(start_producer(&ingest));
             "ok".to_string()
         } else if let Some(json) = line.strip_prefix("@check ") {
             let report: Value = serde_json::from_str(json).unwrap();

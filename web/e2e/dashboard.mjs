@@ -5,6 +5,7 @@
 //   "@kill"          -> kill -9 the frontend, wait until events were stored meanwhile -> "ok"
 //   "@start"         -> start the frontend again on the same port              -> "ok"
 //   "@check <json>"  -> compare the page's event ids with the store's           -> "ok" | "fail <why>"
+//   "@stop-producer" / "@start-producer" -> stop / start Test:7's producer     -> "ok"
 // Environment: DASHBOARD_URL (with ?token=), SCREENSHOT (PNG path).
 // Exits non-zero, saying why, at the first thing an operator would notice.
 
@@ -69,7 +70,8 @@ async function main() {
   page.on("pageerror", (e) => consoleErrors.push(String(e)));
   try {
     step(`open ${url.replace(/token=[^&]+/, "token=…")}`);
-    await page.goto(url);
+    const plots = "MTMount:0/azimuth/actualPosition,demandPosition;MTMount:0/elevation/actualPosition;MTM1M3:0/forceActuatorData/fz,mx,my;Test:7/scalars/int0";
+    await page.goto(`${url}&plots=${encodeURIComponent(plots)}`);
     await page.waitForSelector('#conn[data-status="open"]', { timeout: T });
 
     step("CSC states appear");
@@ -123,6 +125,36 @@ async function main() {
     await ask(`@check ${JSON.stringify({ ids, killed_ms: killedAt, started_ms: startedAt })}`);
     const dropped = await page.evaluate(() => window.meridian.client.stats.duplicatesDropped);
     step(`recovered: ${Object.values(ids).reduce((n, l) => n + l.length, 0)} heartbeats checked, ${dropped} repeats dropped by id`);
+
+    step("a plot opened mid-run shows history at once, then continues live");
+    const opened = Date.now() / 1000;
+    await page.selectOption("#plot-topic", "MTMount:0/azimuth");
+    await page.fill("#plot-fields", "actualVelocity");
+    await page.click("#plot-form button[type=submit]");
+    const velocity = (what, fn) =>
+      page.waitForFunction(fn, opened, { timeout: T }).catch((e) => {
+        throw new Error(`${what}: ${e.message.split("\n")[0]}`);
+      });
+    await velocity("history of the new plot", (t0) => {
+      const p = window.meridian.plots.all().find((p) => p.fields[0] === "actualVelocity");
+      // History covering at least the 10 s before the plot was opened, before any live sample.
+      return p && p.backfilled > 0 && p.firstTime() !== null && p.firstTime() < t0 - 10;
+    });
+    await velocity("live samples on the new plot", () => window.meridian.plots.all().find((p) => p.fields[0] === "actualVelocity").received > 10);
+
+    step("a stopped producer's plot turns stale, and live again when it is back");
+    const stale = (want) =>
+      page
+        .waitForFunction((w) => document.querySelector('.plot[data-topic="Test:7/telemetry/scalars"]')?.classList.contains("stale") === w, want, { timeout: T })
+        .catch((e) => {
+          throw new Error(`Test:7's plot ${want ? "greyed as stale" : "live"}: ${e.message.split("\n")[0]}`);
+        });
+    await page.waitForFunction(() => (window.meridian.plots.all().find((p) => p.topic.csc === "Test")?.received ?? 0) > 0, null, { timeout: T });
+    await stale(false);
+    await ask("@stop-producer");
+    await stale(true);
+    await ask("@start-producer");
+    await stale(false);
 
     step("the ScriptQueue shows scripts");
     await page.waitForFunction(() => /current: \d+/.test(document.querySelector('.queue[data-queue="1"] .q-current')?.textContent ?? "") || /past \([1-9]/.test(document.querySelector('.queue[data-queue="1"]')?.textContent ?? ""), null, { timeout: 60_000 });

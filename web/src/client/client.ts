@@ -225,13 +225,14 @@ export class MeridianClient {
 
   /** Decimated history of some fields (server-side min/max per bucket). */
   plot(req: PlotRequest): Promise<PlotReply> {
-    const id = `p${this.nextRequestId++}`;
+    // The server echoes a numeric id (u64).
+    const id = this.nextRequestId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
-        this.plots.delete(id);
+        this.plots.delete(String(id));
         reject(new Error(`plot of ${req.csc}/${req.topic}: no reply within ${this.opts.requestTimeoutMs} ms`));
       }, this.opts.requestTimeoutMs);
-      this.plots.set(id, { resolve, reject, timer });
+      this.plots.set(String(id), { resolve, reject, timer });
       this.send({ op: "plot", ...req, id });
     });
   }

@@ -53,7 +53,7 @@ export type ServerMessage =
  */
 export interface PlotReply {
   type: "plot";
-  id?: string | number;
+  id?: number;
   topic: TopicRef;
   fields: string[];
   t: number[];

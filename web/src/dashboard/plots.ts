@@ -80,7 +80,16 @@ export class Plot {
   }
 
   /** Decimated history: each bucket as its min then its max, so spikes show. */
+  /** History buckets the plot opened with (the server's backfill). */
+  backfilled = 0;
+
+  /** Time of the oldest point, Unix s (null while empty). */
+  firstTime(): number | null {
+    return this.xs.length ? this.xs[0] : null;
+  }
+
   backfill(t: number[], min: (number | null)[][], max: (number | null)[][]): void {
+    this.backfilled = t.length;
     const half = t.length > 1 ? (t[1] - t[0]) / 2 : 0;
     for (let i = 0; i < t.length; i++) {
       this.xs.push(t[i], t[i] + half);
@@ -207,20 +216,23 @@ export class Plots {
     const watched = this.plots.some((p) => same(p.topic, topic));
     this.plots.push(plot);
     const sel = { csc: topic.csc, salindex: topic.salindex, category: topic.category, topic: topic.topic };
-    if (watched) {
-      plot.setStale(false);
-      return plot;
-    }
     try {
       const now = Date.now() / 1000;
       const reply = await this.client.plot({ ...sel, fields, since: now - BACKFILL_S, points: BACKFILL_POINTS });
-      plot.backfill(reply.t, reply.min, reply.max);
-      this.client.subscribe(sel, reply.last_id ?? undefined);
+      if (watched) {
+        // The topic's live samples already flow (another plot): the history
+        // goes under what this plot received while it was read.
+        plot.fill(reply.t, reply.min, reply.max);
+        plot.backfilled = reply.t.length;
+      } else {
+        plot.backfill(reply.t, reply.min, reply.max);
+        this.client.subscribe(sel, reply.last_id ?? undefined);
+      }
     } catch (e) {
       // A frontend without plot history: live data only.
       plot.setStale(false);
       console.warn(`plot history unavailable: ${String(e)}`);
-      this.client.subscribe(sel);
+      if (!watched) this.client.subscribe(sel);
     }
     return plot;
   }
