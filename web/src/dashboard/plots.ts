@@ -146,6 +146,12 @@ export class Plot {
   }
 
   setStale(stale: boolean, since?: number): void {
+    if (stale && this.xs.length > 0 && this.ys[0][this.ys[0].length - 1] !== null) {
+      // Break the line: no sample arrived, so nothing is drawn across the silence.
+      this.xs.push(this.xs[this.xs.length - 1] + 1e-3);
+      for (const y of this.ys) y.push(null);
+      this.dirty = true;
+    }
     this.root.classList.toggle("stale", stale);
     this.status.textContent = stale ? `stale since ${since ? fmtTime(since) : "?"}` : `live`;
   }
