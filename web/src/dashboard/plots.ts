@@ -12,6 +12,7 @@ import "uplot/dist/uPlot.min.css";
 import type { MeridianClient, Sample, TopicRef } from "../client";
 import { topicKey } from "../client";
 import { el, fmtTime } from "./config";
+import { fieldValue, mergeBuckets } from "./series";
 
 /** How far back a new plot starts, s. */
 export const BACKFILL_S = 300;
@@ -24,15 +25,6 @@ export const MAX_POINTS = 3000 + 2 * BACKFILL_POINTS;
 export const DRAW_INTERVAL_MS = 50;
 
 const COLOURS = ["#4fc3f7", "#ffb74d", "#aed581", "#f06292", "#ba68c8", "#fff176"];
-
-/** `name` or `name[3]` of a sample's fields, as a number. */
-export function fieldValue(fields: Record<string, unknown>, spec: string): number | null {
-  const m = /^([A-Za-z0-9_]+)\[(\d+)\]$/.exec(spec);
-  const v = m ? (fields[m[1]] as unknown[] | undefined)?.[Number(m[2])] : fields[spec];
-  if (typeof v === "number") return v;
-  if (typeof v === "boolean") return v ? 1 : 0;
-  return null;
-}
 
 export class Plot {
   readonly root: HTMLElement;
@@ -90,11 +82,7 @@ export class Plot {
 
   backfill(t: number[], min: (number | null)[][], max: (number | null)[][]): void {
     this.backfilled = t.length;
-    const half = t.length > 1 ? (t[1] - t[0]) / 2 : 0;
-    for (let i = 0; i < t.length; i++) {
-      this.xs.push(t[i], t[i] + half);
-      for (let f = 0; f < this.fields.length; f++) this.ys[f].push(min[i]?.[f] ?? null, max[i]?.[f] ?? null);
-    }
+    mergeBuckets(this.xs, this.ys, t, min, max);
     this.status.textContent = `history: ${t.length} buckets`;
     this.dirty = true;
   }
@@ -110,23 +98,7 @@ export class Plot {
    * order between the points around it.
    */
   fill(t: number[], min: (number | null)[][], max: (number | null)[][]): void {
-    if (t.length === 0) return;
-    const half = t.length > 1 ? (t[1] - t[0]) / 2 : 0;
-    const end = t[t.length - 1] + 2 * half;
-    // The buckets stand for every sample of their window: they replace the
-    // few (conflated) points already there.
-    let from = this.xs.length;
-    while (from > 0 && this.xs[from - 1] >= t[0]) from--;
-    let to = from;
-    while (to < this.xs.length && this.xs[to] < end) to++;
-    const xs: number[] = [];
-    const ys: (number | null)[][] = this.fields.map(() => []);
-    for (let i = 0; i < t.length; i++) {
-      xs.push(t[i], t[i] + half);
-      for (let f = 0; f < this.fields.length; f++) ys[f].push(min[i]?.[f] ?? null, max[i]?.[f] ?? null);
-    }
-    this.xs.splice(from, to - from, ...xs);
-    for (let f = 0; f < this.fields.length; f++) this.ys[f].splice(from, to - from, ...ys[f]);
+    mergeBuckets(this.xs, this.ys, t, min, max);
     this.dirty = true;
   }
 
