@@ -80,9 +80,9 @@ export class Plot {
     return this.xs.length ? this.xs[0] : null;
   }
 
-  backfill(t: number[], min: (number | null)[][], max: (number | null)[][]): void {
+  backfill(t: number[], min: (number | null)[][], max: (number | null)[][], width: number): void {
     this.backfilled = t.length;
-    mergeBuckets(this.xs, this.ys, t, min, max);
+    mergeBuckets(this.xs, this.ys, t, min, max, width);
     this.status.textContent = `history: ${t.length} buckets`;
     this.dirty = true;
   }
@@ -97,8 +97,8 @@ export class Plot {
    * conflates telemetry it replays after a reconnect), inserted in time
    * order between the points around it.
    */
-  fill(t: number[], min: (number | null)[][], max: (number | null)[][]): void {
-    mergeBuckets(this.xs, this.ys, t, min, max);
+  fill(t: number[], min: (number | null)[][], max: (number | null)[][], width: number): void {
+    mergeBuckets(this.xs, this.ys, t, min, max, width);
     this.dirty = true;
   }
 
@@ -173,9 +173,10 @@ export class Plots {
       for (const p of this.plots) {
         const from = p.newest();
         if (from === null) continue;
+        const until = Date.now() / 1000;
         this.client
-          .plot({ ...p.topic, fields: p.fields, since: from, until: Date.now() / 1000, points: BACKFILL_POINTS })
-          .then((r) => p.fill(r.t, r.min, r.max))
+          .plot({ ...p.topic, fields: p.fields, since: from, until, points: BACKFILL_POINTS })
+          .then((r) => p.fill(r.t, r.min, r.max, (until - from) / BACKFILL_POINTS))
           .catch(() => {});
       }
     });
@@ -200,10 +201,10 @@ export class Plots {
       if (watched) {
         // The topic's live samples already flow (another plot): the history
         // goes under what this plot received while it was read.
-        plot.fill(reply.t, reply.min, reply.max);
+        plot.fill(reply.t, reply.min, reply.max, BACKFILL_S / BACKFILL_POINTS);
         plot.backfilled = reply.t.length;
       } else {
-        plot.backfill(reply.t, reply.min, reply.max);
+        plot.backfill(reply.t, reply.min, reply.max, BACKFILL_S / BACKFILL_POINTS);
         this.client.subscribe(sel, reply.last_id ?? undefined);
       }
     } catch (e) {

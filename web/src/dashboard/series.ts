@@ -11,8 +11,8 @@ export function fieldValue(fields: Record<string, unknown>, spec: string): numbe
 }
 
 /**
- * Puts decimated buckets (each bucket's min at its start, its max half a
- * bucket later, so a spike between two pixels survives) into `xs`/`ys` in
+ * Puts decimated buckets of `width` seconds (each bucket's min at its
+ * start, its max half a bucket later, so a spike between two pixels survives) into `xs`/`ys` in
  * time order. The buckets stand for every sample of their window, so the
  * points already inside it (e.g. conflated replays) are replaced; points
  * before and after are kept.
@@ -23,9 +23,12 @@ export function mergeBuckets(
   t: number[],
   min: (number | null)[][],
   max: (number | null)[][],
+  width: number,
 ): void {
   if (t.length === 0) return;
-  const half = t.length > 1 ? (t[1] - t[0]) / 2 : 0;
+  // `t` lists only non-empty buckets: their width comes from the request,
+  // not from the distance between two of them.
+  const half = width / 2;
   const end = t[t.length - 1] + 2 * half;
   let from = xs.length;
   while (from > 0 && xs[from - 1] >= t[0]) from--;
