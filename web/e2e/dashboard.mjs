@@ -106,7 +106,7 @@ async function main() {
     }
 
     step("the frontend is killed and restarted; the page recovers with no gap");
-    const topics = ["MTMount:0/heartbeat", "ATDome:0/heartbeat", "Test:1/heartbeat", "MTM1M3:0/heartbeat"];
+    const topics = ["MTMount:0/heartbeat", "ATDome:0/heartbeat", "Test:1/heartbeat", "MTM1M3:0/heartbeat", "Test:7/heartbeat"];
     const idsNow = () => page.evaluate((ts) => Object.fromEntries(ts.map((t) => [t, window.meridian.log.idsByTopic.get(t) ?? []])), topics);
     const connectsBefore = await page.evaluate(() => window.meridian.client.stats.connects);
     const killedAt = Date.now();
@@ -121,6 +121,13 @@ async function main() {
       [topics, startedAt + 1000],
       { timeout: T },
     );
+    // Telemetry resumes too (every plot, and the separate producer's events).
+    const counts = await page.evaluate(() => window.meridian.plots.all().map((p) => p.received));
+    await page
+      .waitForFunction((before) => window.meridian.plots.all().every((p, i) => p.received > before[i] + 5), counts, { timeout: T })
+      .catch((e) => {
+        throw new Error(`every plot receiving again after the restart: ${e.message.split("\n")[0]}`);
+      });
     const ids = await idsNow();
     await ask(`@check ${JSON.stringify({ ids, killed_ms: killedAt, started_ms: startedAt })}`);
     const dropped = await page.evaluate(() => window.meridian.client.stats.duplicatesDropped);

@@ -3,7 +3,7 @@
 // every event once, in order.
 
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { backoffDelay, DEFAULT_BACKOFF, MeridianClient, type Sample, type SocketLike } from "./client";
+import { backoffDelay, DEFAULT_BACKOFF, MAX_IN_FLIGHT, MeridianClient, type Sample, type SocketLike } from "./client";
 import type { StaleNotice, WireSample } from "./protocol";
 
 /** One socket the client opened; the test plays the server's side. */
@@ -120,6 +120,34 @@ describe("MeridianClient", () => {
     expect(scalars).toEqual([1, 2, 3, 4, 5]);
     expect(client.stats.duplicatesDropped).toBe(1);
     expect(client.lastId({ csc: "Test", salindex: 1, category: "event", topic: "scalars" })).toBe("1004-0");
+  });
+
+  it("keeps at most MAX_IN_FLIGHT requests unanswered, so a big recovery is not refused", async () => {
+    const { client, last } = setup();
+    client.subscribe({ csc: "Big", salindex: 0, category: "event" });
+    last().accept();
+    // 100 event topics seen, then the connection drops.
+    const samples = Array.from({ length: 100 }, (_, i) => event("Big", `topic${i}`, `${i + 1}-0`, i));
+    last().push({ type: "batch", samples });
+    last().drop();
+    await vi.advanceTimersByTimeAsync(DEFAULT_BACKOFF.initialMs);
+    last().accept();
+    // time + 100 recoveries + the wildcard: only MAX_IN_FLIGHT go out before replies come.
+    expect(last().sent.length - 1).toBe(MAX_IN_FLIGHT);
+    let answered = 0;
+    while (last().sent.length - 1 < 102) {
+      const before = last().sent.length;
+      last().push({ type: "subscribed", topics: [], waiting: false });
+      answered++;
+      expect(last().sent.length).toBe(before + 1);
+    }
+    expect(answered).toBe(102 - MAX_IN_FLIGHT);
+    const subs = last().subscribes();
+    expect(subs.length).toBe(101);
+    expect(subs[0]).toEqual({ op: "subscribe", csc: "Big", salindex: 0, category: "event", topic: "topic0", after: "1-0" });
+    expect(subs[100]).toEqual({ op: "subscribe", csc: "Big", salindex: 0, category: "event" });
+    // A refusal is an answer too.
+    last().push({ type: "error", message: "x", fatal: false });
   });
 
   it("recovers an aggregated CSC's stream once for all its instances", async () => {

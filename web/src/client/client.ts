@@ -50,6 +50,14 @@ export interface Backoff {
 export const DEFAULT_BACKOFF: Backoff = { initialMs: 250, maxMs: 10_000, factor: 2 };
 
 /**
+ * Requests sent and not yet answered, at most. The server refuses requests
+ * beyond its MAX_PENDING_REQUESTS (64) with an error; a reconnect that
+ * recovers every topic of a night's CSCs sends many more than that at once,
+ * so the rest wait here for replies.
+ */
+export const MAX_IN_FLIGHT = 32;
+
+/**
  * Delay before reconnect attempt `attempt` (0-based): exponential, capped,
  * with jitter in [50 %, 100 %] so a frontend's browsers do not all come
  * back in the same millisecond after it restarts.
@@ -174,6 +182,9 @@ export class MeridianClient {
   private clockOffset = 0;
   /** Messages for the server waiting for the connection to be welcomed. */
   private outbox: string[] = [];
+  /** Requests sent on this connection and not answered yet, and those waiting for room. */
+  private inFlight = 0;
+  private queued: string[] = [];
 
   status: Status = "connecting";
   scope: "read" | "command" | null = null;
@@ -301,6 +312,8 @@ export class MeridianClient {
       if (this.ws !== ws) return;
       this.ws = null;
       this.welcomed = false;
+      this.inFlight = 0;
+      this.queued = [];
       this.failPending(`connection closed (${ev.code})`);
       if (this.stopped) return;
       if (ev.code === 4003) {
@@ -327,6 +340,10 @@ export class MeridianClient {
   }
 
   private handle(msg: ServerMessage): void {
+    if (REPLIES.has(msg.type)) {
+      this.inFlight = Math.max(0, this.inFlight - 1);
+      this.pump();
+    }
     switch (msg.type) {
       case "welcome":
         this.welcomed = true;
@@ -338,7 +355,7 @@ export class MeridianClient {
         this.emit("welcome", { scope: msg.scope, server: msg.server, tickMs: msg.tick_ms });
         this.rawSend({ op: "time", request_time: this.opts.now() / 1000 });
         this.resubscribe();
-        for (const m of this.outbox.splice(0)) this.ws?.send(m);
+        for (const m of this.outbox.splice(0)) this.enqueue(m);
         return;
       case "batch":
         for (const s of msg.samples) this.deliver(s);
@@ -486,12 +503,25 @@ export class MeridianClient {
       return;
     }
     const text = JSON.stringify(msg);
-    if (this.welcomed) this.ws?.send(text);
+    if (this.welcomed) this.enqueue(text);
     else this.outbox.push(text);
   }
 
   private rawSend(msg: Record<string, unknown>): void {
-    if (this.ws && this.welcomed) this.ws.send(JSON.stringify(msg));
+    if (this.ws && this.welcomed) this.enqueue(JSON.stringify(msg));
+  }
+
+  /** Sends a request when fewer than MAX_IN_FLIGHT are unanswered, in order. */
+  private enqueue(text: string): void {
+    this.queued.push(text);
+    this.pump();
+  }
+
+  private pump(): void {
+    while (this.ws && this.welcomed && this.inFlight < MAX_IN_FLIGHT && this.queued.length > 0) {
+      this.inFlight++;
+      this.ws.send(this.queued.shift()!);
+    }
   }
 
   private failPending(why: string): void {
@@ -525,6 +555,9 @@ export class MeridianClient {
     }
   }
 }
+
+/** Messages that answer one request each (see docs/protocol.md). */
+const REPLIES = new Set<string>(["subscribed", "unsubscribed", "history", "plot", "time", "error"]);
 
 function normalize(sel: Selector): Selector {
   const out: Selector = { csc: sel.csc };
