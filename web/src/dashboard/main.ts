@@ -69,7 +69,14 @@ async function main(): Promise<void> {
   let scripts = false;
   const topicSelect = $("plot-topic") as HTMLSelectElement;
   const telemetry = new Set<string>();
+  // A card (and a command target) for each CSC, i.e. each instance that
+  // declares the generic heartbeat; pseudo-CSCs of the replaced system
+  // (ScriptQueueState, …) only feed the event log.
+  const cards = new Set<string>();
   const applyCatalog = () => {
+    const cscs = new Set(
+      config.topics.filter((t) => t.salindex !== null && t.category === "event" && t.topic === "heartbeat").map((t) => cscLabel(t.csc, t.salindex!)),
+    );
     for (const t of config.topics) {
       if (t.salindex === null) {
         if (t.csc === "Script" && !scripts) {
@@ -81,10 +88,13 @@ async function main(): Promise<void> {
       const label = cscLabel(t.csc, t.salindex);
       if (!instances.has(label)) {
         instances.add(label);
-        overview.add(t.csc, t.salindex);
-        commands.addCsc(label);
         if (t.csc === "ScriptQueue") queues.add(t.salindex);
         client.subscribe({ csc: t.csc, salindex: t.salindex, category: "event" });
+      }
+      if (cscs.has(label) && !cards.has(label)) {
+        cards.add(label);
+        overview.add(t.csc, t.salindex);
+        commands.addCsc(label);
       }
       if (t.category === "telemetry" && !telemetry.has(`${label}/${t.topic}`)) {
         telemetry.add(`${label}/${t.topic}`);
