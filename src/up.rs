@@ -29,11 +29,15 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         ServerTrust::Roots(identity.chain.clone())
     };
     let ingest = Ingest::bind(&config, store.clone(), identity)?;
-    let frontend = Frontend::bind(&config, store.clone()).await?;
     let producers_stop = shutdown.child_token();
     let sim = crate::cli::start_sims(&config.sim, &config.sim.cscs, &producers_stop)?;
     let middleware = Arc::new(sim.clone());
     let commander = meridian_commander::Commander::bind(&config, middleware.clone(), store.clone()).await?;
+    // The dashboard's command panel sends to this process's commander.
+    if config.frontend.commander_url.is_none() {
+        config.frontend.commander_url = Some(format!("http://{}", commander.local_addr()));
+    }
+    let frontend = Frontend::bind(&config, store.clone()).await?;
 
     let ingest_addr = ingest.local_addr();
     let web = frontend.local_addr();

@@ -1,6 +1,7 @@
 //! `[frontend]`: the manager that serves browsers over HTTP and WebSocket.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -123,6 +124,22 @@ pub struct FrontendConfig {
     /// 3600000. Default 1000: keeps a 50 Hz topic from flapping on the
     /// jitter of one read.
     pub stale_min_ms: u64,
+
+    /// Directory of the built dashboard (`web/dist`, made by `npm run build`
+    /// in `web/`), served at `/`. Read from disk on each request, so a
+    /// rebuilt dashboard needs no restart and the binary needs no Node.js
+    /// to compile. A relative path is relative to the working directory.
+    /// Default `"web/dist"` (running from a checkout). Missing: `/` serves a
+    /// page saying how to build it.
+    pub dashboard_dir: PathBuf,
+
+    /// Base URL of the commander's HTTP API as browsers reach it, e.g.
+    /// `"http://commander.example.org:8081"`; the dashboard sends commands
+    /// there (it learns it from `/dashboard-config.json`). No default: the
+    /// dashboard's command panel stays disabled. `meridian up` sets it to
+    /// its own commander.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commander_url: Option<String>,
 }
 
 impl FrontendConfig {
@@ -194,6 +211,18 @@ impl FrontendConfig {
                 );
             }
         }
+        if let Some(url) = &self.commander_url {
+            let rest = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"));
+            if rest.is_none_or(|r| r.is_empty() || r.chars().any(char::is_whitespace)) {
+                problems.push(
+                    "frontend.commander_url",
+                    "an http:// or https:// URL without whitespace",
+                    url.clone(),
+                );
+            }
+        }
         if (16..=1_000_000).contains(&self.client_queue) && self.client_queue < self.read_count {
             // One read hands up to read_count entries of a stream to every
             // browser at once: a smaller queue loses events on every burst.
@@ -229,6 +258,8 @@ impl Default for FrontendConfig {
             love_commander_url: None,
             stale_periods: 5,
             stale_min_ms: 1000,
+            dashboard_dir: PathBuf::from("web/dist"),
+            commander_url: None,
         }
     }
 }

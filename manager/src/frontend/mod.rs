@@ -7,8 +7,8 @@
 //!
 //! Endpoints: `GET /ws` (native protocol, `docs/protocol.md`),
 //! `GET /manager/…/ws/subscription/` (the replaced system's protocol, for
-//! its unchanged browser client and producers), `GET /` (a minimal live
-//! page), `GET /healthz`, `GET /readyz` and `GET /metrics` (Prometheus).
+//! its unchanged browser client and producers), `GET /` (the dashboard,
+//! [`dashboard`]), `GET /healthz`, `GET /readyz` and `GET /metrics` (Prometheus).
 //!
 //! Bounds (see [`inbox`]): telemetry is conflated to one value per topic
 //! per browser; events queue up to `frontend.client_queue` /
@@ -28,9 +28,11 @@
 //! - `client`: a native-protocol connection.
 //! - `love`: a connection speaking the replaced system's protocol.
 //! - `balance`: load publishing, rebalancing hints and drain.
+//! - [`dashboard`]: the built dashboard at `/` and its `/dashboard-config.json`.
 
 mod balance;
 mod client;
+pub mod dashboard;
 pub mod hub;
 mod inbox;
 mod love;
@@ -54,9 +56,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use hub::HubStats;
-
-/// A small live page at `/` so a newcomer sees data flow; the dashboard replaces it.
-const PAGE: &str = include_str!("page.html");
 
 /// WebSocket close code: the server is shutting down or rebalancing; reconnect (elsewhere) and recover.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
@@ -195,7 +194,6 @@ impl Frontend {
         let balancer = balance::Balancer::new(self.store.clone(), self.hub.clone(), fc, server.clone());
         let balance_task = tokio::spawn(balancer.clone().run(shutdown.clone()));
         let app = Router::new()
-            .route("/", get(|| async { axum::response::Html(PAGE) }))
             .route("/ws", get(ws_upgrade))
             .route("/manager/ws/subscription", get(love_upgrade))
             .route("/manager/ws/subscription/", get(love_upgrade))
@@ -204,7 +202,12 @@ impl Frontend {
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
-            .with_state(state.clone());
+            .with_state(state.clone())
+            .merge(dashboard::router(dashboard::Dashboard::new(
+                fc.dashboard_dir.clone(),
+                fc.commander_url.clone(),
+                self.store.clone(),
+            )));
         tracing::info!(addr = %self.local_addr(), %server, "frontend listening (HTTP, WebSocket /ws)");
         axum::serve(
             self.listener,
