@@ -31,9 +31,20 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release \
     && cp target/release/meridian /usr/local/bin/meridian
 
+# The control-room dashboard (web/ -> dist), as scripts/build-dashboard builds it.
+FROM node:20-bookworm-slim AS dashboard
+WORKDIR /web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
+COPY web/index.html web/vite.config.ts web/tsconfig.json ./
+COPY web/src src
+RUN npm run build
+
 FROM debian:bookworm-slim AS runtime
 # coreutils' sleep serves the frontend's preStop pause (deploy/base/frontend.yaml).
 COPY --from=build /usr/local/bin/meridian /usr/local/bin/meridian
+# The dashboard the frontend serves at / (frontend.dashboard_dir).
+COPY --from=dashboard /web/dist /usr/share/meridian/dashboard
 # The example configurations, as a starting point at a known path.
 COPY config/examples /etc/meridian/examples
 USER 10001:10001

@@ -378,7 +378,16 @@ async fn the_script_queue_panel_follows_a_queue_served_by_a_meridian_producer() 
     let last_scripts = loop {
         assert!(Instant::now() < end, "the finished list never showed {newest:?}");
         let (s, p) = pseudo(&panel.next().await);
-        if s == "scriptsStream" && indices(&p, "finished_scripts") == newest {
+        // Settled: the queue lists them as finished and each Script's own
+        // events (description, final state) have been applied; until then
+        // newer messages of the same list follow.
+        let settled = |p: &Json| {
+            p["finished_scripts"].as_array().is_some_and(|list| {
+                list.iter()
+                    .all(|s| s["script_state"] == "DONE" && s["path"] != "UNKNOWN" && s["description"] != "")
+            })
+        };
+        if s == "scriptsStream" && indices(&p, "finished_scripts") == newest && settled(&p) {
             break p;
         }
         if s == "scriptsStream" {
