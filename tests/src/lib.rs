@@ -7,10 +7,12 @@
 //! - [`browser`]: a WebSocket client of the native protocol.
 //! - [`manual_csc`]: a CSC whose events the test publishes, to count them end to end.
 //! - [`http`]: a small HTTP/1.1 client over a real socket (the commander's API).
+//! - [`process`]: roles of the `meridian` binary in processes of their own: start, scrape, kill, restart.
 
 pub mod browser;
 pub mod http;
 pub mod manual_csc;
+pub mod process;
 pub mod redis_cluster;
 pub mod redis_server;
 pub mod system;
