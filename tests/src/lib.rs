@@ -8,6 +8,7 @@
 //! - [`manual_csc`]: a CSC whose events the test publishes, to count them end to end.
 //! - [`http`]: a small HTTP/1.1 client over a real socket (the commander's API).
 //! - [`process`]: roles of the `meridian` binary in processes of their own: start, scrape, kill, restart.
+//! - [`udp_proxy`]: a UDP relay a test can cut, to take a producer's network away.
 
 pub mod browser;
 pub mod http;
@@ -16,6 +17,7 @@ pub mod process;
 pub mod redis_cluster;
 pub mod redis_server;
 pub mod system;
+pub mod udp_proxy;
 
 /// Waits until `check` returns `Some`, polling every 10 ms, up to `deadline`.
 /// For conditions with no event to await (e.g. "the store holds N entries").
