@@ -2,6 +2,9 @@
 //! error naming the field, never a panic.
 #![no_main]
 
+#[path = "bounded_alloc.rs"]
+mod bounded_alloc;
+
 use libfuzzer_sys::fuzz_target;
 use meridian_proto::browser::ClientRequest;
 

@@ -3,6 +3,9 @@
 //! be read is recorded for the audit log either way.
 #![no_main]
 
+#[path = "bounded_alloc.rs"]
+mod bounded_alloc;
+
 use libfuzzer_sys::fuzz_target;
 use meridian_commander::request::{parse, Dialect, Received};
 

@@ -3,6 +3,9 @@
 //! parse error's position).
 #![no_main]
 
+#[path = "bounded_alloc.rs"]
+mod bounded_alloc;
+
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

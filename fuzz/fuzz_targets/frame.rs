@@ -1,9 +1,12 @@
 //! QUIC stream bytes → frames, both directions: whatever a peer sends, the
 //! decoder returns a frame, "need more bytes" or a typed error; it never
-//! panics and never allocates past `MAX_FRAME_LEN` (run with
-//! `-malloc_limit_mb`). Decoded hellos are validated, and every decoded
+//! panics and never makes one allocation over twice `MAX_FRAME_LEN`
+//! ([`bounded_alloc`]). Decoded hellos are validated, and every decoded
 //! frame must encode and decode back to itself.
 #![no_main]
+
+#[path = "bounded_alloc.rs"]
+mod bounded_alloc;
 
 use libfuzzer_sys::fuzz_target;
 use meridian_proto::{decode_frame, encode_frame, FrameBuffer, IngestFrame, ProducerFrame};
