@@ -14,7 +14,9 @@ use meridian_proto::{decode_frame, encode_frame, FrameBuffer, IngestFrame, Produ
 fuzz_target!(|data: &[u8]| {
     // The first byte picks how the stream is cut into reads, so frames
     // split across reads are exercised too.
-    let Some((&cut, bytes)) = data.split_first() else { return };
+    let Some((&cut, bytes)) = data.split_first() else {
+        return;
+    };
     let chunk = usize::from(cut).max(1);
     let mut frames = FrameBuffer::new();
     for piece in bytes.chunks(chunk) {
