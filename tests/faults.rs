@@ -484,16 +484,21 @@ fn slope(samples: &[(f64, f64)]) -> f64 {
     cov / var
 }
 
-/// Night-like load for 10 minutes (40 s without `MERIDIAN_LONG_TESTS=1`),
+/// Night-like load for 10 minutes (45 s without `MERIDIAN_LONG_TESTS=1`),
 /// the counted CSC publishing throughout and a browser receiving it: the RSS
-/// of every role is sampled each second and, after a warm-up of a fifth of
-/// the run, must show no growth trend: the least-squares slope, extrapolated
-/// over the measured window, stays under 5 % of the role's mean RSS plus
-/// 2 MiB (allocator noise). Every event still arrives exactly once.
+/// of every role is sampled each second and, after a warm-up (2 min; 15 s
+/// in the short run), must show no growth trend: the least-squares slope,
+/// extrapolated over the measured window, stays under 5 % of the role's
+/// mean RSS plus 2 MiB of allocator noise (4 MiB in the short run, where
+/// the ingest still grows its buffers: about 2 MiB in its first minute,
+/// then +72 KiB/min over the next eight). Every event still arrives
+/// exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_soak_at_night_load_shows_no_memory_growth() {
-    let run = Duration::from_secs(if long() { 600 } else { 40 });
-    let warm_up = run / 5;
+    let (run, warm_up, noise_mib) = match long() {
+        true => (Duration::from_secs(600), Duration::from_secs(120), 2.0),
+        false => (Duration::from_secs(45), Duration::from_secs(15), 4.0),
+    };
     let last = (EVENTS_PER_S * run.as_secs()) as i64;
     let night = Night::start(1, false).await;
     let browser = counted_browser(&night, last, None).await;
@@ -523,7 +528,7 @@ async fn a_soak_at_night_load_shows_no_memory_growth() {
         let mean = points.iter().map(|p| p.1).sum::<f64>() / points.len() as f64;
         let s = slope(points);
         let growth = s * window;
-        let allowed = 0.05 * mean + 2.0 * 1024.0 * 1024.0;
+        let allowed = 0.05 * mean + noise_mib * 1024.0 * 1024.0;
         println!(
             "soak {role}: mean RSS {:.1} MiB, slope {:+.1} KiB/min over {window:.0} s (growth {:+.2} MiB, allowed {:.2} MiB)",
             mean / 1048576.0,
