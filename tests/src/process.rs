@@ -86,6 +86,7 @@ impl Process {
     pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
         let status = Command::new("kill")
             .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .stderr(Stdio::null())
             .status()?;
         anyhow::ensure!(status.success(), "kill -{signal} failed");
         Ok(())
