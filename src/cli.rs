@@ -24,6 +24,10 @@ pub struct Cli {
     /// Log format: `text` for people, `json` for log collectors (overrides log.format).
     #[arg(long, global = true, value_enum)]
     log_format: Option<LogFormatArg>,
+    /// Serve /metrics, /healthz and /readyz of this process's roles at this
+    /// TCP address, e.g. 0.0.0.0:9090 (overrides metrics.listen).
+    #[arg(long, global = true, value_name = "ADDR", env = "MERIDIAN_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     #[command(subcommand)]
     command: Command,
 }
@@ -150,6 +154,9 @@ impl Cli {
                 LogFormatArg::Json => LogFormat::Json,
             };
         }
+        if let Some(addr) = self.metrics_listen {
+            config.metrics.listen = Some(addr);
+        }
         let use_redis = |config: &mut Config, url: &Option<String>| {
             if let Some(url) = url {
                 config.store.backend = StoreBackend::Redis;
@@ -230,12 +237,16 @@ impl Cli {
                     RoleArg::Frontend => Role::Frontend,
                     RoleArg::All => Role::All,
                 };
-                Ok(meridian_manager::run(&config, role, shutdown).await?)
+                let manager = meridian_manager::Manager::bind(&config, role).await?;
+                crate::observe::serve(config.metrics.listen, manager.observers(), shutdown.clone()).await?;
+                Ok(manager.run(shutdown).await?)
             }
             Command::Producer(_) => {
                 let sim = start_sims(&config.sim, std::slice::from_ref(&config.producer.csc), &shutdown)?;
                 let trust = meridian_producer::ServerTrust::from_config(&config.tls)?;
-                let stats = Arc::default();
+                let stats: Arc<meridian_producer::ProducerStats> = Arc::default();
+                crate::observe::serve(config.metrics.listen, vec![stats.observer()], shutdown.clone())
+                    .await?;
                 meridian_producer::run(&config, Arc::new(sim.clone()), trust, stats, shutdown).await?;
                 sim.stopped().await;
                 Ok(())
@@ -248,6 +259,12 @@ impl Cli {
                 let sim = start_sims(&config.sim, &config.sim.cscs, &shutdown)?;
                 let commander =
                     meridian_commander::Commander::bind(&config, Arc::new(sim.clone()), store).await?;
+                crate::observe::serve(
+                    config.metrics.listen,
+                    vec![commander.observer()],
+                    shutdown.clone(),
+                )
+                .await?;
                 commander.run(shutdown).await?;
                 sim.stopped().await;
                 Ok(())

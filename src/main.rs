@@ -3,6 +3,7 @@
 
 mod bench;
 mod cli;
+mod observe;
 mod sim_list;
 mod up;
 

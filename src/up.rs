@@ -66,6 +66,10 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     println!("  ingest:     quic://{ingest_addr} (producers)");
     println!("Press Ctrl-C to stop.");
 
+    let observers: Vec<Arc<dyn meridian_proto::metrics::Observe>> =
+        vec![ingest.observer(), frontend.observer(), commander.observer()];
+    crate::observe::serve(config.metrics.listen, observers, shutdown.clone()).await?;
+
     let tasks = TaskTracker::new();
     let mut producers = Vec::new();
     // One producer per simulated CSC, and one for every Script the

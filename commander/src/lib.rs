@@ -19,9 +19,9 @@
 //!   "params", "identity"}` → `200` and one JSON line per acknowledgement
 //!   (`sent`, `in_progress`, then `complete` / `failed` / `timeout`).
 //! - `GET /v1/audit?since=&until=&after=&limit=` — audit entries.
-//! - `GET /healthz`, `GET /readyz`, `GET /openapi.json`.
+//! - `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus), `GET /openapi.json`.
 //!
-//! Every route but the last three needs `Authorization: Bearer <token>`
+//! Every route but the last four needs `Authorization: Bearer <token>`
 //! (or `Token <token>`) from `commander.tokens`, is rate limited per token,
 //! and runs in a tracing span with the peer, token name, CSC and command.
 //!
@@ -48,9 +48,11 @@ pub use error::RequestError;
 
 use meridian_config::{CommanderConfig, Config};
 use meridian_manager::store::Store;
+use meridian_proto::metrics::{Exposition, Histogram, Observe, ReadyCheck};
 use meridian_sim::Middleware;
 use std::future::IntoFuture;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -88,6 +90,86 @@ pub struct AppState {
     audit: audit::AuditLog,
     /// Requests being processed (see [`relay::process`]): awaited at shutdown.
     commands: TaskTracker,
+    /// Outcomes and latencies, for `/metrics`.
+    stats: CommanderStats,
+}
+
+/// Counters of the commander's requests, served at `/metrics`.
+#[derive(Debug, Default)]
+pub struct CommanderStats {
+    complete: AtomicU64,
+    failed: AtomicU64,
+    timeout: AtomicU64,
+    refused: AtomicU64,
+    /// Seconds from sending a command to the CSC to its final acknowledgement.
+    csc_latency: Histogram,
+}
+
+impl CommanderStats {
+    /// Counts one request's outcome; `csc` is how long the CSC took, if it was reached.
+    fn record(&self, outcome: audit::Outcome, csc: Option<Duration>) {
+        let counter = match outcome {
+            audit::Outcome::Complete => &self.complete,
+            audit::Outcome::Failed => &self.failed,
+            audit::Outcome::Timeout => &self.timeout,
+            audit::Outcome::Refused => &self.refused,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(d) = csc {
+            self.csc_latency.observe(d.as_secs_f64());
+        }
+    }
+}
+
+/// The commander as the process's metrics listener sees it (also served
+/// at its own `GET /metrics` and `GET /readyz`).
+pub struct CommanderObserver {
+    state: Arc<AppState>,
+}
+
+impl Observe for CommanderObserver {
+    fn role(&self) -> &'static str {
+        "commander"
+    }
+
+    fn metrics(&self, page: &mut Exposition) {
+        let s = &self.state.stats;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        page.counters(
+            "meridian_commander_requests_total",
+            "Command requests by outcome (refused: before reaching the CSC: token, rate, schema, busy).",
+            "outcome",
+            &[
+                ("complete", get(&s.complete)),
+                ("failed", get(&s.failed)),
+                ("timeout", get(&s.timeout)),
+                ("refused", get(&s.refused)),
+            ],
+        )
+        .gauge(
+            "meridian_commander_in_flight",
+            "Requests being processed now.",
+            self.state.commands.len() as f64,
+        )
+        .histogram(
+            "meridian_commander_csc_seconds",
+            "From sending a command to the CSC to its final acknowledgement (or timeout).",
+            &s.csc_latency,
+        );
+    }
+
+    fn ready(&self) -> ReadyCheck<'_> {
+        Box::pin(async move {
+            let middleware = self.state.middleware.ready().await;
+            let store = self
+                .state
+                .audit
+                .reachable()
+                .await
+                .map_err(|_| "audit store unreachable".to_string());
+            middleware.and(store)
+        })
+    }
 }
 
 impl AppState {
@@ -132,12 +214,20 @@ impl Commander {
                 limiter: rate::RateLimiter::default(),
                 audit: audit::AuditLog::new(store, config.commander.audit_maxlen),
                 commands: TaskTracker::new(),
+                stats: CommanderStats::default(),
             }),
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().unwrap_or(([0, 0, 0, 0], 0).into())
+    }
+
+    /// What the process's metrics listener serves for this commander.
+    pub fn observer(&self) -> Arc<CommanderObserver> {
+        Arc::new(CommanderObserver {
+            state: self.state.clone(),
+        })
     }
 
     /// Serves until `shutdown`; then stops accepting, lets open requests and

@@ -236,6 +236,7 @@ pub async fn process(state: Arc<AppState>, submission: Submission, events: mpsc:
         ),
     };
     entry.outcome = outcome;
+    state.stats.record(outcome, Some(sent.elapsed()));
     entry.status = status;
     entry.result = text.clone();
     entry.duration_ms = ms(submission.arrived.elapsed());
@@ -270,6 +271,7 @@ async fn reject(
     events: &mpsc::Sender<Event>,
 ) {
     entry.refuse(&error);
+    state.stats.record(Outcome::Refused, None);
     entry.duration_ms = ms(arrived.elapsed());
     state.audit.append(&entry).await;
     let _ = events.send(Event::Rejected(error)).await;

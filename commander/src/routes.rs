@@ -39,6 +39,8 @@ pub enum Endpoint {
     Healthz,
     /// Middleware and store are reachable.
     Readyz,
+    /// Counters in Prometheus text.
+    Metrics,
 }
 
 /// One served route.
@@ -82,6 +84,11 @@ pub const ROUTES: &[Route] = &[
         path: "/readyz",
         endpoint: Endpoint::Readyz,
     },
+    Route {
+        method: "GET",
+        path: "/metrics",
+        endpoint: Endpoint::Metrics,
+    },
 ];
 
 /// The router of [`ROUTES`]; anything else is a JSON 404 or 405.
@@ -98,6 +105,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             Endpoint::OpenApi => on(filter, openapi),
             Endpoint::Healthz => on(filter, healthz),
             Endpoint::Readyz => on(filter, readyz),
+            Endpoint::Metrics => on(filter, metrics),
         };
         match paths.iter().position(|(p, _)| *p == route.path) {
             Some(i) => {
@@ -371,6 +379,14 @@ fn audit_query(pairs: &[(String, String)]) -> Result<AuditQuery, RequestError> {
 
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
+}
+
+/// The commander's counters in Prometheus text.
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    use meridian_proto::metrics::{Exposition, Observe, CONTENT_TYPE};
+    let mut page = Exposition::new();
+    crate::CommanderObserver { state }.metrics(&mut page);
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], page.finish()).into_response()
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -22,7 +22,7 @@
 //! - [`error`]: [`ConfigError`] and [`Invalid`], one problem at one key.
 //! - [`csc`]: [`parse_csc`], the `NAME` / `NAME:INDEX` form of a CSC.
 //! - [`store`], [`tls`], [`ingest`], [`frontend`], [`producer`],
-//!   [`commander`], [`sim`], [`log`]: one `[section]` each, with its checks.
+//!   [`commander`], [`sim`], [`log`], [`metrics`]: one `[section]` each, with its checks.
 //! - `validate`: the collector the checks write into.
 //! - `locate`: finds the key path of a parse error's position.
 
@@ -33,6 +33,7 @@ pub mod frontend;
 pub mod ingest;
 mod locate;
 pub mod log;
+pub mod metrics;
 pub mod producer;
 pub mod sim;
 pub mod store;
@@ -49,6 +50,7 @@ pub use error::{ConfigError, Invalid};
 pub use frontend::FrontendConfig;
 pub use ingest::IngestConfig;
 pub use log::{LogConfig, LogFormat};
+pub use metrics::MetricsConfig;
 pub use producer::{ProducerConfig, SpoolOnFull};
 pub use sim::SimConfig;
 pub use store::{StoreBackend, StoreConfig};
@@ -80,6 +82,9 @@ pub struct Config {
     pub sim: SimConfig,
     /// `[log]`: log format and filter (every role).
     pub log: LogConfig,
+    /// `[metrics]`: the `/metrics`, `/healthz`, `/readyz` listener (every
+    /// role but the simulator).
+    pub metrics: MetricsConfig,
 }
 
 impl Config {

@@ -14,10 +14,10 @@ fn example(name: &str) -> PathBuf {
 
 /// Example file and the sections its role reads.
 const EXAMPLES: &[(&str, &[&str])] = &[
-    ("ingest.toml", &["store", "tls", "ingest", "log"]),
-    ("frontend.toml", &["store", "frontend", "log"]),
-    ("producer.toml", &["tls", "producer", "log"]),
-    ("commander.toml", &["store", "commander", "log"]),
+    ("ingest.toml", &["store", "tls", "ingest", "log", "metrics"]),
+    ("frontend.toml", &["store", "frontend", "log", "metrics"]),
+    ("producer.toml", &["tls", "producer", "log", "metrics"]),
+    ("commander.toml", &["store", "commander", "log", "metrics"]),
     ("sim.toml", &["sim", "log"]),
     (
         "up.toml",
@@ -30,6 +30,7 @@ const EXAMPLES: &[(&str, &[&str])] = &[
             "commander",
             "sim",
             "log",
+            "metrics",
         ],
     ),
 ];

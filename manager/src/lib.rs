@@ -21,6 +21,7 @@ pub mod store;
 pub mod tls;
 
 use meridian_config::Config;
+use meridian_proto::metrics::Observe;
 use std::sync::Arc;
 use store::Store;
 use tokio_util::sync::CancellationToken;
@@ -46,34 +47,65 @@ pub enum ManagerError {
 
 /// Runs `role` with the store and endpoints of `config` until `shutdown`.
 pub async fn run(config: &Config, role: Role, shutdown: CancellationToken) -> Result<(), ManagerError> {
-    let store: Arc<dyn Store> = store::open(&config.store).await?;
-    let ingest = match role {
-        Role::Ingest | Role::All => {
-            let identity = tls::Identity::from_config(&config.tls).map_err(ingest::IngestError::from)?;
-            Some(ingest::Ingest::bind(config, store.clone(), identity)?)
+    Manager::bind(config, role).await?.run(shutdown).await
+}
+
+/// A manager whose roles are bound (store opened, endpoints listening) but
+/// not yet serving, so the caller can read their observers first.
+pub struct Manager {
+    ingest: Option<ingest::Ingest>,
+    frontend: Option<frontend::Frontend>,
+}
+
+impl Manager {
+    /// Opens the store and binds the endpoints of `role`.
+    pub async fn bind(config: &Config, role: Role) -> Result<Manager, ManagerError> {
+        let store: Arc<dyn Store> = store::open(&config.store).await?;
+        let ingest = match role {
+            Role::Ingest | Role::All => {
+                let identity = tls::Identity::from_config(&config.tls).map_err(ingest::IngestError::from)?;
+                Some(ingest::Ingest::bind(config, store.clone(), identity)?)
+            }
+            Role::Frontend => None,
+        };
+        let frontend = match role {
+            Role::Frontend | Role::All => Some(frontend::Frontend::bind(config, store.clone()).await?),
+            Role::Ingest => None,
+        };
+        Ok(Manager { ingest, frontend })
+    }
+
+    /// What the process's metrics listener serves: one observer per role.
+    pub fn observers(&self) -> Vec<Arc<dyn Observe>> {
+        let mut roles: Vec<Arc<dyn Observe>> = Vec::new();
+        if let Some(i) = &self.ingest {
+            roles.push(i.observer());
         }
-        Role::Frontend => None,
-    };
-    let frontend = match role {
-        Role::Frontend | Role::All => Some(frontend::Frontend::bind(config, store.clone()).await?),
-        Role::Ingest => None,
-    };
-    // One role failing stops the other: a half-running manager would look healthy.
-    let stop = shutdown.child_token();
-    let ingest_task = async {
-        match ingest {
-            Some(i) => i.run(stop.clone()).await.map_err(ManagerError::from),
-            None => Ok(()),
+        if let Some(f) = &self.frontend {
+            roles.push(f.observer());
         }
-        .inspect_err(|_| stop.cancel())
-    };
-    let frontend_task = async {
-        match frontend {
-            Some(f) => f.run(stop.clone()).await.map_err(ManagerError::from),
-            None => Ok(()),
-        }
-        .inspect_err(|_| stop.cancel())
-    };
-    let (a, b) = tokio::join!(ingest_task, frontend_task);
-    a.and(b)
+        roles
+    }
+
+    /// Serves until `shutdown`; one role failing stops the other.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ManagerError> {
+        // One role failing stops the other: a half-running manager would look healthy.
+        let stop = shutdown.child_token();
+        let ingest_task = async {
+            match self.ingest {
+                Some(i) => i.run(stop.clone()).await.map_err(ManagerError::from),
+                None => Ok(()),
+            }
+            .inspect_err(|_| stop.cancel())
+        };
+        let frontend_task = async {
+            match self.frontend {
+                Some(f) => f.run(stop.clone()).await.map_err(ManagerError::from),
+                None => Ok(()),
+            }
+            .inspect_err(|_| stop.cancel())
+        };
+        let (a, b) = tokio::join!(ingest_task, frontend_task);
+        a.and(b)
+    }
 }

@@ -31,6 +31,7 @@ pub mod session;
 pub mod tls;
 
 use meridian_config::{Config, SpoolOnFull};
+use meridian_proto::metrics::{Exposition, Histogram, Observe, ReadyCheck};
 use meridian_proto::spool::{OnFull, Pushed, Spool};
 use meridian_proto::{CscId, ProducerFrame, Sample};
 use meridian_sim::{CscFeed, Middleware, MiddlewareError, Published};
@@ -88,11 +89,102 @@ pub struct ProducerStats {
     pub telemetry_conflated: AtomicU64,
     /// Connections established (1 + reconnects).
     pub connections: AtomicU64,
+    /// 1 while connected to an ingest manager, 0 otherwise.
+    pub connected: AtomicU64,
+    /// Seconds from a telemetry sample's source timestamp to the moment its
+    /// frame is handed to the QUIC stream (CSC → producer hop).
+    pub telemetry_lag: Histogram,
+    /// The same for events (a replay after a reconnect counts again, with
+    /// the time it waited in the spool).
+    pub event_lag: Histogram,
 }
 
 impl ProducerStats {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// What the process's metrics listener serves for this producer.
+    pub fn observer(self: &Arc<Self>) -> Arc<ProducerObserver> {
+        Arc::new(ProducerObserver { stats: self.clone() })
+    }
+}
+
+/// A producer as the metrics listener sees it: its [`ProducerStats`] as
+/// Prometheus families, and ready while connected to an ingest manager.
+pub struct ProducerObserver {
+    stats: Arc<ProducerStats>,
+}
+
+impl Observe for ProducerObserver {
+    fn role(&self) -> &'static str {
+        "producer"
+    }
+
+    fn metrics(&self, page: &mut Exposition) {
+        let s = &self.stats;
+        let get = ProducerStats::get;
+        page.gauge(
+            "meridian_producer_connected",
+            "1 while connected to an ingest manager.",
+            get(&s.connected) as f64,
+        )
+        .counter(
+            "meridian_producer_connections_total",
+            "Connections to an ingest manager established (1 + reconnects).",
+            get(&s.connections),
+        )
+        .counter(
+            "meridian_producer_events_seen_total",
+            "Events taken from the CSC.",
+            get(&s.events_seen),
+        )
+        .counter(
+            "meridian_producer_samples_sent_total",
+            "Samples written to QUIC streams (replayed events count again).",
+            get(&s.sent),
+        )
+        .counter(
+            "meridian_producer_event_frames_total",
+            "Event frames (batches) written to the event stream.",
+            get(&s.event_frames),
+        )
+        .counter(
+            "meridian_producer_events_acked_total",
+            "Events the ingest acknowledged as stored.",
+            get(&s.acked),
+        )
+        .gauge(
+            "meridian_producer_spooled_events",
+            "Events in the spool, not yet acknowledged (bound: producer.spool_events).",
+            get(&s.spooled) as f64,
+        )
+        .counter(
+            "meridian_producer_events_dropped_total",
+            "Events dropped because the spool was full (producer.spool_on_full).",
+            get(&s.events_dropped),
+        )
+        .counter(
+            "meridian_producer_telemetry_conflated_total",
+            "Telemetry frames not sent because the stream was busy (newer values went next).",
+            get(&s.telemetry_conflated),
+        )
+        .histograms(
+            "meridian_producer_lag_seconds",
+            "From a sample's source timestamp to its frame being sent (CSC -> producer).",
+            "category",
+            &[("telemetry", &s.telemetry_lag), ("event", &s.event_lag)],
+        );
+    }
+
+    fn ready(&self) -> ReadyCheck<'_> {
+        let connected = ProducerStats::get(&self.stats.connected) == 1;
+        Box::pin(async move {
+            match connected {
+                true => Ok(()),
+                false => Err("not connected to an ingest manager".to_string()),
+            }
+        })
     }
 }
 
@@ -218,6 +310,7 @@ async fn produce(
                 match result {
                     Ok(s) => {
                         stats.connections.fetch_add(1, Ordering::Relaxed);
+                        stats.connected.store(1, Ordering::Relaxed);
                         tracing::info!(ingest = %s.addr, spooled = state.spool.len(), "connected to ingest");
                         backoff.reset();
                         down_logged = false;
@@ -246,6 +339,7 @@ async fn produce(
                     Report::TelemetryStored(_) => {}
                     Report::Refused(reason) => {
                         tracing::error!(%reason, "ingest refused a batch; reconnecting");
+                        stats.connected.store(0, Ordering::Relaxed);
                         session = None;
                         state.rewind();
                         retry_at = tokio::time::Instant::now() + backoff.next_delay();
@@ -253,6 +347,7 @@ async fn produce(
                     Report::Lost(reason) => {
                         tracing::warn!(%reason, spooled = state.spool.len(), "lost the ingest manager; spooling events and reconnecting");
                         down_logged = true;
+                        stats.connected.store(0, Ordering::Relaxed);
                         session = None;
                         state.rewind();
                         retry_at = tokio::time::Instant::now() + backoff.next_delay();
@@ -280,6 +375,7 @@ async fn produce(
             }
         }
         s.close("producer shutting down");
+        stats.connected.store(0, Ordering::Relaxed);
     }
     if !state.spool.is_empty() {
         tracing::error!(
@@ -412,6 +508,10 @@ impl State {
                 self.spool.unsend(rest.len());
             }
             let n = batch.len() as u64;
+            let now = meridian_proto::unix_now(std::time::SystemTime::now());
+            for sample in &batch {
+                self.stats.event_lag.observe(now - sample.source_ts);
+            }
             match session::encode(&ProducerFrame::Batch(batch)) {
                 Ok(frame) => {
                     permit.send(frame);
@@ -446,6 +546,10 @@ impl State {
             })
             .collect();
         let n = samples.len() as u64;
+        let now = meridian_proto::unix_now(std::time::SystemTime::now());
+        for sample in &samples {
+            self.stats.telemetry_lag.observe(now - sample.source_ts);
+        }
         match session::encode(&ProducerFrame::Batch(samples)) {
             Ok(frame) => {
                 permit.send(frame);

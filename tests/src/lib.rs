@@ -7,13 +7,17 @@
 //! - [`browser`]: a WebSocket client of the native protocol.
 //! - [`manual_csc`]: a CSC whose events the test publishes, to count them end to end.
 //! - [`http`]: a small HTTP/1.1 client over a real socket (the commander's API).
+//! - [`process`]: roles of the `meridian` binary in processes of their own: start, scrape, kill, restart.
+//! - [`udp_proxy`]: a UDP relay a test can cut, to take a producer's network away.
 
 pub mod browser;
 pub mod http;
 pub mod manual_csc;
+pub mod process;
 pub mod redis_cluster;
 pub mod redis_server;
 pub mod system;
+pub mod udp_proxy;
 
 /// Waits until `check` returns `Some`, polling every 10 ms, up to `deadline`.
 /// For conditions with no event to await (e.g. "the store holds N entries").

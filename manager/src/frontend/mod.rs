@@ -49,6 +49,7 @@ use axum::Router;
 use futures_util::StreamExt;
 use meridian_config::Config;
 use meridian_proto::browser::{ClientRequest, Scope};
+use meridian_proto::metrics::{Exposition, Observe, ReadyCheck};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -163,6 +164,14 @@ impl Frontend {
         self.hub.stats()
     }
 
+    /// What the process's metrics listener serves for this frontend (the
+    /// same as its own `/metrics` and `/readyz`).
+    pub fn observer(&self) -> Arc<FrontendObserver> {
+        Arc::new(FrontendObserver {
+            hub: self.hub.clone(),
+        })
+    }
+
     /// Serves browsers until `shutdown`, then drains: every browser is told
     /// to reconnect elsewhere and, after `frontend.drain_grace_ms`, closed.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), FrontendError> {
@@ -239,60 +248,12 @@ impl Frontend {
 
 /// `GET /metrics`: the frontend's counters in Prometheus text.
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    use meridian_proto::metrics::{Exposition, CONTENT_TYPE};
-    use std::sync::atomic::Ordering::Relaxed;
-    let stats = state.hub.stats();
+    use meridian_proto::metrics::CONTENT_TYPE;
     let mut page = Exposition::new();
-    page.gauge(
-        "meridian_frontend_clients",
-        "Browsers connected.",
-        state.hub.clients() as f64,
-    )
-    .gauge(
-        "meridian_frontend_watched_streams",
-        "Store streams read (one per watched topic, whatever the number of browsers).",
-        state.hub.watched_streams() as f64,
-    )
-    .counter(
-        "meridian_frontend_entries_read_total",
-        "Stream entries read from the store.",
-        stats.entries_read.load(Relaxed),
-    )
-    .counter(
-        "meridian_frontend_deliveries_total",
-        "Samples handed to browsers' queues.",
-        stats.deliveries.load(Relaxed),
-    )
-    .counter(
-        "meridian_frontend_ticks_built_total",
-        "Batches built: one per tick per set of browsers with the same live topics, shared by all of them.",
-        stats.ticks_built.load(Relaxed),
-    )
-    .counter(
-        "meridian_frontend_ticks_skipped_total",
-        "Batches a browser that fell behind skipped because newer ones it had queued carried all their topics.",
-        stats.ticks_skipped.load(Relaxed),
-    )
-    .counter(
-        "meridian_frontend_ticks_folded_total",
-        "Batches a browser that fell behind took into its own queue (telemetry conflated, events kept).",
-        stats.ticks_folded.load(Relaxed),
-    )
-    .counter(
-        "meridian_frontend_events_lost_total",
-        "Events not sent to browsers whose queue was full (each browser was told).",
-        stats.events_lost.load(Relaxed),
-    )
-    .gauge(
-        "meridian_frontend_inbox_bytes_max",
-        "Most bytes one browser's queue has held (bound: frontend.client_bytes).",
-        stats.inbox_bytes_max.load(Relaxed) as f64,
-    )
-    .gauge(
-        "meridian_frontend_store_up",
-        "1 while store reads succeed.",
-        f64::from(u8::from(state.hub.store_ok())),
-    );
+    FrontendObserver {
+        hub: state.hub.clone(),
+    }
+    .metrics(&mut page);
     ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], page.finish()).into_response()
 }
 
@@ -300,6 +261,83 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     match state.hub.store_ok() {
         true => (StatusCode::OK, "ready").into_response(),
         false => (StatusCode::SERVICE_UNAVAILABLE, "store unreachable").into_response(),
+    }
+}
+
+/// The frontend role as the process's metrics listener sees it: the hub's
+/// counters, and ready while its store reads succeed.
+pub struct FrontendObserver {
+    hub: hub::Hub,
+}
+
+impl Observe for FrontendObserver {
+    fn role(&self) -> &'static str {
+        "frontend"
+    }
+
+    fn metrics(&self, page: &mut Exposition) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = self.hub.stats();
+        page.gauge(
+            "meridian_frontend_clients",
+            "Browsers connected.",
+            self.hub.clients() as f64,
+        )
+        .gauge(
+            "meridian_frontend_watched_streams",
+            "Store streams read (one per watched topic, whatever the number of browsers).",
+            self.hub.watched_streams() as f64,
+        )
+        .counter(
+            "meridian_frontend_entries_read_total",
+            "Stream entries read from the store.",
+            stats.entries_read.load(Relaxed),
+        )
+        .counter(
+            "meridian_frontend_deliveries_total",
+            "Samples handed to browsers' queues.",
+            stats.deliveries.load(Relaxed),
+        )
+        .counter(
+            "meridian_frontend_ticks_built_total",
+            "Batches built: one per tick per set of browsers with the same live topics, shared by all of them.",
+            stats.ticks_built.load(Relaxed),
+        )
+        .counter(
+            "meridian_frontend_ticks_skipped_total",
+            "Batches a browser that fell behind skipped because newer ones it had queued carried all their topics.",
+            stats.ticks_skipped.load(Relaxed),
+        )
+        .counter(
+            "meridian_frontend_ticks_folded_total",
+            "Batches a browser that fell behind took into its own queue (telemetry conflated, events kept).",
+            stats.ticks_folded.load(Relaxed),
+        )
+        .counter(
+            "meridian_frontend_events_lost_total",
+            "Events not sent to browsers whose queue was full (each browser was told).",
+            stats.events_lost.load(Relaxed),
+        )
+        .gauge(
+            "meridian_frontend_inbox_bytes_max",
+            "Most bytes one browser's queue has held (bound: frontend.client_bytes).",
+            stats.inbox_bytes_max.load(Relaxed) as f64,
+        )
+        .gauge(
+            "meridian_frontend_store_up",
+            "1 while store reads succeed.",
+            f64::from(u8::from(self.hub.store_ok())),
+        );
+    }
+
+    fn ready(&self) -> ReadyCheck<'_> {
+        let ok = self.hub.store_ok();
+        Box::pin(async move {
+            match ok {
+                true => Ok(()),
+                false => Err("store unreachable".to_string()),
+            }
+        })
     }
 }
 

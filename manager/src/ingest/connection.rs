@@ -8,6 +8,7 @@ use meridian_proto::{
     TopicId,
 };
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
@@ -47,6 +48,8 @@ pub struct Context {
     pub instance_ttl: Duration,
     /// How long exactly-once marks outlive their last write.
     pub dedup_ttl: Duration,
+    /// Counters and lag histograms of this ingest.
+    pub stats: Arc<super::IngestStats>,
 }
 
 /// What this producer declared, and where its samples go.
@@ -90,7 +93,9 @@ impl Session {
     /// What a batch of samples writes: telemetry appended, events once per
     /// sequence number, and instance state of aggregated CSCs.
     fn write_for(&self, samples: Vec<Sample>, ctx: &Context) -> Result<Write, Fault> {
-        let ingest_ts = unix_now(SystemTime::now()).to_string();
+        let now = unix_now(SystemTime::now());
+        let ingest_ts = now.to_string();
+        let stats = &ctx.stats;
         let mut write = Write::default();
         let mut events = Vec::new();
         // Only aggregated CSCs (Scripts) need the instance of each sample.
@@ -103,6 +108,12 @@ impl Session {
                     sample.seq, sample.category, sample.topic
                 )));
             };
+            let (received, lag) = match sample.category {
+                Category::Telemetry => (&stats.telemetry_received, &stats.telemetry_lag),
+                Category::Event => (&stats.events_received, &stats.event_lag),
+            };
+            received.fetch_add(1, Ordering::Relaxed);
+            lag.observe(now - sample.source_ts);
             let mut fields = Vec::with_capacity(5);
             fields.push(("seq".to_string(), sample.seq.to_string()));
             fields.push(("src".to_string(), sample.source_ts.to_string()));
@@ -226,10 +237,12 @@ pub async fn serve(incoming: quinn::Incoming, ctx: Arc<Context>, stop: Cancellat
         Ok(()) => tracing::info!("producer disconnected"),
         Err(Fault::Lost(reason)) => tracing::info!(%reason, "producer connection lost"),
         Err(fault @ Fault::Refused(_)) => {
+            ctx.stats.refused.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(reason = %fault, "producer refused");
             conn.close(close_code::REFUSED.into(), fault.to_string().as_bytes());
         }
         Err(fault) => {
+            ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(reason = %fault, "closing producer connection: protocol error");
             conn.close(close_code::PROTOCOL_ERROR.into(), fault.to_string().as_bytes());
         }
@@ -360,6 +373,9 @@ async fn serve_connection(
     tracing::Span::current().record("csc", tracing::field::display(&session.csc));
     let topics = session.telemetry_keys.len() + session.event_keys.len();
     tracing::info!(topics, "producer connected");
+    ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
+    ctx.stats.producers.fetch_add(1, Ordering::Relaxed);
+    let _connected = Connected(&ctx.stats);
     write_frame(
         &mut send,
         &IngestFrame::Welcome {
@@ -399,6 +415,15 @@ async fn serve_connection(
         let _ = tokio::time::timeout(Duration::from_secs(5), streams.wait()).await;
     }
     outcome
+}
+
+/// Counts a producer as connected for as long as it lives.
+struct Connected<'a>(&'a super::IngestStats);
+
+impl Drop for Connected<'_> {
+    fn drop(&mut self) {
+        self.0.producers.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 enum Reply {

@@ -25,6 +25,7 @@ pub use connection::{ACKS_IN_FLIGHT, SCHEMAS_KEY};
 use crate::store::Store;
 use crate::tls::{self, Identity, TlsError};
 use meridian_config::Config;
+use meridian_proto::metrics::{Exposition, Histogram, Observe, ReadyCheck};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -49,7 +50,8 @@ pub enum IngestError {
     Tls(#[from] TlsError),
 }
 
-/// Gauges a test or a metrics page can read while the ingest runs.
+/// Gauges, counters and histograms a test or the metrics page reads while
+/// the ingest runs (see [`IngestObserver`] for their Prometheus names).
 #[derive(Debug, Default)]
 pub struct IngestStats {
     /// Batches (producer frames) read from producers and handed to the
@@ -61,11 +63,147 @@ pub struct IngestStats {
     pub batches_held: AtomicU64,
     /// The most `batches_held` has been since the ingest started.
     pub batches_held_max: AtomicU64,
+    /// Producers connected now (past the handshake).
+    pub producers: AtomicU64,
+    /// Producer connections accepted past the handshake since start.
+    pub connections: AtomicU64,
+    /// Producers refused at the handshake (identity, version, names, limit).
+    pub refused: AtomicU64,
+    /// Connections closed for a protocol error (malformed or undeclared input).
+    pub protocol_errors: AtomicU64,
+    /// Telemetry samples received from producers.
+    pub telemetry_received: AtomicU64,
+    /// Events received from producers (replays count again).
+    pub events_received: AtomicU64,
+    /// Telemetry samples written to the store.
+    pub telemetry_stored: AtomicU64,
+    /// Events written to the store (each once).
+    pub events_stored: AtomicU64,
+    /// Events received again (a producer's replay) and not written twice.
+    pub events_duplicate: AtomicU64,
+    /// Store writes that failed and were retried (the store was down or slow).
+    pub store_retries: AtomicU64,
+    /// Store writes failing now and being retried (0 while the store is fine).
+    pub store_failing: AtomicU64,
+    /// Seconds from a sample's source timestamp to its arrival here
+    /// (CSC → producer → ingest), telemetry.
+    pub telemetry_lag: Histogram,
+    /// The same for events.
+    pub event_lag: Histogram,
+    /// Seconds per store write (one pipeline round trip, retries included).
+    pub store_write: Histogram,
 }
 
 impl IngestStats {
     pub fn get(gauge: &AtomicU64) -> u64 {
         gauge.load(Ordering::Relaxed)
+    }
+}
+
+/// The ingest role as the metrics listener sees it: its [`IngestStats`] as
+/// Prometheus families, and ready while its store answers.
+pub struct IngestObserver {
+    stats: Arc<IngestStats>,
+    store: Arc<dyn Store>,
+}
+
+/// How long `/readyz` waits for the store before calling it unreachable.
+pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Observe for IngestObserver {
+    fn role(&self) -> &'static str {
+        "ingest"
+    }
+
+    fn metrics(&self, page: &mut Exposition) {
+        let s = &self.stats;
+        let get = IngestStats::get;
+        page.gauge(
+            "meridian_ingest_producers",
+            "Producers connected (past the handshake).",
+            get(&s.producers) as f64,
+        )
+        .counter(
+            "meridian_ingest_connections_total",
+            "Producer connections accepted past the handshake.",
+            get(&s.connections),
+        )
+        .counters(
+            "meridian_ingest_connections_closed_total",
+            "Producer connections the ingest closed, by reason.",
+            "reason",
+            &[
+                ("refused", get(&s.refused)),
+                ("protocol_error", get(&s.protocol_errors)),
+            ],
+        )
+        .counters(
+            "meridian_ingest_samples_received_total",
+            "Samples received from producers (replayed events count again).",
+            "category",
+            &[
+                ("telemetry", get(&s.telemetry_received)),
+                ("event", get(&s.events_received)),
+            ],
+        )
+        .counters(
+            "meridian_ingest_samples_stored_total",
+            "Samples written to the store (each event once).",
+            "category",
+            &[
+                ("telemetry", get(&s.telemetry_stored)),
+                ("event", get(&s.events_stored)),
+            ],
+        )
+        .counter(
+            "meridian_ingest_events_duplicate_total",
+            "Replayed events already in the store, not written twice.",
+            get(&s.events_duplicate),
+        )
+        .gauge(
+            "meridian_ingest_batches_held",
+            "Producer frames waiting for the store writer (bounded; see writer::EVENT_QUEUE).",
+            get(&s.batches_held) as f64,
+        )
+        .gauge(
+            "meridian_ingest_batches_held_max",
+            "Most producer frames ever waiting for the store writer.",
+            get(&s.batches_held_max) as f64,
+        )
+        .counter(
+            "meridian_ingest_store_retries_total",
+            "Store writes that failed and were retried (nothing acknowledged is lost).",
+            get(&s.store_retries),
+        )
+        .gauge(
+            "meridian_ingest_store_up",
+            "0 while store writes fail and are retried, 1 otherwise.",
+            f64::from(u8::from(get(&s.store_failing) == 0)),
+        )
+        .histogram(
+            "meridian_ingest_store_write_seconds",
+            "Store write latency: one pipeline round trip, retries included.",
+            &s.store_write,
+        )
+        .histograms(
+            "meridian_ingest_lag_seconds",
+            "From a sample's source timestamp to its arrival at the ingest (CSC -> producer -> ingest).",
+            "category",
+            &[("telemetry", &s.telemetry_lag), ("event", &s.event_lag)],
+        );
+    }
+
+    fn ready(&self) -> ReadyCheck<'_> {
+        Box::pin(async move {
+            match tokio::time::timeout(READY_TIMEOUT, self.store.exists("meridian:readyz")).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(format!("store unreachable: {e}")),
+                Err(_) => Err(format!(
+                    "store did not answer within {} s",
+                    READY_TIMEOUT.as_secs()
+                )),
+            }
+        })
     }
 }
 
@@ -103,6 +241,14 @@ impl Ingest {
         self.stats.clone()
     }
 
+    /// What the process's metrics listener serves for this ingest.
+    pub fn observer(&self) -> Arc<IngestObserver> {
+        Arc::new(IngestObserver {
+            stats: self.stats.clone(),
+            store: self.store.clone(),
+        })
+    }
+
     /// The address producers connect to.
     pub fn local_addr(&self) -> SocketAddr {
         self.endpoint.local_addr().unwrap_or(self.config.ingest.listen)
@@ -126,6 +272,7 @@ impl Ingest {
             check_identity: self.config.tls.ca.is_some(),
             instance_ttl: std::time::Duration::from_secs(ingest.script_ttl_s),
             dedup_ttl: std::time::Duration::from_secs(ingest.dedup_ttl_s),
+            stats: self.stats.clone(),
         });
         tasks.spawn(sweeper::run(
             self.store.clone(),
@@ -153,6 +300,7 @@ impl Ingest {
             let peer = incoming.remote_address();
             let Ok(permit) = limit.clone().try_acquire_owned() else {
                 tracing::warn!(%peer, limit = self.config.ingest.max_producers, "refusing producer: ingest.max_producers reached");
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 incoming.refuse();
                 continue;
             };

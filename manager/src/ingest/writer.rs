@@ -261,29 +261,52 @@ async fn run(
             once.extend(request.write.once.take());
             hashes.append(&mut request.write.hashes);
         }
+        let (telemetry_count, event_count) = (
+            appends.len() as u64,
+            once.iter().map(|o| o.entries.len() as u64).sum::<u64>(),
+        );
+        let started = std::time::Instant::now();
         // `join!` polls in order: the events' pipeline goes to the store first.
         let (o, a) = tokio::join!(
             async {
                 match once.is_empty() {
-                    true => Ok(()),
-                    false => until_stored("append_once", || store.append_once(&once)).await,
+                    true => Ok(0),
+                    false => until_stored("append_once", &stats, || store.append_once(&once))
+                        .await
+                        .map(|written| written.iter().sum::<usize>() as u64),
                 }
             },
             async {
                 match appends.is_empty() {
                     true => Ok(()),
-                    false => until_stored("append", || store.append(&appends)).await,
+                    false => until_stored("append", &stats, || store.append(&appends))
+                        .await
+                        .map(drop),
                 }
             },
         );
-        let mut outcome = o.and(a);
+        if let Ok(written) = o {
+            stats.events_stored.fetch_add(written, Ordering::Relaxed);
+            stats
+                .events_duplicate
+                .fetch_add(event_count.saturating_sub(written), Ordering::Relaxed);
+        }
+        if a.is_ok() {
+            stats
+                .telemetry_stored
+                .fetch_add(telemetry_count, Ordering::Relaxed);
+        }
+        let mut outcome = o.map(drop).and(a);
         if outcome.is_ok() {
             for h in &hashes {
-                if let Err(e) = until_stored("hash_set", || store.hash_set(&h.key, &h.fields, h.ttl)).await {
+                if let Err(e) =
+                    until_stored("hash_set", &stats, || store.hash_set(&h.key, &h.fields, h.ttl)).await
+                {
                     outcome = Err(e);
                 }
             }
         }
+        stats.store_write.observe(started.elapsed().as_secs_f64());
         for request in pending.drain(..) {
             let _ = request.stored.send(outcome.clone());
             stats.batches_held.fetch_sub(1, Ordering::Relaxed);
@@ -294,7 +317,7 @@ async fn run(
 /// Runs a store write, retrying with backoff while the store is unavailable.
 /// A refused write (a bug or misconfiguration, e.g. a key of another type)
 /// is not retried: its streams get the reason and are not acknowledged.
-async fn until_stored<T, F, Fut>(what: &str, mut write: F) -> Result<(), String>
+async fn until_stored<T, F, Fut>(what: &str, stats: &IngestStats, mut write: F) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, StoreError>>,
@@ -303,18 +326,24 @@ where
     let mut failing = false;
     loop {
         match write().await {
-            Ok(_) => {
+            Ok(value) => {
                 if failing {
+                    stats.store_failing.fetch_sub(1, Ordering::Relaxed);
                     tracing::warn!(what, "store writes resumed; nothing acknowledged was lost");
                 }
-                return Ok(());
+                return Ok(value);
             }
             Err(StoreError::Refused(reason)) => {
+                if failing {
+                    stats.store_failing.fetch_sub(1, Ordering::Relaxed);
+                }
                 tracing::error!(what, %reason, "store refused a batch; not acknowledged");
                 return Err(format!("store refused the batch: {reason}"));
             }
             Err(e) => {
+                stats.store_retries.fetch_add(1, Ordering::Relaxed);
                 if !failing {
+                    stats.store_failing.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(what, error = %e, "store write failed; retrying and holding producers back");
                     failing = true;
                 }
