@@ -406,8 +406,9 @@ async fn an_ingest_killed_with_sigkill_loses_and_repeats_nothing() {
         "the producer reconnected"
     );
     // The night's producers came back too.
-    for p in &night.load {
-        wait_for("a night producer reconnected", WAIT, || async {
+    for (csc, p) in NIGHT.iter().zip(&night.load) {
+        let what = format!("the {csc} producer reconnected (its log: {})", p.log.display());
+        wait_for(&what, WAIT, || async {
             (p.scrape()
                 .await
                 .ok()?

@@ -136,7 +136,9 @@ impl Drop for Process {
         // A stopped process cannot die of SIGKILL until continued.
         let _ = self.signal("CONT");
         self.kill9();
-        let _ = std::fs::remove_file(&self.log);
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }
 
