@@ -56,6 +56,26 @@ async fn close_reason_after(system: &System, bytes: &[u8]) -> (u64, String) {
     }
 }
 
+/// A connection that never sends its hello (a slow link, a stalled
+/// process) is dropped after the handshake timeout, but not with a refusal:
+/// a real producer retries it instead of stopping for good.
+#[tokio::test]
+async fn a_connection_without_a_hello_is_dropped_as_retryable_not_refused() {
+    let (system, mut watcher) = system().await;
+    let conn = raw_connection(&system).await;
+    let closed = tokio::time::timeout(Duration::from_secs(30), conn.closed())
+        .await
+        .expect("the ingest keeps a silent connection forever");
+    if let quinn::ConnectionError::ApplicationClosed(close) = &closed {
+        assert!(
+            !close_code::is_refusal(close.error_code.into_inner()),
+            "a timeout must not be final for a producer: {closed}"
+        );
+    }
+    others_keep_receiving(&mut watcher).await;
+    system.stop().await;
+}
+
 /// The browser watching the healthy producer still receives new samples.
 async fn others_keep_receiving(watcher: &mut Browser) {
     let a = watcher.next_sample().await.unwrap()["fields"]["int0"]

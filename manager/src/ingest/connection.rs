@@ -254,10 +254,14 @@ async fn serve_connection(
     ctx: &Arc<Context>,
     stop: &CancellationToken,
 ) -> Result<(), Fault> {
+    // A handshake that times out is a slow link or a busy process, not a
+    // protocol violation: the connection is dropped as lost, which the
+    // producer retries. (A PROTOCOL_ERROR close is final for a producer: a
+    // slow moment while an ingest restarts must not stop it for good.)
     let (mut send, mut recv) = tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.accept_bi())
         .await
         .map_err(|_| {
-            Fault::Protocol(format!(
+            Fault::Lost(format!(
                 "no stream opened within {} s",
                 HANDSHAKE_TIMEOUT.as_secs()
             ))
@@ -266,7 +270,7 @@ async fn serve_connection(
     let mut frames = FrameBuffer::new();
     let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut recv, &mut frames))
         .await
-        .map_err(|_| Fault::Protocol(format!("no hello within {} s", HANDSHAKE_TIMEOUT.as_secs())))??;
+        .map_err(|_| Fault::Lost(format!("no hello within {} s", HANDSHAKE_TIMEOUT.as_secs())))??;
     let hello = match first {
         Some(ProducerFrame::Hello(hello)) => hello,
         Some(ProducerFrame::Batch(_)) => {
