@@ -45,10 +45,10 @@
 
 use super::memory::{check_batch, check_once_batches};
 use super::redis::{
-    append_once_call, escape_glob, hash_set_call, integer, lock_call, parse_entries, parse_hash, parse_id,
-    parse_len, parse_scan, parse_streams, store_error, text, unexpected, unlock_call, written_count, xadd,
-    xread, LuaScript, ScriptCall, APPEND_ONCE, CONNECT_TIMEOUT, HASH_SET, LOCK, READ_REPLY_GRACE,
-    RESPONSE_TIMEOUT, SCAN_COUNT, UNLOCK,
+    append_once_call, escape_glob, hash_set_call, integer, lock_call, oldest_first, parse_entries,
+    parse_hash, parse_id, parse_len, parse_scan, parse_streams, store_error, text, unexpected, unlock_call,
+    written_count, xadd, xrange_after, xread, xrevrange_newest, LuaScript, ScriptCall, APPEND_ONCE,
+    CONNECT_TIMEOUT, HASH_SET, LOCK, READ_REPLY_GRACE, RESPONSE_TIMEOUT, SCAN_COUNT, UNLOCK,
 };
 use super::{Append, Entry, OnceBatch, Store, StoreError, StreamEntries, StreamReader};
 use async_trait::async_trait;
@@ -471,22 +471,10 @@ impl Store for ClusterStore {
     }
 
     async fn last(&self, key: &str, count: usize) -> Result<Vec<Entry>, StoreError> {
-        if count == 0 {
+        let Some(cmd) = xrevrange_newest(key, count) else {
             return Ok(Vec::new());
-        }
-        let reply = self
-            .query(
-                redis::cmd("XREVRANGE")
-                    .arg(key)
-                    .arg("+")
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(count),
-            )
-            .await?;
-        let mut entries = parse_entries(reply)?;
-        entries.reverse();
-        Ok(entries)
+        };
+        oldest_first(self.query(&cmd).await?)
     }
 
     async fn range(
@@ -496,21 +484,10 @@ impl Store for ClusterStore {
         until: Option<StreamId>,
         count: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        if count == 0 || after == StreamId::new(u64::MAX, u64::MAX) {
+        let Some(cmd) = xrange_after(key, after, until, count) else {
             return Ok(Vec::new());
-        }
-        let until = until.map_or_else(|| "+".to_string(), |id| id.to_string());
-        let reply = self
-            .query(
-                redis::cmd("XRANGE")
-                    .arg(key)
-                    .arg(format!("({after}"))
-                    .arg(until)
-                    .arg("COUNT")
-                    .arg(count),
-            )
-            .await?;
-        parse_entries(reply)
+        };
+        parse_entries(self.query(&cmd).await?)
     }
 
     async fn len(&self, key: &str) -> Result<usize, StoreError> {

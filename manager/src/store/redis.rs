@@ -188,21 +188,14 @@ impl Store for RedisStore {
     }
 
     async fn last(&self, key: &str, count: usize) -> Result<Vec<Entry>, StoreError> {
-        if count == 0 {
+        let Some(cmd) = xrevrange_newest(key, count) else {
             return Ok(Vec::new());
-        }
-        let reply: Value = redis::cmd("XREVRANGE")
-            .arg(key)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(count)
+        };
+        let reply: Value = cmd
             .query_async(&mut self.commands.clone())
             .await
             .map_err(store_error)?;
-        let mut entries = parse_entries(reply)?;
-        entries.reverse();
-        Ok(entries)
+        oldest_first(reply)
     }
 
     async fn range(
@@ -212,17 +205,10 @@ impl Store for RedisStore {
         until: Option<StreamId>,
         count: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        // Nothing is after the largest id, and Redis refuses `(` on it.
-        if count == 0 || after == StreamId::new(u64::MAX, u64::MAX) {
+        let Some(cmd) = xrange_after(key, after, until, count) else {
             return Ok(Vec::new());
-        }
-        let until = until.map_or_else(|| "+".to_string(), |id| id.to_string());
-        let reply: Value = redis::cmd("XRANGE")
-            .arg(key)
-            .arg(format!("({after}"))
-            .arg(until)
-            .arg("COUNT")
-            .arg(count)
+        };
+        let reply: Value = cmd
             .query_async(&mut self.commands.clone())
             .await
             .map_err(store_error)?;
@@ -569,6 +555,46 @@ return 0
 "#,
     sha: OnceLock::new(),
 };
+
+/// `XREVRANGE key + - COUNT count`: the newest `count` entries; `None` for
+/// a count of 0 (nothing to ask). Its reply goes through [`oldest_first`].
+pub(super) fn xrevrange_newest(key: &str, count: usize) -> Option<redis::Cmd> {
+    if count == 0 {
+        return None;
+    }
+    let mut cmd = redis::cmd("XREVRANGE");
+    cmd.arg(key).arg("+").arg("-").arg("COUNT").arg(count);
+    Some(cmd)
+}
+
+/// The entries of an `XREVRANGE` reply, oldest first (as `Store::last` returns them).
+pub(super) fn oldest_first(reply: Value) -> Result<Vec<Entry>, StoreError> {
+    let mut entries = parse_entries(reply)?;
+    entries.reverse();
+    Ok(entries)
+}
+
+/// `XRANGE key (after until COUNT count` (`until` defaults to `+`): up to
+/// `count` entries after `after`; `None` when nothing can be (a count of 0,
+/// or `after` the largest id, on which Redis refuses `(`).
+pub(super) fn xrange_after(
+    key: &str,
+    after: StreamId,
+    until: Option<StreamId>,
+    count: usize,
+) -> Option<redis::Cmd> {
+    if count == 0 || after == StreamId::new(u64::MAX, u64::MAX) {
+        return None;
+    }
+    let until = until.map_or_else(|| "+".to_string(), |id| id.to_string());
+    let mut cmd = redis::cmd("XRANGE");
+    cmd.arg(key)
+        .arg(format!("({after}"))
+        .arg(until)
+        .arg("COUNT")
+        .arg(count);
+    Some(cmd)
+}
 
 /// `XADD key MAXLEN ~ maxlen * field value ...`, sized up front: one
 /// allocation for its arguments and one for its bytes, none as they are
