@@ -651,11 +651,7 @@ impl Hub {
         let limit = count.unwrap_or(self.max_replay).min(self.max_replay);
         let filter = topic.csc.is_aggregated().then_some(topic.csc.salindex);
         let entries = match since {
-            Some(since) => {
-                let start = StreamId::new((since * 1000.0).max(0.0) as u64, 0);
-                let after = StreamId::new(start.ms.saturating_sub(1), u64::MAX);
-                self.store.range(&key, after, None, limit).await?
-            }
+            Some(since) => self.store.range(&key, just_before(since), None, limit).await?,
             None => self.store.last(&key, limit).await?,
         };
         // Complete unless frontend.max_replay cut the request short.
@@ -686,8 +682,7 @@ impl Hub {
     ) -> Result<(super::plot::Buckets, Option<StreamId>, bool), HubError> {
         let key = topic.stream_key();
         let filter = topic.csc.is_aggregated().then_some(topic.csc.salindex);
-        let start = StreamId::new((since * 1000.0).max(0.0) as u64, 0);
-        let mut pos = StreamId::new(start.ms.saturating_sub(1), u64::MAX);
+        let mut pos = just_before(since);
         let end = StreamId::new((until * 1000.0).max(0.0) as u64, u64::MAX);
         let (mut read, mut last) = (0usize, None);
         loop {
@@ -1017,6 +1012,13 @@ impl Hub {
         self.stats.deliveries.fetch_add(deliveries, Ordering::Relaxed);
         self.stats.ticks_built.fetch_add(built, Ordering::Relaxed);
     }
+}
+
+/// The last stream id before Unix time `since` (seconds): reading after it
+/// starts with the first entry stored at or after `since`.
+fn just_before(since: f64) -> StreamId {
+    let ms = (since * 1000.0).max(0.0) as u64;
+    StreamId::new(ms.saturating_sub(1), u64::MAX)
 }
 
 /// `{"type":"stale",…}` for a watched stream.
