@@ -16,11 +16,13 @@
 //! - [`metrics`]: the Prometheus text every role's `/metrics` serves.
 //! - [`spool`]: the producer's bounded event spool (acknowledge, rewind, replay).
 //! - [`browser`]: the JSON messages of the native WebSocket protocol.
+//! - [`msgpack`]: the same data frames as MessagePack, for browsers that ask for binary frames.
 //! - [`stream_id`]: the store's entry ids (`<ms>-<seq>`), shared by Redis and the in-memory store.
 
 pub mod browser;
 pub mod frame;
 pub mod metrics;
+pub mod msgpack;
 pub mod spool;
 pub mod stream_id;
 pub mod topic;

@@ -41,6 +41,7 @@ use meridian_manager::ingest::Ingest;
 use meridian_manager::store::redis::RedisStore;
 use meridian_manager::tls::Identity;
 use meridian_producer::tls::{client_config, ServerTrust};
+use meridian_proto::browser::FrameFormat;
 use meridian_proto::{
     encode_frame, unix_now, Category, CscId, Fields, FrameBuffer, Hello, IngestFrame, ProducerFrame, Sample,
     StreamId, TopicId, TopicSchema, PROTOCOL_VERSION,
@@ -133,6 +134,13 @@ pub struct FanoutArgs {
     /// Pin the server threads and redis-server to the first core and the clients to the last (taskset).
     #[arg(long)]
     pin: bool,
+    /// Data frames as `json` text or `msgpack` binary (docs/protocol.md), for the frontend and the bare server alike.
+    #[arg(long, default_value = "json", value_parser = parse_format)]
+    format: FrameFormat,
+}
+
+fn parse_format(s: &str) -> Result<FrameFormat, String> {
+    s.parse()
 }
 
 /// The load generator's own flags (`bench fanout-clients`, started by `bench fanout`).
@@ -297,7 +305,8 @@ pub async fn run(args: FanoutArgs, shutdown: CancellationToken) -> anyhow::Resul
     let mean_json = topics.iter().map(|t| t.json.len()).sum::<usize>() as f64 / topics.len() as f64;
     println!(
         "meridian bench fanout: {} topics of {CSC} telemetry at {} Hz ({:.0} samples/s, mean {:.0} B of fields JSON, \
-         largest {} {} B), every client subscribed to all; frontend.tick_ms {}; {} frontend thread(s); {cores} cores",
+         largest {} {} B), every client subscribed to all; frontend.tick_ms {}; {} frontend thread(s); {cores} cores; \
+         {:?} data frames (mean {:.0} B per sample as MessagePack)",
         topics.len(),
         args.rate_hz,
         topics.len() as f64 * args.rate_hz,
@@ -306,6 +315,12 @@ pub async fn run(args: FanoutArgs, shutdown: CancellationToken) -> anyhow::Resul
         topics.iter().map(|t| t.json.len()).max().unwrap_or(0),
         tick.as_millis(),
         args.frontend_threads,
+        args.format,
+        topics
+            .iter()
+            .map(|t| meridian_proto::msgpack::sample_message(&t.id, StreamId::new(1, 0), 0.0, 0.0, 0.0, &t.json).0.len())
+            .sum::<usize>() as f64
+            / topics.len() as f64,
     );
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
@@ -334,7 +349,7 @@ pub async fn run(args: FanoutArgs, shutdown: CancellationToken) -> anyhow::Resul
 
     let (ingest_addr, trust) = start_ingest(&ingest_rt, &config, stop.clone()).await?;
     let (frontend_addr, hub) = start_frontend(&front_rt, &config, stop.clone()).await?;
-    let bare = Arc::new(Bare::new());
+    let bare = Arc::new(Bare::new(args.format));
     // One frame per tick with every topic's new sample: no more often than the topics publish.
     let bare_period = tick.max(Duration::from_secs_f64(1.0 / args.rate_hz));
     let bare_addr = start_bare(&bare_rt, bare.clone(), &topics, bare_period, stop.clone()).await?;
@@ -369,7 +384,10 @@ pub async fn run(args: FanoutArgs, shutdown: CancellationToken) -> anyhow::Resul
         .iter()
         .map(|t| format!("{}/{}", t.id.csc, t.id.topic))
         .collect();
-    let frontend_url = format!("ws://{frontend_addr}/ws?token={TOKEN}");
+    let frontend_url = match args.format {
+        FrameFormat::Json => format!("ws://{frontend_addr}/ws?token={TOKEN}"),
+        FrameFormat::Msgpack => format!("ws://{frontend_addr}/ws?token={TOKEN}&format=msgpack"),
+    };
     let context = |label: String| RunContext {
         args: &args,
         redis: &redis,
@@ -1239,19 +1257,21 @@ async fn read_acks(
 
 /// The baseline: one frame per tick, the same bytes to every client.
 struct Bare {
-    frames: broadcast::Sender<Utf8Bytes>,
+    frames: broadcast::Sender<ServerMessage>,
+    format: FrameFormat,
     /// Frames are built while set.
     generating: AtomicBool,
     generated: AtomicU64,
 }
 
 impl Bare {
-    fn new() -> Bare {
+    fn new(format: FrameFormat) -> Bare {
         // A client more than two frames behind skips to the newest, as the
         // frontend conflates telemetry for a slow browser.
         let (frames, _) = broadcast::channel(2);
         Bare {
             frames,
+            format,
             generating: AtomicBool::new(false),
             generated: AtomicU64::new(0),
         }
@@ -1300,12 +1320,29 @@ async fn start_bare(
             let now = unix_now(SystemTime::now());
             seq += 1;
             let id = StreamId::new((now * 1000.0) as u64, seq);
-            let samples: Vec<String> = topics
-                .iter()
-                .map(|(topic, json)| meridian_proto::browser::sample_message(topic, id, now, now, now, json))
-                .collect();
-            let frame = meridian_proto::browser::batch_frame(samples.iter().map(String::as_str), &[]);
-            let _ = bare.frames.send(Utf8Bytes::from(frame));
+            let frame = match bare.format {
+                FrameFormat::Json => {
+                    let samples: Vec<String> = topics
+                        .iter()
+                        .map(|(topic, json)| {
+                            meridian_proto::browser::sample_message(topic, id, now, now, now, json)
+                        })
+                        .collect();
+                    let frame = meridian_proto::browser::batch_frame(samples.iter().map(String::as_str), &[]);
+                    ServerMessage::Text(Utf8Bytes::from(frame))
+                }
+                FrameFormat::Msgpack => {
+                    let samples: Vec<Vec<u8>> = topics
+                        .iter()
+                        .map(|(topic, json)| {
+                            meridian_proto::msgpack::sample_message(topic, id, now, now, now, json).0
+                        })
+                        .collect();
+                    let frame = meridian_proto::msgpack::batch_frame(samples.iter().map(Vec::as_slice), &[]);
+                    ServerMessage::Binary(frame.into())
+                }
+            };
+            let _ = bare.frames.send(frame);
             bare.generated.fetch_add(1, Ordering::Relaxed);
         }
     });
@@ -1320,13 +1357,13 @@ async fn bare_upgrade(State(bare): State<Arc<Bare>>, ws: WebSocketUpgrade) -> ax
         .on_upgrade(move |socket| bare_client(socket, bare.frames.subscribe()))
 }
 
-async fn bare_client(socket: WebSocket, mut frames: broadcast::Receiver<Utf8Bytes>) {
+async fn bare_client(socket: WebSocket, mut frames: broadcast::Receiver<ServerMessage>) {
     let (mut sink, mut incoming) = socket.split();
     loop {
         tokio::select! {
             frame = frames.recv() => match frame {
                 Ok(frame) => {
-                    if sink.send(ServerMessage::Text(frame)).await.is_err() {
+                    if sink.send(frame).await.is_err() {
                         break;
                     }
                 }
@@ -1716,6 +1753,25 @@ async fn client(
     while let Some(message) = incoming.next().await {
         let text = match message {
             Ok(Message::Text(text)) => text,
+            Ok(Message::Binary(frame)) => {
+                // Binary frames are only batches (docs/protocol.md).
+                tally.frames.fetch_add(1, Ordering::Relaxed);
+                tally.bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
+                let count = match &lags {
+                    Some(lags) if lags.recording.load(Ordering::Relaxed) => {
+                        local.clear();
+                        time_binary_samples(&frame, unix_now(SystemTime::now()), &mut local);
+                        lags.values
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .extend_from_slice(&local);
+                        local.len()
+                    }
+                    _ => binary_batch_len(&frame).unwrap_or(0),
+                };
+                tally.samples.fetch_add(count as u64, Ordering::Relaxed);
+                continue;
+            }
             Ok(Message::Close(frame)) => {
                 tally.closed.fetch_add(1, Ordering::Relaxed);
                 report(format!("the server closed a client: {frame:?}"));
@@ -1781,6 +1837,39 @@ fn time_samples(frame: &str, now: f64, out: &mut Vec<[f64; 4]>) {
     }
 }
 
+/// [`time_samples`] for a MessagePack batch frame.
+fn time_binary_samples(frame: &[u8], now: f64, out: &mut Vec<[f64; 4]>) {
+    let Ok(batch) = meridian_proto::msgpack::decode(frame) else {
+        return;
+    };
+    for sample in batch
+        .get("samples")
+        .and_then(|s| s.as_array())
+        .unwrap_or_default()
+    {
+        let time = |key| sample.get(key).and_then(|v| v.as_f64());
+        if let (Some(source), Some(ingest), Some(frontend)) =
+            (time("source_ts"), time("ingest_ts"), time("frontend_ts"))
+        {
+            out.push([now - source, ingest - source, frontend - ingest, now - frontend]);
+        }
+    }
+}
+
+/// The number of samples of a MessagePack batch frame, read from its
+/// header without decoding the samples: the frame is the map
+/// `{"type":"batch","samples":[…],…}` written in that order.
+fn binary_batch_len(frame: &[u8]) -> Option<usize> {
+    const HEAD: &[u8] = b"\x83\xa4type\xa5batch\xa7samples";
+    let rest = frame.strip_prefix(HEAD)?;
+    match *rest.first()? {
+        b @ 0x90..=0x9f => Some((b & 0x0f) as usize),
+        0xdc => Some(u16::from_be_bytes([*rest.get(1)?, *rest.get(2)?]) as usize),
+        0xdd => Some(u32::from_be_bytes(rest.get(1..5)?.try_into().ok()?) as usize),
+        _ => None,
+    }
+}
+
 /// A JSON number at the start of `s`, and what follows it.
 fn number(s: &str) -> Option<(f64, &str)> {
     let end = s
@@ -1810,6 +1899,36 @@ mod tests {
         time_samples(&frame, 21.0, &mut out);
         assert_eq!(out, [[11.0, 0.5, 0.5, 10.0], [1.0, 0.25, 0.25, 0.5]]);
         assert_eq!(frame.matches(SAMPLE_MARKER).count(), 2);
+    }
+
+    #[test]
+    fn binary_batch_frames_are_counted_from_their_header_and_timed_per_hop() {
+        let topic = TopicId::new(CscId::new(CSC, 1).unwrap(), Category::Telemetry, "gyroData").unwrap();
+        for n in [0, 1, 15, 16, 300] {
+            let samples: Vec<Vec<u8>> = (0..n)
+                .map(|i| {
+                    let t = 10.0 + i as f64;
+                    meridian_proto::msgpack::sample_message(
+                        &topic,
+                        StreamId::new(1, i),
+                        t,
+                        t + 0.5,
+                        t + 1.0,
+                        "{}",
+                    )
+                    .0
+                })
+                .collect();
+            let frame = meridian_proto::msgpack::batch_frame(samples.iter().map(Vec::as_slice), &[]);
+            assert_eq!(binary_batch_len(&frame), Some(n as usize));
+            let mut out = Vec::new();
+            time_binary_samples(&frame, 20.0, &mut out);
+            assert_eq!(out.len(), n as usize);
+            if n > 0 {
+                assert_eq!(out[0], [10.0, 0.5, 0.5, 9.0]);
+            }
+        }
+        assert_eq!(binary_batch_len(b"\x81\xa4type"), None);
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! [`Browser::next_json`] as its own `{"type":"sample",…}` message, and each
 //! entry of a batch's `lost` list as a `{"type":"lost",…}` message (the
 //! topic and `from_id`), in the order the batch carried them (samples first).
+//! Binary batch frames (`?format=msgpack`) are decoded with the protocol
+//! crate's MessagePack reader and unpacked the same way.
 
 use anyhow::{anyhow, bail, Context};
 use futures_util::{SinkExt, StreamExt};
@@ -22,6 +24,34 @@ pub struct Browser {
     pending: VecDeque<Value>,
     /// The `welcome` message the server opened with.
     pub welcome: Value,
+    /// Bytes of the batch frames received (text or binary), to compare encodings.
+    pub batch_bytes: u64,
+}
+
+/// A MessagePack value as the JSON value it stands for (32-bit floats widened exactly).
+pub fn msgpack_to_json(v: &meridian_proto::msgpack::Value) -> Value {
+    use meridian_proto::msgpack::Value as M;
+    match v {
+        M::Nil => Value::Null,
+        M::Bool(b) => (*b).into(),
+        M::Int(i) => (*i).into(),
+        M::UInt(u) => (*u).into(),
+        M::F32(f) => f64::from(*f).into(),
+        M::F64(f) => (*f).into(),
+        M::Str(s) => s.clone().into(),
+        M::Bin(b) => b.iter().map(|x| Value::from(*x)).collect(),
+        M::Array(a) => a.iter().map(msgpack_to_json).collect(),
+        M::Map(m) => m
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().map_or_else(|| format!("{k:?}"), str::to_owned),
+                    msgpack_to_json(v),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+    }
 }
 
 /// What the next message from the server was.
@@ -67,6 +97,7 @@ impl Browser {
             ws,
             pending: VecDeque::new(),
             welcome: Value::Null,
+            batch_bytes: 0,
         };
         let welcome = browser.next_json().await.context("waiting for welcome")?;
         if welcome["type"] != "welcome" {
@@ -85,6 +116,7 @@ impl Browser {
             ws,
             pending: VecDeque::new(),
             welcome: Value::Null,
+            batch_bytes: 0,
         })
     }
 
@@ -130,21 +162,15 @@ impl Browser {
             let frame = tokio::time::timeout(DEADLINE, self.ws.next())
                 .await
                 .map_err(|_| anyhow!("no message within {DEADLINE:?}"))?;
-            match frame {
-                Some(Ok(Message::Text(text))) => {
-                    let v: Value = serde_json::from_str(&text).context("server sent invalid JSON")?;
-                    if v["type"] == "batch" {
-                        for s in v["samples"].as_array().into_iter().flatten() {
-                            self.pending.push_back(s.clone());
-                        }
-                        for l in v["lost"].as_array().into_iter().flatten() {
-                            let mut l = l.clone();
-                            l["type"] = "lost".into();
-                            self.pending.push_back(l);
-                        }
-                        continue;
-                    }
-                    return Ok(Received::Json(v));
+            let (v, len) = match frame {
+                Some(Ok(Message::Text(text))) => (
+                    serde_json::from_str::<Value>(&text).context("server sent invalid JSON")?,
+                    text.len(),
+                ),
+                Some(Ok(Message::Binary(bytes))) => {
+                    let v =
+                        meridian_proto::msgpack::decode(&bytes).context("server sent invalid MessagePack")?;
+                    (msgpack_to_json(&v), bytes.len())
                 }
                 Some(Ok(Message::Close(frame))) => {
                     let (code, reason) =
@@ -159,7 +185,20 @@ impl Browser {
                         reason: "stream ended".into(),
                     })
                 }
+            };
+            if v["type"] == "batch" {
+                self.batch_bytes += len as u64;
+                for s in v["samples"].as_array().into_iter().flatten() {
+                    self.pending.push_back(s.clone());
+                }
+                for l in v["lost"].as_array().into_iter().flatten() {
+                    let mut l = l.clone();
+                    l["type"] = "lost".into();
+                    self.pending.push_back(l);
+                }
+                continue;
             }
+            return Ok(Received::Json(v));
         }
     }
 

@@ -4,13 +4,16 @@
 //! at most one batch frame per tick (`frontend.tick_ms`), so a thousand
 //! browsers cost a thousand writes per tick, not one per sample each.
 
+use super::hub::HubStats;
 use super::hub::{Hub, HubError, Selector, Start};
 use super::inbox::{FrameClock, Inbox, Kick, Limits};
 use super::plot;
 use super::{Edge, CLOSE_BAD_REQUEST, CLOSE_GOING_AWAY, CLOSE_LAGGED};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
-use meridian_proto::browser::{ClientRequest, RequestError, Scope, SelectorRef, ServerMessage, TopicRef};
+use meridian_proto::browser::{
+    ClientRequest, FrameFormat, RequestError, Scope, SelectorRef, ServerMessage, TopicRef,
+};
 use meridian_proto::{unix_now, Csc, StreamId, TopicId};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -40,16 +43,24 @@ pub struct Settings {
 }
 
 /// Serves one authenticated browser until it leaves, lags, or the frontend stops.
-pub async fn serve(socket: WebSocket, hub: Hub, scope: Scope, settings: Arc<Settings>, edge: Edge) {
+pub async fn serve(
+    socket: WebSocket,
+    hub: Hub,
+    scope: Scope,
+    format: FrameFormat,
+    settings: Arc<Settings>,
+    edge: Edge,
+) {
     let inbox = Inbox::new(settings.limits, true, hub.stats());
     let client = hub.register(inbox.clone());
     let (mut sink, mut incoming) = socket.split();
-    tracing::info!(?scope, "browser connected");
+    tracing::info!(?scope, ?format, "browser connected");
     inbox.control(
         ServerMessage::Welcome {
             scope,
             tick_ms: settings.tick.as_millis() as u64,
             server: settings.server.clone(),
+            format,
         }
         .to_json(),
     );
@@ -74,7 +85,7 @@ pub async fn serve(socket: WebSocket, hub: Hub, scope: Scope, settings: Arc<Sett
             _ = inbox.ready() => {
                 // Batch: wait for the tick boundary, then send everything queued.
                 clock.wait().await;
-                if let Err(reason) = send_frame(&mut sink, &inbox, settings.limits.slow_timeout).await {
+                if let Err(reason) = send_frame(&mut sink, &inbox, format, settings.limits.slow_timeout, &hub.stats()).await {
                     break reason;
                 }
             }
@@ -126,29 +137,62 @@ fn error(message: String) -> String {
     .to_json()
 }
 
-/// Writes queued replies, then one batch frame of samples; a browser whose
-/// socket does not take a frame within `timeout` is disconnected.
+/// Writes queued replies, then one batch frame of samples (JSON text or
+/// MessagePack binary, as the browser asked); a browser whose socket does
+/// not take a frame within `timeout` is disconnected. Each data frame's
+/// frontend → browser time (from its oldest sample's store read to the
+/// socket taking it) goes into the hop's histogram.
 async fn send_frame(
     sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
     inbox: &Inbox,
+    format: FrameFormat,
     timeout: Duration,
+    stats: &HubStats,
 ) -> Result<(), Option<(u16, String)>> {
     let out = inbox.drain(MAX_FRAME_BYTES);
-    let mut frames: Vec<Utf8Bytes> = out
+    let mut frames: Vec<(Message, f64)> = out
         .control
         .into_iter()
-        .map(|c| Utf8Bytes::from(String::from(c)))
+        .map(|c| (Message::Text(Utf8Bytes::from(String::from(c))), f64::NAN))
         .collect();
     if !out.samples.is_empty() || !out.lost.is_empty() {
-        let batch =
-            meridian_proto::browser::batch_frame(out.samples.iter().map(|s| s.native_json()), &out.lost);
-        frames.push(Utf8Bytes::from(batch));
+        let oldest = out
+            .samples
+            .iter()
+            .map(|s| s.read_ts)
+            .fold(f64::INFINITY, f64::min);
+        let batch = match format {
+            FrameFormat::Json => Message::Text(Utf8Bytes::from(meridian_proto::browser::batch_frame(
+                out.samples.iter().map(|s| s.native_json()),
+                &out.lost,
+            ))),
+            FrameFormat::Msgpack => Message::Binary(
+                meridian_proto::msgpack::batch_frame(
+                    out.samples.iter().map(|s| s.native_msgpack()),
+                    &out.lost,
+                )
+                .into(),
+            ),
+        };
+        frames.push((batch, oldest));
     }
     // Shared ticks: encoded once for every browser of the feed, sent as they are.
-    frames.extend(out.ticks.iter().map(|t| t.native_frame()));
-    for frame in frames {
-        match tokio::time::timeout(timeout, sink.send(Message::Text(frame))).await {
-            Ok(Ok(())) => {}
+    frames.extend(out.ticks.iter().map(|t| {
+        let frame = match format {
+            FrameFormat::Json => Message::Text(t.native_frame()),
+            FrameFormat::Msgpack => Message::Binary(t.binary_frame()),
+        };
+        (frame, t.oldest_read)
+    }));
+    for (frame, oldest_read) in frames {
+        match tokio::time::timeout(timeout, sink.send(frame)).await {
+            Ok(Ok(())) => {
+                if oldest_read.is_finite() {
+                    stats
+                        .frontend_to_browser
+                        .observe(unix_now(SystemTime::now()) - oldest_read);
+                }
+            }
             Ok(Err(_)) => return Err(None),
             Err(_) => {
                 return Err(Some((

@@ -217,6 +217,12 @@ pub struct HubStats {
     pub inbox_bytes_max: std::sync::atomic::AtomicUsize,
     /// Events dropped for browsers whose inbox was full (each was told).
     pub events_lost: AtomicU64,
+    /// Store → frontend hop of live samples: the shared reader's read time
+    /// minus the ingest time (seconds).
+    pub store_to_frontend: meridian_proto::metrics::Histogram,
+    /// Frontend → browser hop: from a data frame's oldest sample being read
+    /// to the browser's socket taking the frame (seconds), per frame.
+    pub frontend_to_browser: meridian_proto::metrics::Histogram,
 }
 
 /// Handle to the hub; cheap to clone.
@@ -844,6 +850,9 @@ impl Hub {
                 let Some(sample) = Delivered::from_entry(&w.topic, entry).map(Arc::new) else {
                     continue;
                 };
+                self.stats
+                    .store_to_frontend
+                    .observe(sample.read_ts - sample.ingest_ts);
                 let slot = telemetry
                     .then(|| w.window.iter_mut().find(|s| s.topic_key == sample.topic_key))
                     .flatten();

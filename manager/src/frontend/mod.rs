@@ -48,7 +48,7 @@ use axum::routing::get;
 use axum::Router;
 use futures_util::StreamExt;
 use meridian_config::Config;
-use meridian_proto::browser::{ClientRequest, Scope};
+use meridian_proto::browser::{ClientRequest, FrameFormat, Scope};
 use meridian_proto::metrics::{Exposition, Observe, ReadyCheck};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -323,6 +323,17 @@ impl Observe for FrontendObserver {
             "Most bytes one browser's queue has held (bound: frontend.client_bytes).",
             stats.inbox_bytes_max.load(Relaxed) as f64,
         )
+        .histograms(
+            "meridian_frontend_hop_lag_seconds",
+            "Lag of one hop: store_to_frontend = read by this frontend minus stored by the ingest (per live \
+             sample); frontend_to_browser = from a data frame's oldest sample being read to the browser's socket \
+             taking the frame (per frame).",
+            "hop",
+            &[
+                ("store_to_frontend", &stats.store_to_frontend),
+                ("frontend_to_browser", &stats.frontend_to_browser),
+            ],
+        )
         .gauge(
             "meridian_frontend_store_up",
             "1 while store reads succeed.",
@@ -345,6 +356,8 @@ impl Observe for FrontendObserver {
 struct WsQuery {
     token: Option<String>,
     password: Option<String>,
+    /// `json` (default) or `msgpack`: how the native protocol's data frames are encoded.
+    format: Option<String>,
 }
 
 /// Small buffers: an idle browser costs a few KiB, not the default ~150 KiB.
@@ -364,11 +377,23 @@ async fn ws_upgrade(
 ) -> Response {
     let span = tracing::info_span!("browser", %peer, protocol = "native");
     upgrade(small(ws), state, span, |socket, state| async move {
+        let format = match query.format.as_deref().map(str::parse::<FrameFormat>).transpose() {
+            Ok(format) => format.unwrap_or_default(),
+            Err(reason) => return client::refuse(socket, CLOSE_BAD_REQUEST, &reason).await,
+        };
         let Some((socket, scope)) = authenticate(socket, query.token, &state.auth).await else {
             return;
         };
         let settings = state.settings.clone();
-        client::serve(socket, state.hub.clone(), scope, settings, state.edge.clone()).await
+        client::serve(
+            socket,
+            state.hub.clone(),
+            scope,
+            format,
+            settings,
+            state.edge.clone(),
+        )
+        .await
     })
 }
 

@@ -3,6 +3,7 @@
 
 use crate::store::Entry;
 use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use meridian_proto::{unix_now, CscId, StreamId, TopicId};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
@@ -28,6 +29,8 @@ pub struct Delivered {
     /// The fields as stored: a JSON object.
     pub fields: Box<str>,
     native: OnceLock<Box<str>>,
+    /// The native sample as MessagePack, made when a browser asked for binary frames.
+    binary: OnceLock<Box<[u8]>>,
     /// The replaced system's encodings (one per message flavour), allocated on first use.
     love: OnceLock<Box<[OnceLock<Utf8Bytes>; LOVE_SLOTS]>>,
 }
@@ -64,6 +67,7 @@ impl Delivered {
             read_ts: unix_now(SystemTime::now()),
             fields: fields.into(),
             native: OnceLock::new(),
+            binary: OnceLock::new(),
             love: OnceLock::new(),
         })
     }
@@ -80,6 +84,26 @@ impl Delivered {
                 &self.fields,
             )
             .into_boxed_str()
+        })
+    }
+
+    /// The native sample as MessagePack (`docs/protocol.md`, binary
+    /// frames), encoded once. Fields that the ingest stored as invalid JSON
+    /// (never written by Meridian) go out as nil, with a warning here.
+    pub fn native_msgpack(&self) -> &[u8] {
+        self.binary.get_or_init(|| {
+            let (bytes, err) = meridian_proto::msgpack::sample_message(
+                &self.topic,
+                self.id,
+                self.source_ts,
+                self.ingest_ts,
+                self.read_ts,
+                &self.fields,
+            );
+            if let Some(err) = err {
+                tracing::warn!(key = %self.key, id = %self.id, error = %err, "stored fields are not JSON: sent as nil");
+            }
+            bytes.into_boxed_slice()
         })
     }
 
@@ -114,7 +138,11 @@ pub struct Tick {
     /// streams (bit `i` for its `i`-th stream). A newer tick of the same
     /// feed covering all of them makes this one redundant.
     pub cover: Option<(u64, Vec<u64>)>,
+    /// When the oldest sample was read from the store (Unix seconds): the
+    /// start of the frontend → browser hop of this tick's frame.
+    pub oldest_read: f64,
     native: OnceLock<Utf8Bytes>,
+    binary: OnceLock<Bytes>,
 }
 
 impl Tick {
@@ -125,11 +153,14 @@ impl Tick {
     /// A tick with its [`Tick::cover`].
     pub fn covering(samples: Vec<Arc<Delivered>>, cover: Option<(u64, Vec<u64>)>) -> Tick {
         let size = samples.iter().map(|s| s.size()).sum();
+        let oldest_read = samples.iter().map(|s| s.read_ts).fold(f64::INFINITY, f64::min);
         Tick {
             samples,
             size,
             cover,
+            oldest_read,
             native: OnceLock::new(),
+            binary: OnceLock::new(),
         }
     }
 
@@ -168,6 +199,19 @@ impl Tick {
             .get_or_init(|| {
                 Utf8Bytes::from(meridian_proto::browser::batch_frame(
                     self.samples.iter().map(|s| s.native_json()),
+                    &[],
+                ))
+            })
+            .clone()
+    }
+
+    /// The same frame as MessagePack, for browsers that asked for binary
+    /// frames: also encoded once and shared.
+    pub fn binary_frame(&self) -> Bytes {
+        self.binary
+            .get_or_init(|| {
+                Bytes::from(meridian_proto::msgpack::batch_frame(
+                    self.samples.iter().map(|s| s.native_msgpack()),
                     &[],
                 ))
             })

@@ -10,6 +10,7 @@
 // re-subscription's "last value") is never delivered twice, and a topic's
 // samples always come out in stream order.
 
+import { decode as decodeMsgpack } from "@msgpack/msgpack";
 import {
   type Category,
   compareIds,
@@ -29,6 +30,8 @@ import {
 /** What a client needs of a WebSocket (the browser's, or a test double). */
 export interface SocketLike {
   readonly readyState: number;
+  /** Set to "arraybuffer" for binary (MessagePack) frames. */
+  binaryType?: string;
   onopen: ((ev: unknown) => void) | null;
   onmessage: ((ev: { data: unknown }) => void) | null;
   onclose: ((ev: { code: number; reason: string }) => void) | null;
@@ -79,6 +82,12 @@ export interface ClientOptions {
   now?: () => number;
   /** How long a `plot` or `history` request may take, ms. Default 15000. */
   requestTimeoutMs?: number;
+  /**
+   * How the server encodes data frames: "json" (default) or "msgpack", binary
+   * MessagePack frames of the same shape, about half the bytes for float
+   * telemetry (docs/protocol.md). Replies stay JSON either way.
+   */
+  format?: "json" | "msgpack";
 }
 
 export type Status = "connecting" | "open" | "reconnecting" | "closed" | "unauthorized";
@@ -200,6 +209,7 @@ export class MeridianClient {
       random: Math.random,
       now: Date.now,
       requestTimeoutMs: 15_000,
+      format: "json",
       ...options,
       socket,
     };
@@ -284,26 +294,42 @@ export class MeridianClient {
 
   // ---- connection life ----
 
+  /** The configured URL, with `format=msgpack` added when binary frames are asked for. */
+  private socketUrl(): string {
+    if (this.opts.format !== "msgpack") return this.opts.url;
+    return this.opts.url + (this.opts.url.includes("?") ? "&" : "?") + "format=msgpack";
+  }
+
   private open(): void {
     this.welcomed = false;
     this.setStatus(this.stats.connects === 0 ? "connecting" : "reconnecting", "connecting");
     let ws: SocketLike;
     try {
-      ws = this.opts.socket(this.opts.url);
+      ws = this.opts.socket(this.socketUrl());
     } catch (e) {
       this.scheduleReconnect(`cannot open: ${String(e)}`);
       return;
     }
     this.ws = ws;
+    if (this.opts.format === "msgpack") ws.binaryType = "arraybuffer";
     ws.onopen = () => ws.send(JSON.stringify({ op: "auth", token: this.opts.token }));
     ws.onmessage = (ev) => {
       if (this.ws !== ws) return;
       let msg: ServerMessage;
-      try {
-        msg = JSON.parse(String(ev.data)) as ServerMessage;
-      } catch {
-        this.emit("error", "the server sent a message that is not JSON", false);
-        return;
+      if (ev.data instanceof ArrayBuffer || ev.data instanceof Uint8Array) {
+        try {
+          msg = decodeMsgpack(ev.data) as ServerMessage;
+        } catch (e) {
+          this.emit("error", `the server sent a binary frame that is not MessagePack: ${String(e)}`, false);
+          return;
+        }
+      } else {
+        try {
+          msg = JSON.parse(String(ev.data)) as ServerMessage;
+        } catch {
+          this.emit("error", "the server sent a message that is not JSON", false);
+          return;
+        }
       }
       this.handle(msg);
     };

@@ -34,7 +34,7 @@ export interface LostEntry extends TopicRef {
 }
 
 export type ServerMessage =
-  | { type: "welcome"; scope: "read" | "command"; tick_ms: number; server: string }
+  | { type: "welcome"; scope: "read" | "command"; tick_ms: number; server: string; format?: "json" | "msgpack" }
   | { type: "subscribed"; topics: TopicRef[]; waiting: boolean }
   | { type: "unsubscribed"; topics: TopicRef[] }
   | { type: "batch"; samples: WireSample[]; lost?: LostEntry[] }
