@@ -31,7 +31,11 @@ async function main(): Promise<void> {
   const wsUrl = new URL("ws", location.href);
   wsUrl.protocol = location.protocol === "https:" ? "wss:" : "ws:";
   wsUrl.search = "";
-  const client = new MeridianClient({ url: wsUrl.toString(), token });
+  // Binary (MessagePack) data frames by default: about half the bytes of
+  // JSON for float telemetry, on the control room's network and in this
+  // browser's parsing. `?format=json` for frames readable in devtools.
+  const format = params.get("format") === "json" ? "json" : "msgpack";
+  const client = new MeridianClient({ url: wsUrl.toString(), token, format });
 
   // Heartbeat ages compare the CSC's clock with the server's, not this browser's.
   const overview = new Overview(lagWarnS, () => client.serverTime());
