@@ -439,6 +439,9 @@ pub fn fanout_section(r: &FanoutResults, summary: &mut Table) -> Section {
     section
 }
 
+/// Picks one hop's percentiles.
+type HopOf = fn(&Hops) -> &Percentiles;
+
 /// The night-like load: a section (throughput, lag per hop, CPU and RSS
 /// per role) and summary rows.
 pub fn night_section(r: &NightResults, summary: &mut Table) -> Section {
@@ -487,7 +490,7 @@ pub fn night_section(r: &NightResults, summary: &mut Table) -> Section {
         ("telemetry", false),
         ("events", false),
     ]);
-    let rows: [(&str, fn(&Hops) -> &Percentiles); 4] = [
+    let rows: [(&str, HopOf); 4] = [
         ("source → ingest (source_ts → ingest_ts)", |h| {
             &h.source_ingest
         }),
