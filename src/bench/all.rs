@@ -98,7 +98,7 @@ impl Plan {
                     browsers: 20,
                 },
                 love_clients: "100,1000",
-                estimates: [s(60), s(120), s(90), s(180)],
+                estimates: [s(30), s(90), s(80), s(180)],
             }
         }
     }
@@ -114,7 +114,6 @@ pub async fn run(args: AllArgs, shutdown: CancellationToken) -> anyhow::Result<(
             .map(|(n, e)| (n.to_string(), e))
             .collect(),
     );
-    let say = Say::Status(status.clone());
     let load_start = report::parse_loadavg(&std::fs::read_to_string("/proc/loadavg").unwrap_or_default());
     let date = report::iso_utc(
         SystemTime::now()
@@ -132,43 +131,14 @@ pub async fn run(args: AllArgs, shutdown: CancellationToken) -> anyhow::Result<(
             }
         })
     };
-    let _stop_refresher = AbortOnDrop(refresher);
+    let refresher = AbortOnDrop(refresher);
 
     let mut summary = report::summary_table();
-    let mut sections = Vec::new();
-
-    status.section(0);
-    let ingest_args = IngestArgs::from_flags(&plan.ingest)?;
-    let results = ingest::measure(&ingest_args, &say, shutdown.clone())
-        .await
-        .context("the ingest section")?;
-    sections.extend(report::ingest_sections(&results, &mut summary));
-
-    status.section(1);
-    let fanout_args = FanoutArgs::from_flags(&plan.fanout)?;
-    let results = fanout::measure_all(&fanout_args, &say, shutdown.clone())
-        .await
-        .context("the fan-out section")?;
-    sections.push(report::fanout_section(&results, &mut summary));
-
-    status.section(2);
-    let results = night::measure(&plan.night, &say, shutdown.clone())
-        .await
-        .context("the night-like load")?;
-    sections.push(report::night_section(&results, &mut summary));
-
-    status.section(3);
-    let love = if args.no_love {
-        Err("left out with --no-love".to_string())
-    } else {
-        run_love(plan.love_clients, &status, &shutdown).await
-    };
-    sections.push(report::love_section(
-        love.as_ref().map_err(String::as_str),
-        &mut summary,
-    ));
-
+    let measured = measure(&args, &plan, &status, &mut summary, shutdown).await;
+    // The status line goes before anything else is printed, error or report.
+    drop(refresher);
     status.finish();
+    let sections = measured?;
     let report = Report {
         machine: machine(),
         date,
@@ -192,6 +162,49 @@ pub async fn run(args: AllArgs, shutdown: CancellationToken) -> anyhow::Result<(
         args.out.display()
     );
     Ok(())
+}
+
+/// Runs the sections in order; their report sections (the summary rows go to `summary`).
+async fn measure(
+    args: &AllArgs,
+    plan: &Plan,
+    status: &Arc<Status>,
+    summary: &mut report::Table,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Vec<report::Section>> {
+    let say = Say::Status(status.clone());
+    let mut sections = Vec::new();
+    status.section(0);
+    let ingest_args = IngestArgs::from_flags(&plan.ingest)?;
+    let results = ingest::measure(&ingest_args, &say, shutdown.clone())
+        .await
+        .context("the ingest section")?;
+    sections.extend(report::ingest_sections(&results, summary));
+
+    status.section(1);
+    let fanout_args = FanoutArgs::from_flags(&plan.fanout)?;
+    let results = fanout::measure_all(&fanout_args, &say, shutdown.clone())
+        .await
+        .context("the fan-out section")?;
+    sections.push(report::fanout_section(&results, summary));
+
+    status.section(2);
+    let results = night::measure(&plan.night, &say, shutdown.clone())
+        .await
+        .context("the night-like load")?;
+    sections.push(report::night_section(&results, summary));
+
+    status.section(3);
+    let love = if args.no_love {
+        Err("left out with --no-love".to_string())
+    } else {
+        run_love(plan.love_clients, status, &shutdown).await
+    };
+    sections.push(report::love_section(
+        love.as_ref().map_err(String::as_str),
+        summary,
+    ));
+    Ok(sections)
 }
 
 /// Aborts a background task when dropped (the status line's refresher).
