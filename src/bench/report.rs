@@ -530,6 +530,11 @@ pub fn night_section(r: &NightResults, summary: &mut Table) -> Section {
         "Lag samples: {} telemetry, {} events. Browsers closed: {}; lost-event notices: {}.",
         r.telemetry.end_to_end.count, r.events.end_to_end.count, r.closed, r.lost_notices
     ));
+    section.notes.push(
+        "The browsers' CPU and RSS are the bench process's: its RSS also holds what the earlier sections \
+         left on its heap."
+            .into(),
+    );
     // The derived events are in neither side of the ratio: the stored counter does not count them.
     let delivered = r.delivered_telemetry + r.delivered_events;
     let stored = r.stored_telemetry + r.stored_events;
