@@ -208,6 +208,7 @@ impl Cli {
                     config.sim.cscs = a.csc.clone();
                 }
             }
+            Command::Bench(a) if a.quiet_logs() => config.log.filter = "warn".into(),
             Command::Bench(_) => {}
             Command::Sim(a) => {
                 if !a.csc.is_empty() {

@@ -147,15 +147,19 @@ async fn every_role_serves_metrics_and_readiness_that_follow_the_traffic() {
     browser.subscribe("Test:1", "telemetry", "scalars").await.unwrap();
     browser.next_sample().await.unwrap();
     // Live samples (not only the last value) time both of the frontend's hops.
-    let f = scrape_until(&frontend, "the frontend counting its browser and timing both hops", |m| {
-        m.get("meridian_frontend_clients") == Some(1.0)
-            && m.get("meridian_frontend_deliveries_total")
-                .is_some_and(|v| v > 0.0)
-            && m.get(r#"meridian_frontend_hop_lag_seconds_count{hop="store_to_frontend"}"#)
-                .is_some_and(|v| v > 0.0)
-            && m.get(r#"meridian_frontend_hop_lag_seconds_count{hop="frontend_to_browser"}"#)
-                .is_some_and(|v| v > 0.0)
-    })
+    let f = scrape_until(
+        &frontend,
+        "the frontend counting its browser and timing both hops",
+        |m| {
+            m.get("meridian_frontend_clients") == Some(1.0)
+                && m.get("meridian_frontend_deliveries_total")
+                    .is_some_and(|v| v > 0.0)
+                && m.get(r#"meridian_frontend_hop_lag_seconds_count{hop="store_to_frontend"}"#)
+                    .is_some_and(|v| v > 0.0)
+                && m.get(r#"meridian_frontend_hop_lag_seconds_count{hop="frontend_to_browser"}"#)
+                    .is_some_and(|v| v > 0.0)
+        },
+    )
     .await;
     assert!(f.value("meridian_frontend_entries_read_total").unwrap() > 0.0);
 

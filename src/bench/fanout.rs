@@ -29,6 +29,7 @@
 
 use super::measure::{core_percent, micros_per, process_cpu, threads_cpu, NamedRuntime, Percentiles};
 use super::producer::read_frame;
+use super::progress::Say;
 use super::redis_server::{require_tools, RedisServer};
 use anyhow::{bail, Context};
 use axum::extract::ws::{Message as ServerMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -48,7 +49,7 @@ use meridian_proto::{
 };
 use meridian_sim::interface::Interface;
 use meridian_sim::signal::{Rng, TopicSignal};
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -92,10 +93,10 @@ const SAMPLE_MARKER: &str = "\"source_ts\":";
 /// frontend core, with p99 producer → client lag under `GOAL_P99`, and
 /// (so that conflation does not hide an overload) at least
 /// `GOAL_DELIVERED` of the offered samples delivered.
-const GOAL_CLIENTS: usize = 1000;
-const GOAL_P99: Duration = Duration::from_millis(20);
-const GOAL_CORES: f64 = 1.0;
-const GOAL_DELIVERED: f64 = 0.99;
+pub const GOAL_CLIENTS: usize = 1000;
+pub const GOAL_P99: Duration = Duration::from_millis(20);
+pub const GOAL_CORES: f64 = 1.0;
+pub const GOAL_DELIVERED: f64 = 0.99;
 
 #[derive(Args, Debug, Clone)]
 pub struct FanoutArgs {
@@ -200,9 +201,34 @@ fn plan(count: usize) -> anyhow::Result<Vec<Topic>> {
         .collect()
 }
 
+impl FanoutArgs {
+    /// The flags as `bench fanout` would parse them from `flags` (the
+    /// defaults for the rest), for `bench all`.
+    pub fn from_flags(flags: &[&str]) -> anyhow::Result<FanoutArgs> {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            args: FanoutArgs,
+        }
+        use clap::Parser;
+        let argv = std::iter::once("fanout").chain(flags.iter().copied());
+        Ok(Flags::try_parse_from(argv).context("bench fanout flags")?.args)
+    }
+}
+
+/// Everything `bench fanout` measured, for its tables and `bench all`'s report.
+pub struct FanoutResults {
+    /// Per client count, the frontend run then the bare broadcast's.
+    pub runs: Vec<Run>,
+    pub memory: Option<(usize, Setup)>,
+    pub topics: usize,
+    pub rate_hz: f64,
+    pub tick: Duration,
+}
+
 /// Which server a run measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Server {
+pub enum Server {
     Frontend,
     Bare,
 }
@@ -216,7 +242,7 @@ impl Server {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Server::Frontend => "frontend",
             Server::Bare => "bare broadcast",
@@ -225,51 +251,51 @@ impl Server {
 }
 
 /// The figures of one run.
-struct Run {
-    clients: usize,
-    server: Server,
-    setup: Setup,
-    wall: Duration,
+pub struct Run {
+    pub clients: usize,
+    pub server: Server,
+    pub setup: Setup,
+    pub wall: Duration,
     /// Samples per second each client would get if nothing were conflated.
-    offered_per_client: f64,
-    delivered: u64,
-    frames: u64,
-    bytes: u64,
+    pub offered_per_client: f64,
+    pub delivered: u64,
+    pub frames: u64,
+    pub bytes: u64,
     /// Clients the server closed (or whose connection failed) during the window.
-    closed: u64,
+    pub closed: u64,
     /// Producer → client, producer → ingest, ingest → frontend read, frontend read → client.
-    lag: [Percentiles; 4],
-    cpu: Cpu,
+    pub lag: [Percentiles; 4],
+    pub cpu: Cpu,
     /// RSS growth of this process per client at the end of the window.
-    rss_loaded: f64,
+    pub rss_loaded: f64,
     /// Frontend runs: the hub's counters over the window (entries read, inbox deliveries, events lost).
-    hub: Option<(u64, u64, u64)>,
+    pub hub: Option<(u64, u64, u64)>,
     /// The frontend was still busy with the previous run's clients when this run started.
-    skewed: bool,
+    pub skewed: bool,
 }
 
 impl Run {
-    fn rate(&self) -> f64 {
+    pub fn rate(&self) -> f64 {
         self.delivered as f64 / self.wall.as_secs_f64()
     }
 
-    fn fraction(&self) -> f64 {
+    pub fn fraction(&self) -> f64 {
         self.rate() / (self.offered_per_client * self.clients as f64)
     }
 
-    fn cores(&self) -> f64 {
+    pub fn cores(&self) -> f64 {
         core_percent(self.cpu.server, self.wall) / 100.0
     }
 }
 
 /// CPU time of every party at one instant.
 #[derive(Clone, Copy, Default)]
-struct Cpu {
-    server: Duration,
-    ingest: Duration,
-    producers: Duration,
-    redis: Duration,
-    clients: Duration,
+pub struct Cpu {
+    pub server: Duration,
+    pub ingest: Duration,
+    pub producers: Duration,
+    pub redis: Duration,
+    pub clients: Duration,
 }
 
 impl Cpu {
@@ -295,6 +321,20 @@ impl Cpu {
 }
 
 pub async fn run(args: FanoutArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let r = measure_all(&args, &Say::Print, shutdown).await?;
+    print_report(&r.runs, r.memory.as_ref(), &args, r.tick, cores);
+    Ok(())
+}
+
+/// Runs every client count of `args` against both servers and returns the
+/// figures; `say` gets the commentary.
+pub async fn measure_all(
+    args: &FanoutArgs,
+    say: &Say,
+    shutdown: CancellationToken,
+) -> anyhow::Result<FanoutResults> {
+    let args = args.clone();
     check_args(&args)?;
     require_tools()?;
     let topics = Arc::new(plan(args.topics)?);
@@ -303,7 +343,7 @@ pub async fn run(args: FanoutArgs, shutdown: CancellationToken) -> anyhow::Resul
     let config = bench_config(&args, &redis)?;
     let tick = Duration::from_millis(config.frontend.tick_ms);
     let mean_json = topics.iter().map(|t| t.json.len()).sum::<usize>() as f64 / topics.len() as f64;
-    println!(
+    say.step(&format!(
         "meridian bench fanout: {} topics of {CSC} telemetry at {} Hz ({:.0} samples/s, mean {:.0} B of fields JSON, \
          largest {} {} B), every client subscribed to all; frontend.tick_ms {}; {} frontend thread(s); {cores} cores; \
          {:?} data frames (mean {:.0} B per sample as MessagePack)",
@@ -321,20 +361,20 @@ pub async fn run(args: FanoutArgs, shutdown: CancellationToken) -> anyhow::Resul
             .map(|t| meridian_proto::msgpack::sample_message(&t.id, StreamId::new(1, 0), 0.0, 0.0, 0.0, &t.json).0.len())
             .sum::<usize>() as f64
             / topics.len() as f64,
-    );
+    ));
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
+    say.step(&format!(
         "load average before the run: {} (anything near {cores} means the figures are skewed)",
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-    );
-    println!(
+    ));
+    say.step(&format!(
         "redis-server {} on 127.0.0.1:{} (pid {}); lag from the first {} clients of each run",
         redis.version,
         redis.port(),
         redis.pid(),
         args.lag_clients
-    );
-    if std::env::var_os("RUST_LOG").is_none() {
+    ));
+    if std::env::var_os("RUST_LOG").is_none() && matches!(say, Say::Print) {
         println!(
             "(the frontend logs every connection at INFO; RUST_LOG=warn keeps the output to the figures)"
         );
@@ -365,7 +405,7 @@ pub async fn run(args: FanoutArgs, shutdown: CancellationToken) -> anyhow::Resul
     )
     .await?;
     if args.pin {
-        pin(cores, redis.pid());
+        say.step(&pin(cores, redis.pid()));
     }
 
     // One period of data so that every stream exists and has a last value.
@@ -397,6 +437,7 @@ pub async fn run(args: FanoutArgs, shutdown: CancellationToken) -> anyhow::Resul
         topics: topics.len(),
         cores,
         label,
+        say,
     };
     let phases = args.clients.len() * 2 + usize::from(args.memory_clients > 0);
     let mut phase = 0;
@@ -408,7 +449,7 @@ pub async fn run(args: FanoutArgs, shutdown: CancellationToken) -> anyhow::Resul
         match ensure_fds(n as u64 + SPARE_FDS) {
             Ok(()) => {
                 let setup = measure_memory(&ctx, n, &frontend_url, &subscriptions, &shutdown).await?;
-                println!(
+                say.step(&format!(
                     "{}: {:.1} KiB per connection connected, {:.1} KiB connected and subscribed to {} topics \
                      (RSS growth of this process before any data flowed; subscribed in {:.1} s)",
                     ctx.label,
@@ -416,17 +457,17 @@ pub async fn run(args: FanoutArgs, shutdown: CancellationToken) -> anyhow::Resul
                     setup.rss_subscribed / 1024.0,
                     topics.len(),
                     setup.subscribed_in.as_secs_f64(),
-                );
+                ));
                 memory = Some((n, setup));
             }
-            Err(reason) => println!("{}: skipped: {reason}", ctx.label),
+            Err(reason) => say.step(&format!("{}: skipped: {reason}", ctx.label)),
         }
     }
     let mut runs = Vec::new();
     let mut frontend_quiet = true;
     for &n in &args.clients {
         if let Err(reason) = ensure_fds(n as u64 + SPARE_FDS) {
-            println!("{n} clients: skipped: {reason}");
+            say.step(&format!("{n} clients: skipped: {reason}"));
             phase += 2;
             continue;
         }
@@ -444,13 +485,18 @@ pub async fn run(args: FanoutArgs, shutdown: CancellationToken) -> anyhow::Resul
             };
             let (run, quiet) = measure(&ctx, server, n, &url, subscribe, !frontend_quiet, &shutdown).await?;
             frontend_quiet = quiet;
-            print_run(&ctx.label, &run);
+            say.step(&run_line(&ctx.label, &run));
             runs.push(run);
         }
     }
     stop.cancel();
-    print_report(&runs, memory.as_ref(), &args, tick, cores);
-    Ok(())
+    Ok(FanoutResults {
+        runs,
+        memory,
+        topics: topics.len(),
+        rate_hz: args.rate_hz,
+        tick,
+    })
 }
 
 fn check_args(args: &FanoutArgs) -> anyhow::Result<()> {
@@ -494,15 +540,16 @@ struct RunContext<'a> {
     topics: usize,
     cores: usize,
     label: String,
+    say: &'a Say,
 }
 
 /// How long connecting and subscribing took, and what the idle clients cost.
-struct Setup {
-    connect: Duration,
-    subscribed_in: Duration,
+pub struct Setup {
+    pub connect: Duration,
+    pub subscribed_in: Duration,
     /// RSS growth of this process per client: connected, then subscribed (no data flowing).
-    rss_connected: f64,
-    rss_subscribed: f64,
+    pub rss_connected: f64,
+    pub rss_subscribed: f64,
 }
 
 /// Starts the load generator with `n` clients of `url`, waits until they
@@ -567,7 +614,7 @@ async fn measure_memory(
 ) -> anyhow::Result<Setup> {
     let (clients, setup) = connect_clients(ctx, n, url, subscribe, shutdown).await?;
     clients.quit().await;
-    wait_quiet(&ctx.label, shutdown).await?;
+    wait_quiet(ctx, shutdown).await?;
     Ok(setup)
 }
 
@@ -601,7 +648,7 @@ async fn measure(
             ctx.hub.events_lost.load(Ordering::Relaxed),
         )
     };
-    let mut progress = Progress::new(&ctx.label, n);
+    let mut progress = Progress::new(&ctx.label, n, ctx.say);
     let warm_until = Instant::now() + WARMUP;
     let mut last = (
         clients.stat(shutdown).await?,
@@ -659,7 +706,7 @@ async fn measure(
     clients.quit().await;
     // The next run starts on an idle server: the frontend has forgotten
     // these clients and worked off what it still held for them.
-    let quiet = wait_quiet(&ctx.label, shutdown).await?;
+    let quiet = wait_quiet(ctx, shutdown).await?;
 
     let wall = t1 - t0;
     let run = Run {
@@ -682,20 +729,18 @@ async fn measure(
 }
 
 /// Progress of a run: a line per second (rewritten in place on a terminal).
-struct Progress {
+struct Progress<'a> {
     label: String,
     clients: usize,
-    tty: bool,
-    shown: bool,
+    say: &'a Say,
 }
 
-impl Progress {
-    fn new(label: &str, clients: usize) -> Progress {
+impl<'a> Progress<'a> {
+    fn new(label: &str, clients: usize, say: &'a Say) -> Progress<'a> {
         Progress {
             label: label.to_string(),
             clients,
-            tty: std::io::stdout().is_terminal(),
-            shown: false,
+            say,
         }
     }
 
@@ -711,25 +756,16 @@ impl Progress {
             cpu.server.as_secs_f64() * 100.0 / secs,
             cpu.clients.as_secs_f64() * 100.0 / secs,
         );
-        if self.tty {
-            print!("\r\x1b[2K{line}");
-            let _ = std::io::stdout().flush();
-        } else {
-            println!("{line}");
-        }
-        self.shown = true;
+        self.say.tick(&line);
     }
 
     fn done(&self) {
-        if self.tty && self.shown {
-            print!("\r\x1b[2K");
-            let _ = std::io::stdout().flush();
-        }
+        self.say.end_ticks();
     }
 }
 
-fn print_run(label: &str, r: &Run) {
-    println!(
+fn run_line(label: &str, r: &Run) -> String {
+    format!(
         "{label}: connected in {:.1} s, subscribed in {:.1} s; {:.0} samples/s delivered ({:.1}% of offered), \
          lag p50 / p99 {} ms; server {:.2} cores",
         r.setup.connect.as_secs_f64(),
@@ -738,7 +774,7 @@ fn print_run(label: &str, r: &Run) {
         r.fraction() * 100.0,
         p50_p99(&r.lag[0]),
         r.cores(),
-    );
+    )
 }
 
 fn print_report(
@@ -915,7 +951,7 @@ async fn sleep_unless(d: Duration, shutdown: &CancellationToken) -> anyhow::Resu
 
 /// Waits until the frontend's threads are idle (under 10% of a core over
 /// 250 ms), at most `QUIET_TIMEOUT`; whether they became idle.
-async fn wait_quiet(label: &str, shutdown: &CancellationToken) -> anyhow::Result<bool> {
+async fn wait_quiet(ctx: &RunContext<'_>, shutdown: &CancellationToken) -> anyhow::Result<bool> {
     const WINDOW: Duration = Duration::from_millis(250);
     let started = Instant::now();
     loop {
@@ -925,10 +961,11 @@ async fn wait_quiet(label: &str, shutdown: &CancellationToken) -> anyhow::Result
             return Ok(true);
         }
         if started.elapsed() > QUIET_TIMEOUT {
-            println!(
-                "{label}: the frontend was still busy {QUIET_TIMEOUT:?} after the clients left; \
-                 the next run starts anyway (marked *)"
-            );
+            ctx.say.step(&format!(
+                "{}: the frontend was still busy {QUIET_TIMEOUT:?} after the clients left; \
+                 the next run starts anyway (marked *)",
+                ctx.label
+            ));
             return Ok(false);
         }
     }
@@ -987,10 +1024,9 @@ fn nofile_limits() -> Option<(u64, u64)> {
 
 /// Pins the frontend's threads and redis-server to the first core and
 /// leaves the last to the load generator (started with `taskset`).
-fn pin(cores: usize, redis: u32) {
+fn pin(cores: usize, redis: u32) -> String {
     if cores < 2 {
-        println!("--pin: one core only; nothing pinned");
-        return;
+        return "--pin: one core only; nothing pinned".into();
     }
     let mut targets = vec![redis];
     if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
@@ -1010,11 +1046,11 @@ fn pin(cores: usize, redis: u32) {
             .status()
             .is_ok_and(|s| s.success())
     });
-    println!(
+    format!(
         "--pin: frontend and bare-server threads and redis-server on core 0{}, load generator on core {}",
         if all_ok { "" } else { " (taskset failed for some)" },
         cores - 1
-    );
+    )
 }
 
 async fn start_ingest(

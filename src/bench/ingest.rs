@@ -17,6 +17,7 @@ use super::measure::{
     core_percent, micros_per, own_cpu, process_cpu, CpuSnapshot, NamedRuntime, Percentiles,
 };
 use super::producer::{self, Load, Producer, Tally};
+use super::progress::Say;
 use super::redis_server::{require_tools, RedisServer};
 use anyhow::{bail, Context};
 use clap::Args;
@@ -42,14 +43,14 @@ const DRAIN: Duration = Duration::from_secs(15);
 
 /// Streams of the reference baseline (`redis-benchmark -r 1000`): many
 /// topics, as a site has.
-const SPREAD_STREAMS: u32 = 1000;
+pub const SPREAD_STREAMS: u32 = 1000;
 
 /// Requests of the redis-benchmark run that sizes the real one.
 const CALIBRATION_REQUESTS: u64 = 30_000;
 
 /// The goal this bench tracks: the bridge keeps at least this fraction of
 /// what Redis itself takes with a well-pipelined client.
-const GOAL_RATIO: f64 = 0.5;
+pub const GOAL_RATIO: f64 = 0.5;
 
 #[derive(Args, Debug, Clone)]
 pub struct IngestArgs {
@@ -88,45 +89,80 @@ pub struct IngestArgs {
     load_threads: usize,
 }
 
+impl IngestArgs {
+    /// The flags as `bench ingest` would parse them from `flags` (the
+    /// defaults for the rest), for `bench all`.
+    pub fn from_flags(flags: &[&str]) -> anyhow::Result<IngestArgs> {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            args: IngestArgs,
+        }
+        use clap::Parser;
+        let argv = std::iter::once("ingest").chain(flags.iter().copied());
+        Ok(Flags::try_parse_from(argv).context("bench ingest flags")?.args)
+    }
+}
+
+/// Everything `bench ingest` measured, for its tables and `bench all`'s report.
+pub struct IngestResults {
+    pub rows: Vec<Row>,
+    pub producers: u32,
+    pub redis_version: String,
+}
+
 /// The figures of one payload size.
-struct Row {
-    payload: usize,
+pub struct Row {
+    pub payload: usize,
     /// redis-benchmark over 1000 streams (`-r 1000`), the reference figure.
-    spread: Baseline,
+    pub spread: Baseline,
     /// redis-benchmark over as many streams as the ingest run writes (`-r K`).
-    same_streams: Baseline,
-    writer: Vec<WriterRun>,
-    ingest: IngestRun,
+    pub same_streams: Baseline,
+    pub writer: Vec<WriterRun>,
+    pub ingest: IngestRun,
 }
 
-struct Baseline {
-    rps: f64,
-    requests: u64,
+pub struct Baseline {
+    pub rps: f64,
+    pub requests: u64,
     /// redis-server CPU per XADD.
-    redis_cpu_us: f64,
+    pub redis_cpu_us: f64,
 }
 
-struct WriterRun {
-    in_flight: usize,
-    rate: f64,
+pub struct WriterRun {
+    pub in_flight: usize,
+    pub rate: f64,
     /// This process's CPU per entry: the Redis client's share of the ingest's cost.
-    cpu_us: f64,
+    pub cpu_us: f64,
 }
 
-struct IngestRun {
-    rate: f64,
-    latency: Percentiles,
-    cpu: CpuSnapshot,
-    wall: Duration,
-    samples_in_window: u64,
-    sent: u64,
-    acked: u64,
-    stored: u64,
-    encode_us: f64,
-    frame_bytes: f64,
+pub struct IngestRun {
+    pub rate: f64,
+    pub latency: Percentiles,
+    pub cpu: CpuSnapshot,
+    pub wall: Duration,
+    pub samples_in_window: u64,
+    pub sent: u64,
+    pub acked: u64,
+    pub stored: u64,
+    pub encode_us: f64,
+    pub frame_bytes: f64,
 }
 
 pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let results = measure(&args, &Say::Print, shutdown).await?;
+    print_report(&results.rows, &args, cores);
+    Ok(())
+}
+
+/// Runs every phase of `args` and returns the figures; `say` gets the commentary.
+pub async fn measure(
+    args: &IngestArgs,
+    say: &Say,
+    shutdown: CancellationToken,
+) -> anyhow::Result<IngestResults> {
+    let args = args.clone();
     check_args(&args)?;
     require_tools()?;
     let redis = tokio::task::block_in_place(RedisServer::start)?;
@@ -134,24 +170,24 @@ pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Resul
     let defaults = Config::default().ingest;
     let batch_max = args.batch_max.unwrap_or(defaults.batch_max);
     let batch_delay_ms = args.batch_delay_ms.unwrap_or(defaults.batch_delay_ms);
-    println!(
+    say.step(&format!(
         "meridian bench ingest: {} producers × batch {} (window {} frames), {} s per size; \
          ingest.batch_max {batch_max}, batch_delay_ms {batch_delay_ms}; MAXLEN ~ {}; {cores} cores",
         args.producers, args.batch, args.window, args.duration_s, args.maxlen
-    );
+    ));
     // Other work on the box skews every figure: say how busy it was.
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
+    say.step(&format!(
         "load average before the run: {} (anything near {cores} means the figures are skewed)",
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-    );
-    println!(
+    ));
+    say.step(&format!(
         "redis-server {} on 127.0.0.1:{} (pid {}, dir {})",
         redis.version,
         redis.port(),
         redis.pid(),
         redis.dir().display()
-    );
+    ));
     let load_rt = NamedRuntime::new(LOAD_THREADS, args.load_threads)?;
     let phases = args.payload.len() * 4;
     let mut phase = 0;
@@ -162,10 +198,10 @@ pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Resul
             phase += 1;
             interrupted(&shutdown)?;
             let b = baseline(&redis, payload, streams, &args, &shutdown)?;
-            println!(
+            say.step(&format!(
                 "[{phase}/{phases}] {payload} B  redis-benchmark XADD -P 64 -r {streams} -n {}: {:.0}/s",
                 b.requests, b.rps
-            );
+            ));
             baselines.push(b);
         }
         let same_streams = baselines.pop().context("two baselines")?;
@@ -178,7 +214,7 @@ pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Resul
             writer.push(writer_alone(&redis, payload, &args, batch_max, in_flight).await?);
             redis.flush()?;
         }
-        println!(
+        say.step(&format!(
             "[{phase}/{phases}] {payload} B  store writer alone, pipelines of {batch_max}: {}",
             writer
                 .iter()
@@ -188,7 +224,7 @@ pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Resul
                 ))
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
+        ));
 
         phase += 1;
         interrupted(&shutdown)?;
@@ -203,7 +239,7 @@ pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Resul
         )
         .await?;
         redis.flush()?;
-        println!(
+        say.step(&format!(
             "[{phase}/{phases}] {payload} B  ingest path: {:.0} samples/s; ack latency of {} batches: \
              p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; sent {}, acked {}, stored {}",
             ingest.rate,
@@ -214,7 +250,7 @@ pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Resul
             ingest.sent,
             ingest.acked,
             ingest.stored
-        );
+        ));
         rows.push(Row {
             payload,
             spread,
@@ -223,8 +259,11 @@ pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Resul
             ingest,
         });
     }
-    print_report(&rows, &args, cores);
-    Ok(())
+    Ok(IngestResults {
+        rows,
+        producers: args.producers,
+        redis_version: redis.version.clone(),
+    })
 }
 
 fn check_args(args: &IngestArgs) -> anyhow::Result<()> {

@@ -6,6 +6,11 @@
 //! prints both with their ratio. docs/performance.md explains the figures.
 //!
 //! Layout:
+//! - `all`: `bench all`, every bench below plus the night-like load and the LOVE
+//!   comparison in one run, written as one markdown report (`report`).
+//! - `night`: the night-like load, every role in its own process, browsers in this one.
+//! - `report`: the report's tables from the results (pure).
+//! - `progress`: where a bench's commentary goes (lines, or `bench all`'s status line).
 //! - `fanout`: `bench fanout`, one frontend to N WebSocket clients vs a bare broadcast;
 //!   its load generator runs as `bench fanout-clients` in a second process.
 //! - `ingest`: `bench ingest`, QUIC producers → ingest → Redis vs `redis-benchmark`.
@@ -13,11 +18,15 @@
 //! - `redis_server`: a private `redis-server` and the `redis-cli`/`redis-benchmark` calls.
 //! - `measure`: CPU time from `/proc`, latency percentiles, and named runtimes whose CPU can be told apart.
 
+mod all;
 mod fanout;
 mod ingest;
 mod measure;
+mod night;
 mod producer;
+mod progress;
 mod redis_server;
+mod report;
 
 use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -28,8 +37,18 @@ pub struct BenchArgs {
     what: Bench,
 }
 
+impl BenchArgs {
+    /// `bench all` draws a status line on stderr: the roles it runs in this
+    /// process should then log only warnings unless RUST_LOG says otherwise.
+    pub fn quiet_logs(&self) -> bool {
+        matches!(self.what, Bench::All(_))
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Bench {
+    /// Every benchmark in one run (Redis, ingest, fan-out, night-like load, LOVE) as a markdown report.
+    All(all::AllArgs),
     /// Ingest path (QUIC → ingest → Redis) against redis-benchmark XADD -P 64.
     Ingest(ingest::IngestArgs),
     /// Frontend fan-out (producers → ingest → Redis → frontend → N WebSocket clients) against a bare broadcast.
@@ -41,6 +60,7 @@ enum Bench {
 
 pub async fn run(args: BenchArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     match args.what {
+        Bench::All(a) => all::run(a, shutdown).await,
         Bench::Ingest(a) => ingest::run(a, shutdown).await,
         Bench::Fanout(a) => fanout::run(a, shutdown).await,
         Bench::FanoutClients(a) => fanout::run_clients(a, shutdown).await,
