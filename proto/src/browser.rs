@@ -149,6 +149,16 @@ pub enum FrameFormat {
     Msgpack,
 }
 
+impl FrameFormat {
+    /// The name `?format=` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            FrameFormat::Json => "json",
+            FrameFormat::Msgpack => "msgpack",
+        }
+    }
+}
+
 impl std::str::FromStr for FrameFormat {
     type Err = String;
 

@@ -41,7 +41,9 @@ pub struct AllArgs {
 /// How long each section runs, and with which flags, for a full or a quick run.
 struct Plan {
     ingest: Vec<&'static str>,
-    fanout: Vec<&'static str>,
+    /// One `bench fanout` run per entry: JSON frames at 100 and 1,000
+    /// clients, then binary frames, then a control room's load.
+    fanout: Vec<Vec<&'static str>>,
     night: NightArgs,
     love_clients: &'static str,
     /// Estimated durations, for the status line: ingest, fan-out, night, LOVE.
@@ -63,7 +65,14 @@ impl Plan {
                     "--writer-s",
                     "0.5",
                 ],
-                fanout: vec!["--clients", "100", "--duration-s", "2", "--memory-clients", "0"],
+                fanout: vec![vec![
+                    "--clients",
+                    "100",
+                    "--duration-s",
+                    "2",
+                    "--memory-clients",
+                    "0",
+                ]],
                 night: NightArgs {
                     warmup: s(3),
                     window: s(10),
@@ -85,12 +94,36 @@ impl Plan {
                     "1",
                 ],
                 fanout: vec![
-                    "--clients",
-                    "100,1000",
-                    "--duration-s",
-                    "5",
-                    "--memory-clients",
-                    "0",
+                    vec![
+                        "--clients",
+                        "100,1000",
+                        "--duration-s",
+                        "5",
+                        "--memory-clients",
+                        "1000",
+                    ],
+                    vec![
+                        "--clients",
+                        "1000",
+                        "--duration-s",
+                        "5",
+                        "--memory-clients",
+                        "0",
+                        "--format",
+                        "msgpack",
+                    ],
+                    vec![
+                        "--clients",
+                        "1000",
+                        "--topics",
+                        "10",
+                        "--duration-s",
+                        "5",
+                        "--memory-clients",
+                        "0",
+                        "--format",
+                        "msgpack",
+                    ],
                 ],
                 night: NightArgs {
                     warmup: s(10),
@@ -98,7 +131,7 @@ impl Plan {
                     browsers: 20,
                 },
                 love_clients: "100,1000",
-                estimates: [s(30), s(90), s(80), s(180)],
+                estimates: [s(30), s(190), s(80), s(180)],
             }
         }
     }
@@ -182,11 +215,13 @@ async fn measure(
     sections.extend(report::ingest_sections(&results, summary));
 
     status.section(1);
-    let fanout_args = FanoutArgs::from_flags(&plan.fanout)?;
-    let results = fanout::measure_all(&fanout_args, &say, shutdown.clone())
-        .await
-        .context("the fan-out section")?;
-    sections.push(report::fanout_section(&results, summary));
+    for flags in &plan.fanout {
+        let fanout_args = FanoutArgs::from_flags(flags)?;
+        let results = fanout::measure_all(&fanout_args, &say, shutdown.clone())
+            .await
+            .context("the fan-out section")?;
+        sections.push(report::fanout_section(&results, summary));
+    }
 
     status.section(2);
     let results = night::measure(&plan.night, &say, shutdown.clone())

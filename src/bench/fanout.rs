@@ -224,6 +224,8 @@ pub struct FanoutResults {
     pub topics: usize,
     pub rate_hz: f64,
     pub tick: Duration,
+    /// How data frames were encoded (both servers alike).
+    pub format: FrameFormat,
 }
 
 /// Which server a run measures.
@@ -496,6 +498,7 @@ pub async fn measure_all(
         topics: topics.len(),
         rate_hz: args.rate_hz,
         tick,
+        format: args.format,
     })
 }
 
@@ -600,6 +603,16 @@ async fn connect_clients(
             rss_subscribed,
         },
     ))
+}
+
+/// The figure of memory per idle connection, as printed and reported.
+pub fn memory_line(n: usize, m: &Setup, topics: usize) -> String {
+    format!(
+        "Memory per idle frontend connection ({n} clients, before any data flowed): {:.1} KiB connected, \
+         {:.1} KiB subscribed to {topics} topics (target ≤ 16 KiB per idle connection).",
+        m.rss_connected / 1024.0,
+        m.rss_subscribed / 1024.0,
+    )
 }
 
 /// Memory per idle frontend connection, measured before any data has
@@ -875,12 +888,7 @@ fn print_report(
         }
     }
     if let Some((n, m)) = memory {
-        println!(
-            "Memory per idle frontend connection ({n} clients, before any data flowed): {:.1} KiB connected, \
-             {:.1} KiB subscribed to {topics} topics (target ≤ 16 KiB per idle connection).",
-            m.rss_connected / 1024.0,
-            m.rss_subscribed / 1024.0,
-        );
+        println!("{}", memory_line(*n, m, topics));
     }
     let lost: u64 = runs.iter().filter_map(|r| r.hub).map(|h| h.2).sum();
     println!(

@@ -330,7 +330,11 @@ pub fn ingest_sections(r: &IngestResults, summary: &mut Table) -> Vec<Section> {
 /// The fan-out runs: a section and summary rows.
 pub fn fanout_section(r: &FanoutResults, summary: &mut Table) -> Section {
     let mut section = Section {
-        title: "Fan-out: producers → ingest → Redis → frontend → WebSocket clients".into(),
+        title: format!(
+            "Fan-out: producers → ingest → Redis → frontend → WebSocket clients ({} topics, {} frames)",
+            r.topics,
+            r.format.name()
+        ),
         intro: format!(
             "{} MTM1M3 telemetry topics at {} Hz, every client subscribed to all, frontend.tick_ms {}; \
              the clients are a second process. Baseline: a bare axum/tungstenite server that broadcasts \
@@ -414,7 +418,7 @@ pub fn fanout_section(r: &FanoutResults, summary: &mut Table) -> Section {
             ));
             summary.row(vec![
                 "Fan-out".into(),
-                format!("{} clients × {} topics", f.clients, r.topics),
+                format!("{} clients × {} topics, {}", f.clients, r.topics, r.format.name()),
                 format!("{} samples/s", fmt_rate(f.rate())),
                 format!("{}/s (bare)", fmt_rate(b.rate())),
                 fmt_ratio(ratio(f.rate(), b.rate())),
@@ -428,6 +432,11 @@ pub fn fanout_section(r: &FanoutResults, summary: &mut Table) -> Section {
         section
             .notes
             .push("* started while the frontend was still busy with the previous run's clients.".into());
+    }
+    if let Some((n, setup)) = &r.memory {
+        section
+            .notes
+            .push(super::fanout::memory_line(*n, setup, r.topics));
     }
     section.notes.push(format!(
         "Goal: {} clients on ≤ {} frontend core with p99 < {} ms and ≥ {:.0}% of offered delivered.",
