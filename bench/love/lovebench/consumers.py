@@ -79,7 +79,7 @@ class SubscriptionConsumer(AsyncJsonWebsocketConsumer):
         if option == "subscribe":
             await self.channel_layer.group_add(group, self.channel_name)
             self.joined.add(group)
-            if category == "event" and not self.producer:
+            if category == "event" and not self.producer and str(salindex).isdigit():
                 await self.channel_layer.group_send(
                     f"initial_state-{csc}-all-all",
                     {
