@@ -16,11 +16,15 @@
 //! - `ingest`: `bench ingest`, QUIC producers → ingest → Redis vs `redis-benchmark`.
 //! - `producer`: the synthetic producer the ingest bench drives.
 //! - `redis_server`: a private `redis-server` and the `redis-cli`/`redis-benchmark` calls.
+//! - `love`: `bench love`, LOVE's Django Channels relay (bench/love) vs Meridian's frontend on the same
+//!   LOVE producers and browsers; `love_load` is that load (`bench love-clients` in a second process).
 //! - `measure`: CPU time from `/proc`, latency percentiles, and named runtimes whose CPU can be told apart.
 
 mod all;
 mod fanout;
 mod ingest;
+mod love;
+mod love_load;
 mod measure;
 mod night;
 mod producer;
@@ -56,6 +60,11 @@ enum Bench {
     /// The fan-out bench's load generator, started by `bench fanout` in its own process.
     #[command(hide = true)]
     FanoutClients(fanout::ClientsArgs),
+    /// LOVE's approach (Django Channels + channels_redis, one daphne process) and Meridian's frontend on the same LOVE load.
+    Love(love::LoveArgs),
+    /// The LOVE bench's browsers, started by `bench love` in their own process.
+    #[command(hide = true)]
+    LoveClients(love_load::ClientsArgs),
 }
 
 pub async fn run(args: BenchArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -64,5 +73,7 @@ pub async fn run(args: BenchArgs, shutdown: CancellationToken) -> anyhow::Result
         Bench::Ingest(a) => ingest::run(a, shutdown).await,
         Bench::Fanout(a) => fanout::run(a, shutdown).await,
         Bench::FanoutClients(a) => fanout::run_clients(a, shutdown).await,
+        Bench::Love(a) => love::run(a, shutdown).await,
+        Bench::LoveClients(a) => love_load::run_clients(a, shutdown).await,
     }
 }
