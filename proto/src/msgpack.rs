@@ -194,6 +194,19 @@ fn write_container_len(out: &mut Vec<u8>, len: usize, fix: u8, wide16: u8) {
     }
 }
 
+/// The four key/value pairs that name a topic in every message: `csc`,
+/// `salindex`, `category`, `topic`.
+fn write_topic(out: &mut Vec<u8>, topic: &TopicId) {
+    write_str(out, "csc");
+    write_str(out, topic.csc.csc.as_str());
+    write_str(out, "salindex");
+    write_uint(out, topic.csc.salindex as u64);
+    write_str(out, "category");
+    write_str(out, topic.category.as_str());
+    write_str(out, "topic");
+    write_str(out, &topic.topic);
+}
+
 /// One sample of the native protocol as MessagePack: the map
 /// [`crate::browser::sample_message`] writes as JSON, same keys, with the
 /// stored `fields_json` transcoded. On invalid stored JSON the fields are
@@ -211,14 +224,7 @@ pub fn sample_message(
     write_map_len(&mut out, 10);
     write_str(&mut out, "type");
     write_str(&mut out, "sample");
-    write_str(&mut out, "csc");
-    write_str(&mut out, topic.csc.csc.as_str());
-    write_str(&mut out, "salindex");
-    write_uint(&mut out, topic.csc.salindex as u64);
-    write_str(&mut out, "category");
-    write_str(&mut out, &topic.category.to_string());
-    write_str(&mut out, "topic");
-    write_str(&mut out, &topic.topic);
+    write_topic(&mut out, topic);
     write_str(&mut out, "id");
     write_str(&mut out, &id.to_string());
     for (name, ts) in [
@@ -265,14 +271,7 @@ pub fn batch_frame<'a>(
     write_array_len(&mut out, lost.len());
     for (topic, from) in lost {
         write_map_len(&mut out, 5);
-        write_str(&mut out, "csc");
-        write_str(&mut out, topic.csc.csc.as_str());
-        write_str(&mut out, "salindex");
-        write_uint(&mut out, topic.csc.salindex as u64);
-        write_str(&mut out, "category");
-        write_str(&mut out, &topic.category.to_string());
-        write_str(&mut out, "topic");
-        write_str(&mut out, &topic.topic);
+        write_topic(&mut out, topic);
         write_str(&mut out, "from_id");
         write_str(&mut out, &from.to_string());
     }
