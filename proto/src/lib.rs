@@ -16,10 +16,12 @@
 //! - [`metrics`]: the Prometheus text every role's `/metrics` serves.
 //! - [`spool`]: the producer's bounded event spool (acknowledge, rewind, replay).
 //! - [`browser`]: the JSON messages of the native WebSocket protocol.
+//! - [`love`]: what browsers and producers of the replaced system (LOVE) send to its compatibility endpoint.
 //! - [`stream_id`]: the store's entry ids (`<ms>-<seq>`), shared by Redis and the in-memory store.
 
 pub mod browser;
 pub mod frame;
+pub mod love;
 pub mod metrics;
 pub mod spool;
 pub mod stream_id;
