@@ -97,6 +97,9 @@ pub struct DataEntry {
     pub streams: Vec<(String, Json)>,
 }
 
+/// The samples of one stream's payload, each a JSON object of fields.
+pub type Samples<'a> = Vec<&'a Map<String, Json>>;
+
 /// A `Heartbeat` report: `{csc, salindex, lost, last_heartbeat_timestamp, …}`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeartbeatReport {
@@ -312,7 +315,7 @@ impl DataMessage {
 
     /// The samples of one stream's payload: a dict of fields (telemetry),
     /// or a list of them (events; `true`). `at` names it in errors.
-    pub fn samples<'a>(at: &str, payload: &'a Json) -> Result<(Vec<&'a Map<String, Json>>, bool), String> {
+    pub fn samples<'a>(at: &str, payload: &'a Json) -> Result<(Samples<'a>, bool), String> {
         match payload {
             Json::Object(fields) => Ok((vec![fields], false)),
             Json::Array(items) => {

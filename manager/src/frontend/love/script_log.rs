@@ -60,7 +60,7 @@ pub fn replay_start(newest: &[Entry], salindex: u32, scanned: usize) -> Start {
     let own: Vec<usize> = (first..newest.len())
         .filter(|&i| newest[i].field("salindex").and_then(|s| s.parse::<u32>().ok()) == Some(salindex))
         .collect();
-    let Some(&oldest) = own.iter().rev().take(SCRIPT_LOG_REPLAY).last() else {
+    let Some(&oldest) = own.get(own.len().saturating_sub(SCRIPT_LOG_REPLAY)) else {
         return Start::Last;
     };
     match oldest {
