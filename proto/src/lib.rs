@@ -17,10 +17,12 @@
 //! - [`spool`]: the producer's bounded event spool (acknowledge, rewind, replay).
 //! - [`browser`]: the JSON messages of the native WebSocket protocol.
 //! - [`msgpack`]: the same data frames as MessagePack, for browsers that ask for binary frames.
+//! - [`love`]: what browsers and producers of the replaced system (LOVE) send to its compatibility endpoint.
 //! - [`stream_id`]: the store's entry ids (`<ms>-<seq>`), shared by Redis and the in-memory store.
 
 pub mod browser;
 pub mod frame;
+pub mod love;
 pub mod metrics;
 pub mod msgpack;
 pub mod spool;

@@ -418,7 +418,8 @@ async fn the_script_queue_panel_follows_a_queue_served_by_a_meridian_producer() 
     assert_eq!(last_of("stateStream"), json!({"enabled": true, "running": true}));
     assert_eq!(last_of("availableScriptsStream"), *available);
 
-    // Four keys per queue, not per script: the derived streams.
+    // Four keys per queue, not per script: the derived streams, which
+    // expire once no ingest derives them any more.
     for key in [
         "meridian:{ScriptQueueState:1}:event:stateStream",
         "meridian:{ScriptQueueState:1}:event:scriptsStream",
@@ -427,6 +428,11 @@ async fn the_script_queue_panel_follows_a_queue_served_by_a_meridian_producer() 
     ] {
         use meridian_manager::store::Store;
         assert!(store.len(key).await.unwrap() > 0, "{key}");
+        let ttl = store.ttl(key).await.unwrap();
+        assert!(
+            ttl.is_some_and(|t| t <= meridian_manager::derive::DERIVED_TTL),
+            "{key}: TTL {ttl:?}"
+        );
     }
     system.stop().await;
 }
@@ -470,7 +476,10 @@ async fn one_ingest_derives_and_another_takes_over_when_it_dies() {
         .unwrap();
     // Script 200000 is current and never heard from: lost counts up every report.
     store_queue_event(store.as_ref(), 1, 200_000).await;
-    let config = DeriveConfig { finished_scripts: 10 };
+    let config = DeriveConfig {
+        finished_scripts: 10,
+        ttl: derive::DERIVED_TTL,
+    };
     let (stop_a, stop_b) = (
         tokio_util::sync::CancellationToken::new(),
         tokio_util::sync::CancellationToken::new(),
@@ -512,7 +521,10 @@ async fn one_ingest_derives_and_another_takes_over_when_it_dies() {
         if i == 1 {
             c = Some(tokio::spawn(derive::run(
                 store.clone(),
-                DeriveConfig { finished_scripts: 10 },
+                DeriveConfig {
+                    finished_scripts: 10,
+                    ttl: derive::DERIVED_TTL,
+                },
                 c_stop.clone(),
             )));
         }

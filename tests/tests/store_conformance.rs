@@ -152,6 +152,7 @@ conformance!(
     append_once_refuses_bad_batches_before_writing,
     concurrent_append_once_writes_one_copy,
     hash_set_and_get_round_trip_with_ttl,
+    streams_expire_when_told_and_keep_their_ttl_across_appends,
     keys_exist_delete_count_and_list_by_prefix,
     lock_is_held_by_one_holder_until_expiry,
 );
@@ -896,6 +897,73 @@ async fn hash_set_and_get_round_trip_with_ttl(b: &Backend) -> anyhow::Result<()>
     // No fields and no key: nothing is created.
     store.hash_set(short, &[], Some(LONG_TTL)).await?;
     assert!(!store.exists(short).await?);
+    Ok(())
+}
+
+async fn streams_expire_when_told_and_keep_their_ttl_across_appends(b: &Backend) -> anyhow::Result<()> {
+    let store = &*b.store;
+    // Keys on different slots of a cluster, of two types.
+    let (s1, s2, hash) = ("meridian:{a}:s", "meridian:{b}:s", "meridian:{c}:h");
+    let first = fill(store, s1, 3).await?;
+    fill(store, s2, 2).await?;
+    store.hash_set(hash, &pairs(&[("f", "v")]), None).await?;
+    assert_eq!(store.ttl(s1).await?, None, "a stream with a TTL of its own");
+
+    // A TTL, kept by later appends (as XADD keeps it), refreshed by a new one.
+    store.expire(&[s1.to_string()], Some(LONG_TTL)).await?;
+    let left = store.ttl(s1).await?.context("no TTL after expire")?;
+    assert!(left <= LONG_TTL && left > LONG_TTL / 2, "TTL {left:?}");
+    fill(store, s1, 1).await?;
+    let left = store.ttl(s1).await?.context("an append removed the TTL")?;
+    assert!(left <= LONG_TTL, "TTL {left:?}");
+    let longer = LONG_TTL * 10;
+    store.expire(&[s1.to_string()], Some(longer)).await?;
+    let left = store.ttl(s1).await?.context("the refresh removed the TTL")?;
+    assert!(left > LONG_TTL && left <= longer, "TTL {left:?} not refreshed");
+    // None removes it; the entries stay.
+    store.expire(&[s1.to_string()], None).await?;
+    assert_eq!(store.ttl(s1).await?, None, "expire(None) kept the TTL");
+    assert_eq!(store.len(s1).await?, 4);
+
+    // A zero TTL is refused and changes nothing; no keys is nothing to do.
+    let refused = store.expire(&[s1.to_string()], Some(Duration::ZERO)).await;
+    assert!(matches!(refused, Err(StoreError::Refused(_))), "got {refused:?}");
+    assert_eq!(store.ttl(s1).await?, None);
+    store.expire(&[], Some(LONG_TTL)).await?;
+
+    // Several keys at once, any type, a missing one left missing: all expire.
+    let missing = "meridian:{d}:missing";
+    let all: Vec<String> = [s1, s2, hash, missing].iter().map(|k| k.to_string()).collect();
+    store.expire(&all, Some(SHORT_TTL)).await?;
+    assert!(!store.exists(missing).await?, "expire created a key");
+    for key in [s1, s2, hash] {
+        if let Some(left) = store.ttl(key).await? {
+            assert!(left <= SHORT_TTL, "{key}: TTL {left:?} above {SHORT_TTL:?}");
+        }
+    }
+    eventually("the streams and the hash expire", || async {
+        for key in [s1, s2, hash] {
+            if store.exists(key).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+    .await?;
+    // An expired stream is absent to every read.
+    assert_eq!(store.len(s1).await?, 0);
+    assert_eq!(store.last(s1, 10).await?, []);
+    assert_eq!(store.range(s1, StreamId::ZERO, None, 10).await?, []);
+    let mut reader = store.reader().await?;
+    let cursors = [(s1.to_string(), StreamId::ZERO), (s2.to_string(), StreamId::ZERO)];
+    assert_eq!(reader.read(&cursors, 10, Duration::ZERO).await?, []);
+    assert_eq!(store.hash_get(hash).await?, []);
+
+    // Written again, it is a new stream without a TTL, its ids still above the old ones.
+    let again = fill(store, s1, 1).await?;
+    assert!(again[0] > first[2], "{again:?} not above {first:?}");
+    assert_eq!(store.ttl(s1).await?, None);
+    assert_eq!(numbers(&store.last(s1, 10).await?), [0]);
     Ok(())
 }
 

@@ -36,6 +36,16 @@
 //! [`STATE_MAXLEN`] and [`HEARTBEAT_MAXLEN`] entries; a queue's state
 //! holds at most [`queue::MAX_SCRIPTS`] scripts and drops the ones that
 //! leave its lists; at most [`MAX_QUEUES`] queues are followed.
+//!
+//! Expiry: a derived stream expires [`DERIVED_TTL`] after the deriver last
+//! wrote or refreshed it. The holder sets that TTL after every write and
+//! refreshes it for every followed queue (an idle queue writes nothing)
+//! every quarter of it, so the streams stay while any ingest derives, and
+//! go away once none does (`ingest.script_queue_state = false`, or a queue
+//! no longer followed); a deriver starting later rebuilds them from the
+//! inputs. A queue left to a producer of the replaced system has its
+//! streams' TTL removed: that producer writes them now, and its streams
+//! keep no TTL, like every stream it publishes.
 
 pub mod queue;
 
@@ -92,6 +102,9 @@ const READ_COUNT: usize = 512;
 /// Longest one read waits for new inputs.
 const MAX_BLOCK: Duration = Duration::from_millis(500);
 
+/// How long a derived stream outlives the deriver's last write or refresh of it.
+pub const DERIVED_TTL: Duration = Duration::from_secs(86_400);
+
 /// The replaced producer's pseudo-CSC holding a queue's state.
 pub const STATE_CSC: &str = "ScriptQueueState";
 
@@ -103,12 +116,15 @@ pub const HEARTBEATS_CSC: &str = "ScriptHeartbeats";
 pub struct DeriveConfig {
     /// Finished scripts listed (`ingest.finished_scripts`).
     pub finished_scripts: usize,
+    /// Time to live of the derived streams ([`DERIVED_TTL`]; refreshed every quarter of it).
+    pub ttl: Duration,
 }
 
 impl From<&meridian_config::IngestConfig> for DeriveConfig {
     fn from(c: &meridian_config::IngestConfig) -> Self {
         DeriveConfig {
             finished_scripts: c.finished_scripts,
+            ttl: DERIVED_TTL,
         }
     }
 }
@@ -129,6 +145,11 @@ fn outputs(index: u32) -> [TopicId; 4] {
         topic(STATE_CSC, "availableScriptsStream"),
         topic(HEARTBEATS_CSC, "stream"),
     ]
+}
+
+/// The stream keys of queue `index`'s derived topics.
+fn output_keys(index: u32) -> Vec<String> {
+    outputs(index).iter().map(TopicId::stream_key).collect()
 }
 
 /// Where an input stream's entries go.
@@ -232,6 +253,9 @@ struct Followed {
 struct Deriver {
     store: Arc<dyn Store>,
     finished: usize,
+    /// The derived streams' time to live, and when it is next refreshed.
+    ttl: Duration,
+    next_refresh: Instant,
     reader: Box<dyn StreamReader>,
     queues: BTreeMap<u32, Followed>,
     /// Input stream key → (what it feeds, last id applied).
@@ -254,6 +278,8 @@ impl Deriver {
         let mut d = Deriver {
             store,
             finished: config.finished_scripts,
+            ttl: config.ttl,
+            next_refresh: Instant::now() + config.ttl / 4,
             reader,
             queues: BTreeMap::new(),
             inputs: HashMap::new(),
@@ -410,6 +436,8 @@ impl Deriver {
                 self.store.append(&appends).await?;
             }
         }
+        let ttl = (!followed.replaced).then_some(self.ttl);
+        self.store.expire(&output_keys(index), ttl).await?;
         tracing::info!(
             index,
             replayed = items.len(),
@@ -426,6 +454,9 @@ impl Deriver {
     async fn round(&mut self, next_lock: Instant) -> Result<(), StoreError> {
         if Instant::now() >= self.next_discover {
             self.discover().await?;
+        }
+        if Instant::now() >= self.next_refresh {
+            self.refresh().await?;
         }
         let wake = next_lock.min(self.next_heartbeat).min(Instant::now() + MAX_BLOCK);
         let block = wake.saturating_duration_since(Instant::now());
@@ -500,8 +531,27 @@ impl Deriver {
         }
         if !appends.is_empty() {
             self.store.append(&appends).await?;
+            let mut written: Vec<String> = appends.into_iter().map(|a| a.key).collect();
+            written.sort_unstable();
+            written.dedup();
+            self.store.expire(&written, Some(self.ttl)).await?;
         }
         Ok(())
+    }
+
+    /// Sets the TTL of every followed queue's derived streams again (and
+    /// removes it from those a producer of the replaced system writes).
+    async fn refresh(&mut self) -> Result<(), StoreError> {
+        self.next_refresh = Instant::now() + self.ttl / 4;
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for (index, q) in &self.queues {
+            match q.replaced {
+                false => ours.extend(output_keys(*index)),
+                true => theirs.extend(output_keys(*index)),
+            }
+        }
+        self.store.expire(&ours, Some(self.ttl)).await?;
+        self.store.expire(&theirs, None).await
     }
 }
 
@@ -682,7 +732,10 @@ mod tests {
             )
             .await
             .unwrap();
-        let config = DeriveConfig { finished_scripts: 10 };
+        let config = DeriveConfig {
+            finished_scripts: 10,
+            ttl: DERIVED_TTL,
+        };
         let first_stop = CancellationToken::new();
         let first = tokio::spawn(run(store.clone(), config.clone(), first_stop.clone()));
         event(
@@ -735,6 +788,64 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn derived_streams_live_while_derived_and_expire_after() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        store
+            .hash_set(
+                CATALOG_KEY,
+                &[("ScriptQueue:1/event/queue".into(), String::new())],
+                None,
+            )
+            .await
+            .unwrap();
+        event(
+            store.as_ref(),
+            "ScriptQueue",
+            1,
+            "queue",
+            queue(100_000, &[], &[]),
+            true,
+        )
+        .await;
+        let ttl = Duration::from_secs(2);
+        let stop = CancellationToken::new();
+        let config = DeriveConfig {
+            finished_scripts: 10,
+            ttl,
+        };
+        let deriver = tokio::spawn(run(store.clone(), config, stop.clone()));
+        let [state_t, .., heartbeat_t] = outputs(1);
+        let (state, heartbeat) = (state_t.stream_key(), heartbeat_t.stream_key());
+        wait_for("the state and a heartbeat report, with a TTL", async || {
+            let mut ok = true;
+            for key in [&state, &heartbeat] {
+                ok &= store.ttl(key).await.unwrap().is_some_and(|t| t <= ttl);
+            }
+            ok
+        })
+        .await;
+        // Nothing changes in the queue (the state is not written again),
+        // yet the streams outlive their TTL: the deriver refreshes it.
+        let until = Instant::now() + ttl * 2;
+        wait_for("twice the TTL with the streams there", async || {
+            assert!(
+                store.exists(&state).await.unwrap(),
+                "the state expired while derived"
+            );
+            assert_eq!(store.len(&state).await.unwrap(), 1, "the state was written again");
+            Instant::now() >= until
+        })
+        .await;
+        // No deriver: gone within the TTL.
+        stop.cancel();
+        deriver.await.unwrap();
+        wait_for("the derived streams expire", async || {
+            !store.exists(&state).await.unwrap() && !store.exists(&heartbeat).await.unwrap()
+        })
+        .await;
+    }
+
+    #[tokio::test]
     async fn a_queue_served_by_a_replaced_producer_is_left_alone() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         store
@@ -754,9 +865,15 @@ mod tests {
             false,
         )
         .await;
-        let mut d = Deriver::start(store.clone(), &DeriveConfig { finished_scripts: 10 })
-            .await
-            .unwrap();
+        let mut d = Deriver::start(
+            store.clone(),
+            &DeriveConfig {
+                finished_scripts: 10,
+                ttl: DERIVED_TTL,
+            },
+        )
+        .await
+        .unwrap();
         assert!(d.queues[&3].replaced);
         d.next_heartbeat = Instant::now();
         d.round(Instant::now()).await.unwrap();

@@ -34,6 +34,7 @@ mod beacon;
 mod encode;
 mod group;
 mod publish;
+mod script_log;
 mod time;
 
 use super::client::{kick_close, MAX_FRAME_BYTES};
@@ -45,20 +46,18 @@ use crate::store::Store;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
-use group::{Delivery, GroupKey, Session, Subscription};
+use group::{Delivery, GroupKey, Select, Session, Subscription};
 use meridian_config::Config;
-use meridian_proto::browser::MAX_CLIENT_MESSAGE_LEN;
+use meridian_proto::love::{self, DataMessage};
 use meridian_proto::{unix_now, TopicId};
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, Notify};
 use tracing::Instrument;
 
-/// Largest message a producer may send, in bytes (its largest topics,
-/// wrapped, are under 100 KiB); larger ones get an error naming this limit.
-pub const MAX_PRODUCER_MESSAGE_LEN: usize = 512 * 1024;
+pub use meridian_proto::love::MAX_PRODUCER_MESSAGE_LEN;
 
 /// Largest WebSocket message read on this endpoint: beyond it the
 /// connection is cut by the WebSocket layer (1009) instead of answered.
@@ -81,6 +80,8 @@ pub struct LoveSettings {
     heartbeat: Duration,
     tai_utc: f64,
     max_groups: usize,
+    /// `frontend.max_replay`, which bounds a Script log's search ([`script_log`]).
+    max_replay: usize,
     retention: publish::Retention,
     store: Arc<dyn Store>,
     schemas: Arc<encode::Schemas>,
@@ -103,6 +104,7 @@ impl LoveSettings {
             heartbeat,
             tai_utc: f64::from(fc.tai_utc_offset_s),
             max_groups: fc.max_subscriptions,
+            max_replay: fc.max_replay,
             retention: publish::Retention {
                 telemetry: config.store.telemetry_maxlen,
                 event: config.store.event_maxlen,
@@ -142,58 +144,21 @@ enum Request {
     Subscription(Subscription),
     /// `get_time_data`, with the `request_time` to echo.
     Time(Json),
-    Publish(Map<String, Json>),
+    Publish(DataMessage),
 }
 
-/// Reads one text message: a request, `None` if it needed no worker
-/// (a component heartbeat), or an error for the client.
+/// Reads one text message ([`meridian_proto::love`]): a request, `None`
+/// if it needed no worker (a component heartbeat), or an error for the client.
 fn read(text: &str, producer: bool, settings: &LoveSettings) -> Result<Option<Request>, String> {
-    let (limit, name) = match producer {
-        true => (MAX_PRODUCER_MESSAGE_LEN, "MAX_PRODUCER_MESSAGE_LEN"),
-        false => (MAX_CLIENT_MESSAGE_LEN, "MAX_CLIENT_MESSAGE_LEN"),
-    };
-    if text.len() > limit {
-        return Err(format!(
-            "message is {} bytes, the limit is {name} = {limit}",
-            text.len()
-        ));
-    }
-    let value: Json = match serde_json::from_str(text) {
-        Ok(value) => value,
-        // Python's json writes bare NaN and Infinity; they are stored as null.
-        Err(e) => {
-            serde_json::from_str(&publish::without_non_finite(text)).map_err(|_| format!("not JSON: {e}"))?
+    Ok(match love::parse(text, producer)? {
+        love::Message::Subscription(s) => Some(Request::Subscription(s)),
+        love::Message::Time { request_time } => Some(Request::Time(request_time)),
+        love::Message::Heartbeat { component, timestamp } => {
+            settings.beacon.record(&component, timestamp)?;
+            None
         }
-    };
-    let Json::Object(message) = value else {
-        return Err("a message must be a JSON object".into());
-    };
-    if message.contains_key("option") {
-        return group::parse(&message).map(|s| Some(Request::Subscription(s)));
-    }
-    if let Some(action) = message.get("action") {
-        return match action.as_str() {
-            Some("get_time_data") => Ok(Some(Request::Time(
-                message.get("request_time").cloned().unwrap_or(Json::Null),
-            ))),
-            _ => Err(format!(
-                "action: {action} is unknown (the one action is \"get_time_data\")"
-            )),
-        };
-    }
-    if let Some(component) = message.get("heartbeat") {
-        let component = component.as_str().ok_or("heartbeat: must be a component name")?;
-        let timestamp = match message.get("timestamp") {
-            None | Some(Json::Null) => None,
-            Some(t) => Some(t.as_f64().ok_or("timestamp: must be a number (Unix seconds)")?),
-        };
-        settings.beacon.record(component, timestamp)?;
-        return Ok(None);
-    }
-    match producer {
-        true => Ok(Some(Request::Publish(message))),
-        false => Err("data messages are accepted only from producers (connected with ?password=)".into()),
-    }
+        love::Message::Data(message) => Some(Request::Publish(message)),
+    })
 }
 
 /// Replies the worker has queued that no frame has taken yet.
@@ -519,7 +484,7 @@ impl Worker {
         let confirm = encode::confirmation(true, &s.name);
         {
             let session = lock(&self.session);
-            if !session.contains(&s.key) && session.len() >= self.settings.max_groups {
+            if !session.contains(&s.group) && session.len() >= self.settings.max_groups {
                 drop(session);
                 self.reply(encode::error(&format!(
                     "too many subscriptions: the limit is frontend.max_subscriptions = {}",
@@ -528,19 +493,20 @@ impl Worker {
                 return;
             }
         }
-        let Some(selector) = s.key.selector() else {
+        let Some(selector) = s.group.selector() else {
             self.reply(confirm);
-            if s.key == GroupKey::Manager {
+            if s.group == GroupKey::Manager {
                 // The first heartbeat now, the next ones every frontend.love_heartbeat_ms.
                 self.reply(self.settings.beacon.message());
             }
-            lock(&self.session).join(&s.key, &[]);
+            lock(&self.session).join(&s.group, &[]);
             return;
         };
         let client = self.client();
+        let start = self.start(&s.group).await;
         let mut confirmed = false;
         let result = {
-            let (session, inbox, replies, key) = (&self.session, &self.inbox, &self.replies, &s.key);
+            let (session, inbox, replies, key) = (&self.session, &self.inbox, &self.replies, &s.group);
             let confirmed = &mut confirmed;
             let confirm = confirm.clone();
             // The confirmation goes first; the last value of each topic follows it.
@@ -550,15 +516,13 @@ impl Worker {
                 inbox.control(confirm);
                 *confirmed = true;
             };
-            self.hub
-                .subscribe(client, &selector, Start::Last, on_confirm)
-                .await
+            self.hub.subscribe(client, &selector, start, on_confirm).await
         };
         match result {
             Ok(_) => {}
             Err(e @ HubError::Unknown(_)) => {
                 // The replaced manager confirms any group; this one will stay silent, and says why.
-                lock(&self.session).join(&s.key, &[]);
+                lock(&self.session).join(&s.group, &[]);
                 self.reply(confirm);
                 self.reply(encode::error(&e.to_string()));
             }
@@ -571,11 +535,30 @@ impl Worker {
         }
     }
 
+    /// Where joining `key` starts: each topic's last value, or a Script's
+    /// last log messages for its `logMessage` group ([`script_log`]).
+    async fn start(&self, key: &GroupKey) -> Start {
+        let GroupKey::Stream(t) = key else {
+            return Start::Last;
+        };
+        let scan = script_log::scan_len(self.settings.max_replay);
+        if !script_log::is_script_log(t) || scan == 0 {
+            return Start::Last;
+        }
+        match self.settings.store.last(&t.stream_key(), scan + 1).await {
+            Ok(newest) => script_log::replay_start(&newest, t.csc.salindex, scan),
+            Err(e) => {
+                tracing::info!(error = %e, "Script log not replayed; its last message only");
+                Start::Last
+            }
+        }
+    }
+
     async fn unsubscribe(&mut self, s: Subscription) {
-        let left = lock(&self.session).leave(&s.key);
+        let left = lock(&self.session).leave(&s.group);
         self.reply(encode::confirmation(false, &s.name));
         let client = self.client.load(Ordering::Acquire);
-        let Some(selector) = s.key.selector().filter(|_| left && client != 0) else {
+        let Some(selector) = s.group.selector().filter(|_| left && client != 0) else {
             return;
         };
         let topics = match self.hub.unsubscribe(client, &selector).await {
@@ -641,7 +624,10 @@ mod tests {
     #[test]
     fn messages_are_classified_and_errors_name_the_field_or_limit() {
         let s = settings(Some("pw"));
-        let big = format!(r#"{{"x":"{}"}}"#, "a".repeat(MAX_CLIENT_MESSAGE_LEN));
+        let big = format!(
+            r#"{{"x":"{}"}}"#,
+            "a".repeat(meridian_proto::browser::MAX_CLIENT_MESSAGE_LEN)
+        );
         assert!(read(&big, false, &s)
             .unwrap_err()
             .contains("MAX_CLIENT_MESSAGE_LEN"));

@@ -45,10 +45,11 @@
 
 use super::memory::{check_batch, check_once_batches};
 use super::redis::{
-    append_once_call, escape_glob, hash_set_call, integer, lock_call, oldest_first, parse_entries,
-    parse_hash, parse_id, parse_len, parse_scan, parse_streams, store_error, text, unexpected, unlock_call,
-    written_count, xadd, xrange_after, xread, xrevrange_newest, LuaScript, ScriptCall, APPEND_ONCE,
-    CONNECT_TIMEOUT, HASH_SET, LOCK, READ_REPLY_GRACE, RESPONSE_TIMEOUT, SCAN_COUNT, UNLOCK,
+    append_once_call, escape_glob, expire_cmd, expire_millis, expired, hash_set_call, integer, lock_call,
+    oldest_first, parse_entries, parse_hash, parse_id, parse_len, parse_scan, parse_streams, store_error,
+    text, unexpected, unlock_call, written_count, xadd, xrange_after, xread, xrevrange_newest, LuaScript,
+    ScriptCall, APPEND_ONCE, CONNECT_TIMEOUT, HASH_SET, LOCK, READ_REPLY_GRACE, RESPONSE_TIMEOUT, SCAN_COUNT,
+    UNLOCK,
 };
 use super::{Append, Entry, OnceBatch, Store, StoreError, StreamEntries, StreamReader};
 use async_trait::async_trait;
@@ -544,6 +545,26 @@ impl Store for ClusterStore {
     async fn ttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {
         let ms = integer("PTTL", &self.query(redis::cmd("PTTL").arg(key)).await?)?;
         Ok(u64::try_from(ms).ok().map(Duration::from_millis))
+    }
+
+    /// One pipeline of `PEXPIRE` (or `PERSIST`) per slot, all at once
+    /// (each ended by `WAIT` with replica acks, like every write).
+    async fn expire(&self, keys: &[String], ttl: Option<Duration>) -> Result<(), StoreError> {
+        let ms = expire_millis(ttl)?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let groups = by_slot(keys.iter().map(String::as_str));
+        let results = join_all(groups.values().map(|indices| async move {
+            let mut pipe = redis::Pipeline::with_capacity(indices.len() + 1);
+            for &i in indices {
+                pipe.add_command(expire_cmd(&keys[i], ms));
+            }
+            let replies = self.write(pipe, indices.len(), "PEXPIRE").await?;
+            expired(&replies, indices.len())
+        }))
+        .await;
+        results.into_iter().collect()
     }
 
     async fn exists(&self, key: &str) -> Result<bool, StoreError> {

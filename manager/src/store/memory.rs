@@ -453,6 +453,18 @@ impl Store for MemoryStore {
             .map(|at| at.saturating_duration_since(now)))
     }
 
+    async fn expire(&self, keys: &[String], ttl: Option<Duration>) -> Result<(), StoreError> {
+        let ttl = ttl.map(|ttl| ttl_millis("ttl", ttl)).transpose()?;
+        let now = Instant::now();
+        let mut space = self.keys();
+        for key in keys {
+            if let Some(item) = space.live(key, now) {
+                item.expires = ttl.map(|ms| now + Duration::from_millis(ms));
+            }
+        }
+        Ok(())
+    }
+
     async fn exists(&self, key: &str) -> Result<bool, StoreError> {
         Ok(self.keys().live(key, Instant::now()).is_some())
     }

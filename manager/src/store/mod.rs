@@ -20,6 +20,10 @@
 //! - a key may expire; an expired key is absent to every call (Redis's
 //!   `DBSIZE`, behind [`Store::key_count`], may still count it for up to about a
 //!   second, until Redis reclaims it);
+//! - any key may be given a time to live ([`Store::expire`]; hashes also
+//!   with [`Store::hash_set`]); appending to a stream keeps its TTL, as
+//!   `XADD` does, so a stream that must expire some time after its last
+//!   write gets its TTL again after each write;
 //! - times to live are set in whole milliseconds, rounded up, at most
 //!   [`memory::MAX_TTL`]; a zero TTL is `Refused` (it would expire the key as
 //!   it is written).
@@ -147,6 +151,23 @@ pub trait Store: Send + Sync + 'static {
     /// Remaining time to live of `key`: `Ok(None)` if it exists with no TTL
     /// or does not exist (see [`Store::exists`]).
     async fn ttl(&self, key: &str) -> Result<Option<Duration>, StoreError>;
+
+    /// Sets the time to live of every key of `keys` that exists, of any
+    /// type (the one way to give a stream one): `Some(ttl)` expires it
+    /// `ttl` from now, replacing an earlier TTL; `None` keeps it until
+    /// deleted (removes a TTL). A missing key stays missing. One round trip
+    /// (on a cluster, one pipeline per slot, all at once). Later appends
+    /// keep the TTL; call this after a write to refresh it.
+    ///
+    /// The default sets each key's TTL with a field-less [`Store::hash_set`]
+    /// (which changes only the TTL, of a key of any type), a round trip per
+    /// key, for wrappers of a store; the stores do it in one.
+    async fn expire(&self, keys: &[String], ttl: Option<Duration>) -> Result<(), StoreError> {
+        for key in keys {
+            self.hash_set(key, &[], ttl).await?;
+        }
+        Ok(())
+    }
 
     /// Whether `key` exists (of any type, not expired).
     async fn exists(&self, key: &str) -> Result<bool, StoreError>;

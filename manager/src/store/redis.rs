@@ -286,6 +286,23 @@ impl Store for RedisStore {
         Ok(u64::try_from(ms).ok().map(Duration::from_millis))
     }
 
+    /// `PEXPIRE` (or `PERSIST`) per key, in one pipeline.
+    async fn expire(&self, keys: &[String], ttl: Option<Duration>) -> Result<(), StoreError> {
+        let ms = expire_millis(ttl)?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::Pipeline::with_capacity(keys.len());
+        for key in keys {
+            pipe.add_command(expire_cmd(key, ms));
+        }
+        let replies: Vec<Value> = pipe
+            .query_async(&mut self.commands.clone())
+            .await
+            .map_err(store_error)?;
+        expired(&replies, keys.len())
+    }
+
     async fn exists(&self, key: &str) -> Result<bool, StoreError> {
         Ok(self
             .query_integer(redis::cmd("EXISTS").arg(key), "EXISTS")
@@ -683,6 +700,43 @@ pub(super) fn hash_set_call(
         keys: vec![key.to_string()],
         args,
     })
+}
+
+/// The milliseconds of an [`Store::expire`] TTL (checked before anything is
+/// sent); `None` for none.
+pub(super) fn expire_millis(ttl: Option<Duration>) -> Result<Option<u64>, StoreError> {
+    ttl.map(|ttl| ttl_millis("ttl", ttl)).transpose()
+}
+
+/// `PEXPIRE key ms`, or `PERSIST key` without a TTL: each leaves a missing
+/// key missing, and works on a key of any type.
+pub(super) fn expire_cmd(key: &str, ms: Option<u64>) -> redis::Cmd {
+    match ms {
+        Some(ms) => {
+            let mut cmd = redis::cmd("PEXPIRE");
+            cmd.arg(key).arg(ms);
+            cmd
+        }
+        None => {
+            let mut cmd = redis::cmd("PERSIST");
+            cmd.arg(key);
+            cmd
+        }
+    }
+}
+
+/// Checks the replies of `expected` [`expire_cmd`]s: one integer each.
+pub(super) fn expired(replies: &[Value], expected: usize) -> Result<(), StoreError> {
+    if replies.len() != expected {
+        return Err(StoreError::Protocol(format!(
+            "{} replies to a pipeline of {expected} PEXPIRE/PERSIST",
+            replies.len()
+        )));
+    }
+    for reply in replies {
+        integer("PEXPIRE", reply)?;
+    }
+    Ok(())
 }
 
 /// The `LOCK` call.

@@ -16,34 +16,24 @@
 use super::encode::{HEARTBEAT_PERIOD_S, MAX_LOST_HEARTBEATS};
 use crate::frontend::hub::{Selector, Start};
 use crate::frontend::sample::Delivered;
-use meridian_proto::{Category, Csc, CscId, StreamId, TopicId};
-use serde_json::{Map, Value as Json};
+use meridian_proto::{Category, CscId, StreamId, TopicId};
 use std::collections::{HashMap, HashSet};
 
 /// Topics whose last sent id a connection remembers before forgetting them
 /// all (at worst, a later overlapping group repeats one last value).
 const LAST_SENT_BOUND: usize = 65_536;
 
-/// A group, as the replaced system names it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum GroupKey {
-    /// `cat-csc-idx-stream`.
-    Stream(TopicId),
-    /// `cat-csc-idx-all`.
-    Csc(CscId, Category),
-    /// `cat-all-all-all`.
-    All(Category),
-    /// `event-Heartbeat-0-stream`: every CSC's heartbeat, as its producers reported it.
-    Heartbeat,
-    /// `heartbeat-manager-0-stream`.
-    Manager,
-    /// Any other name (e.g. `cmd-…`, `initial_state-…`): confirmed, never fed.
-    Inert(String),
+/// A group, as the replaced system names it (decoded in `meridian_proto::love`).
+pub use meridian_proto::love::{Group as GroupKey, Subscription};
+
+/// What the hub must deliver for a group.
+pub trait Select {
+    /// The hub's selector for this group, if it reads anything.
+    fn selector(&self) -> Option<Selector>;
 }
 
-impl GroupKey {
-    /// What the hub must deliver for this group, if anything.
-    pub fn selector(&self) -> Option<Selector> {
+impl Select for GroupKey {
+    fn selector(&self) -> Option<Selector> {
         match self {
             GroupKey::Stream(t) => Some(Selector {
                 csc: Some(t.csc.csc.clone()),
@@ -87,83 +77,6 @@ pub fn selects(sel: &Selector, t: &TopicId) -> bool {
 
 fn is_heartbeat(t: &TopicId) -> bool {
     t.category == Category::Event && t.topic == HEARTBEAT_TOPIC && !t.csc.is_aggregated()
-}
-
-/// A subscribe or unsubscribe request.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Subscription {
-    pub subscribe: bool,
-    /// The group's name as the client wrote it (the confirmation repeats it).
-    pub name: String,
-    pub key: GroupKey,
-}
-
-fn text<'a>(request: &'a Map<String, Json>, field: &str) -> Result<&'a str, String> {
-    match request.get(field) {
-        Some(Json::String(s)) => Ok(s),
-        Some(_) => Err(format!("{field}: must be a string")),
-        None => Err(format!("{field}: missing")),
-    }
-}
-
-/// A name part: `all`, or letters, digits and `_` (at most 64 bytes).
-fn name_part(request: &Map<String, Json>, field: &str) -> Result<String, String> {
-    let value = text(request, field)?;
-    if value != "all" {
-        Csc::new(value).map_err(|e| format!("{field}: {}", e.to_string().replace("CSC name", "name")))?;
-    }
-    Ok(value.to_string())
-}
-
-/// Reads `{"option","category","csc","salindex","stream"}`; `salindex` is a
-/// number or a string (the replaced client sends `"0"`), or `"all"`.
-pub fn parse(request: &Map<String, Json>) -> Result<Subscription, String> {
-    let subscribe = match text(request, "option")? {
-        "subscribe" => true,
-        "unsubscribe" => false,
-        other => {
-            return Err(format!(
-                "option: {other:?} is neither \"subscribe\" nor \"unsubscribe\""
-            ))
-        }
-    };
-    let category = name_part(request, "category")?;
-    let csc = name_part(request, "csc")?;
-    let stream = name_part(request, "stream")?;
-    let (index_text, index) = match request.get("salindex") {
-        Some(Json::Number(n)) => {
-            let i = n
-                .as_u64()
-                .and_then(|i| u32::try_from(i).ok())
-                .ok_or_else(|| format!("salindex: {n} is not an index (0 to {})", u32::MAX))?;
-            (i.to_string(), Some(i))
-        }
-        Some(Json::String(s)) if s == "all" => (s.clone(), None),
-        Some(Json::String(s)) => match s.parse::<u32>() {
-            Ok(i) if i.to_string() == *s => (s.clone(), Some(i)),
-            _ => return Err(format!("salindex: {s:?} is neither an index nor \"all\"")),
-        },
-        Some(_) => return Err("salindex: must be a number or a string".into()),
-        None => return Err("salindex: missing".into()),
-    };
-    let name = format!("{category}-{csc}-{index_text}-{stream}");
-    let all = |s: &str| s == "all";
-    let key = match (category.parse::<Category>(), index) {
-        (Ok(c), None) if all(&csc) && all(&stream) => GroupKey::All(c),
-        (Ok(Category::Event), Some(0)) if csc == "Heartbeat" && stream == "stream" => GroupKey::Heartbeat,
-        (Ok(c), Some(i)) if !all(&csc) => {
-            let id = CscId::new(&csc, i).map_err(|e| format!("csc: {e}"))?;
-            match all(&stream) {
-                true => GroupKey::Csc(id, c),
-                false => GroupKey::Stream(TopicId::new(id, c, &stream).map_err(|e| format!("stream: {e}"))?),
-            }
-        }
-        (Err(_), Some(0)) if category == "heartbeat" && csc == "manager" && stream == "stream" => {
-            GroupKey::Manager
-        }
-        _ => GroupKey::Inert(name.clone()),
-    };
-    Ok(Subscription { subscribe, name, key })
 }
 
 /// What to send for one sample to one group.
@@ -439,7 +352,10 @@ mod tests {
     use std::sync::Arc;
 
     fn request(json: serde_json::Value) -> Result<Subscription, String> {
-        parse(json.as_object().unwrap())
+        match meridian_proto::love::parse(&json.to_string(), false)? {
+            meridian_proto::love::Message::Subscription(s) => Ok(s),
+            other => panic!("not a subscription: {other:?}"),
+        }
     }
 
     fn sample(topic: &str, category: Category, id: u64, ingest: f64) -> Arc<Delivered> {
@@ -459,19 +375,19 @@ mod tests {
     fn group_names_map_to_flavours() {
         let s = request(serde_json::json!({"option":"subscribe","category":"event","csc":"ATDome","salindex":"0","stream":"summaryState"})).unwrap();
         assert_eq!(s.name, "event-ATDome-0-summaryState");
-        assert!(matches!(s.key, GroupKey::Stream(_)));
+        assert!(matches!(s.group, GroupKey::Stream(_)));
         let s = request(serde_json::json!({"option":"unsubscribe","category":"telemetry","csc":"all","salindex":"all","stream":"all"})).unwrap();
-        assert_eq!(s.key, GroupKey::All(Category::Telemetry));
+        assert_eq!(s.group, GroupKey::All(Category::Telemetry));
         assert!(!s.subscribe);
         let s = request(serde_json::json!({"option":"subscribe","category":"heartbeat","csc":"manager","salindex":0,"stream":"stream"})).unwrap();
         assert_eq!(
-            (s.name.as_str(), s.key),
+            (s.name.as_str(), s.group),
             ("heartbeat-manager-0-stream", GroupKey::Manager)
         );
         let s = request(serde_json::json!({"option":"subscribe","category":"initial_state","csc":"ATDome","salindex":"all","stream":"all"})).unwrap();
-        assert!(matches!(s.key, GroupKey::Inert(_)));
+        assert!(matches!(s.group, GroupKey::Inert(_)));
         let s = request(serde_json::json!({"option":"subscribe","category":"event","csc":"Heartbeat","salindex":"0","stream":"stream"})).unwrap();
-        assert_eq!(s.key, GroupKey::Heartbeat);
+        assert_eq!(s.group, GroupKey::Heartbeat);
     }
 
     #[test]

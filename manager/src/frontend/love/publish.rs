@@ -17,28 +17,21 @@
 //! received (`lost` 0) becomes that CSC's `heartbeat` event, so its
 //! heartbeat looks the same whichever producer serves it.
 //!
-//! A message is checked whole before anything is written: an error names
+//! A message is checked whole before anything is written (its structure
+//! and limits by `meridian_proto::love`, its names here): an error names
 //! the field and the limit, and nothing of that message is stored.
 
 use super::encode::{Schemas, Shape};
 use crate::ingest::SCHEMAS_KEY;
 use crate::store::{Append, Store};
-use meridian_proto::{unix_now, Category, Csc, CscId, FieldSchema, TopicId, ValueKind, CATALOG_KEY};
+use meridian_proto::love::{DataMessage, HeartbeatReport};
+use meridian_proto::{unix_now, Category, CscId, FieldSchema, TopicId, ValueKind, CATALOG_KEY};
 use serde_json::{Map, Value as Json};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::SystemTime;
-
-/// Most CSC entries in one message (its producers send one).
-pub const MAX_ENTRIES: usize = 64;
-
-/// Most streams of one CSC entry.
-pub const MAX_STREAMS: usize = 256;
-
-/// Most samples of one stream in one message (events come one at a time).
-pub const MAX_SAMPLES: usize = 256;
 
 /// Most topics one producer connection may publish (bounds what it remembers).
 pub const MAX_TOPICS: usize = 10_000;
@@ -84,7 +77,7 @@ impl Publisher {
     }
 
     /// Checks and stores one data message; returns how many entries it wrote.
-    pub async fn publish(&mut self, message: &Map<String, Json>) -> Result<usize, String> {
+    pub async fn publish(&mut self, message: &DataMessage) -> Result<usize, String> {
         let now = unix_now(SystemTime::now());
         let mut batch = self.read(message, now)?;
         // Events its producers re-send after a reconnect are written once.
@@ -154,89 +147,25 @@ impl Publisher {
         Ok(appends.len())
     }
 
-    /// Checks a message and lays out what it writes.
-    fn read(&self, message: &Map<String, Json>, now: f64) -> Result<Batch, String> {
-        let category = match message.get("category") {
-            Some(Json::String(c)) if c == "event" => Category::Event,
-            Some(Json::String(c)) if c == "telemetry" => Category::Telemetry,
-            Some(Json::String(c)) => {
-                return Err(format!(
-                    "category: {c:?} cannot be published (only \"event\" and \"telemetry\")"
-                ))
-            }
-            Some(_) => return Err("category: must be a string".into()),
-            None => return Err("category: missing".into()),
-        };
-        let source = match message.get("producer_snd") {
-            None | Some(Json::Null) => now,
-            Some(v) => v
-                .as_f64()
-                .filter(|t| t.is_finite())
-                .ok_or("producer_snd: must be a number (Unix seconds)")?,
-        };
-        let entries = match message.get("data") {
-            Some(Json::Array(entries)) => entries,
-            Some(_) => return Err("data: must be a list of {csc, salindex, data}".into()),
-            None => return Err("data: missing".into()),
-        };
-        if entries.len() > MAX_ENTRIES {
-            return Err(format!(
-                "data: {} entries, the limit is MAX_ENTRIES = {MAX_ENTRIES}",
-                entries.len()
-            ));
-        }
+    /// Checks a message's names and lays out what it writes.
+    fn read(&self, message: &DataMessage, now: f64) -> Result<Batch, String> {
+        let category = message.category;
+        let source = message.producer_snd.unwrap_or(now);
         let mut batch = Batch::default();
-        for (i, entry) in entries.iter().enumerate() {
-            let at = format!("data[{i}]");
-            let entry = entry.as_object().ok_or(format!("{at}: must be an object"))?;
-            let csc = match entry.get("csc") {
-                Some(Json::String(c)) => Csc::new(c.as_str()).map_err(|e| format!("{at}.csc: {e}"))?,
-                _ => return Err(format!("{at}.csc: missing or not a string")),
-            };
-            let salindex = index(entry.get("salindex")).map_err(|e| format!("{at}.salindex: {e}"))?;
-            let streams = match entry.get("data") {
-                Some(Json::Object(streams)) => streams,
-                _ => return Err(format!("{at}.data: missing or not an object {{stream: payload}}")),
-            };
-            if streams.len() > MAX_STREAMS {
-                return Err(format!(
-                    "{at}.data: {} streams, the limit is MAX_STREAMS = {MAX_STREAMS}",
-                    streams.len()
-                ));
-            }
-            for (stream, payload) in streams {
-                let at = format!("{at}.data.{stream}");
-                if csc.as_str() == "Heartbeat" && category == Category::Event {
+        for (i, entry) in message.entries.iter().enumerate() {
+            for (stream, payload) in &entry.streams {
+                let at = format!("data[{i}].data.{stream}");
+                if entry.csc.as_str() == "Heartbeat" && category == Category::Event {
                     self.heartbeat(&mut batch, payload, now)
                         .map_err(|e| format!("{at}: {e}"))?;
                     continue;
                 }
                 let id = CscId {
-                    csc: csc.clone(),
-                    salindex,
+                    csc: entry.csc.clone(),
+                    salindex: entry.salindex,
                 };
                 let topic = TopicId::new(id, category, stream).map_err(|e| format!("{at}: {e}"))?;
-                let (samples, list) = match payload {
-                    Json::Object(fields) => (vec![fields], false),
-                    Json::Array(items) => {
-                        if items.len() > MAX_SAMPLES {
-                            return Err(format!(
-                                "{at}: {} samples, the limit is MAX_SAMPLES = {MAX_SAMPLES}",
-                                items.len()
-                            ));
-                        }
-                        let samples = items
-                            .iter()
-                            .enumerate()
-                            .map(|(j, s)| {
-                                s.as_object()
-                                    .ok_or(format!("{at}[{j}]: must be an object of fields"))
-                            })
-                            .collect::<Result<Vec<_>, String>>()?;
-                        (samples, true)
-                    }
-                    _ => return Err(format!("{at}: must be an object of fields or a list of them")),
-                };
+                let (samples, list) = DataMessage::samples(&at, payload)?;
                 for fields in samples {
                     let (f, shape, schema) = convert(fields, list);
                     // Events carrying the middleware's stamps are unique: the
@@ -292,22 +221,12 @@ impl Publisher {
 
     /// A `Heartbeat` report: `{csc, salindex, lost, last_heartbeat_timestamp, …}`.
     fn heartbeat(&self, batch: &mut Batch, report: &Json, now: f64) -> Result<(), String> {
-        let report = report
-            .as_object()
-            .ok_or("must be an object {csc, salindex, lost, …}")?;
-        let csc = match report.get("csc") {
-            Some(Json::String(c)) => Csc::new(c.as_str()).map_err(|e| format!("csc: {e}"))?,
-            _ => return Err("csc: missing or not a string".into()),
-        };
-        let salindex = index(report.get("salindex")).map_err(|e| format!("salindex: {e}"))?;
-        let lost = report
-            .get("lost")
-            .and_then(Json::as_u64)
-            .ok_or("lost: missing or not a count")?;
-        let last = report
-            .get("last_heartbeat_timestamp")
-            .and_then(Json::as_f64)
-            .ok_or("last_heartbeat_timestamp: missing or not a number")?;
+        let HeartbeatReport {
+            csc,
+            salindex,
+            lost,
+            last,
+        } = HeartbeatReport::parse(report)?;
         if lost > 0 || last <= 0.0 {
             // Losses are counted from the heartbeats that arrive, not reported.
             return Ok(());
@@ -346,19 +265,6 @@ impl Publisher {
             Some(once),
         );
         Ok(())
-    }
-}
-
-/// A SAL index: a number, or a string of one (its clients send `"0"`).
-fn index(value: Option<&Json>) -> Result<u32, String> {
-    match value {
-        Some(Json::Number(n)) => n
-            .as_u64()
-            .and_then(|i| u32::try_from(i).ok())
-            .ok_or_else(|| format!("{n} is not an index (0 to {})", u32::MAX)),
-        Some(Json::String(s)) => s.parse().map_err(|_| format!("{s:?} is not an index")),
-        Some(_) => Err("must be a number".into()),
-        None => Err("missing".into()),
     }
 }
 
@@ -453,45 +359,6 @@ fn aggregated(key: &str) -> bool {
         .any(|c| key.starts_with(&format!("meridian:{{{c}}}:")))
 }
 
-/// Replaces the bare `NaN`, `Infinity` and `-Infinity` the replaced
-/// system's producers (Python's `json`) write with `null`, outside strings.
-pub fn without_non_finite(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut in_string = false;
-    let mut escaped = false;
-    let mut rest = text;
-    while let Some(c) = rest.chars().next() {
-        if in_string {
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
-            out.push(c);
-            rest = &rest[c.len_utf8()..];
-            continue;
-        }
-        if c == '"' {
-            in_string = true;
-        }
-        let token = ["-Infinity", "Infinity", "NaN"]
-            .into_iter()
-            .find(|t| rest.starts_with(t));
-        match token {
-            Some(token) => {
-                out.push_str("null");
-                rest = &rest[token.len()..];
-            }
-            None => {
-                out.push(c);
-                rest = &rest[c.len_utf8()..];
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,14 +382,6 @@ mod tests {
         assert_eq!(
             (f.as_str(), shape),
             (r#"{"enabled":true,"running":false}"#, Shape::Raw { list: false })
-        );
-    }
-
-    #[test]
-    fn python_non_finite_numbers_become_null_outside_strings() {
-        assert_eq!(
-            without_non_finite(r#"{"a":NaN,"b":[-Infinity,Infinity],"s":"NaN \" Infinity"}"#),
-            r#"{"a":null,"b":[null,null],"s":"NaN \" Infinity"}"#
         );
     }
 }
