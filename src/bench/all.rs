@@ -197,6 +197,17 @@ pub async fn run(args: AllArgs, shutdown: CancellationToken) -> anyhow::Result<(
     Ok(())
 }
 
+/// The flags as `bench {bench}` would parse them from `flags` (the defaults
+/// for the rest): `bench all` keeps each section's settings as the same flags
+/// a reader can pass to that bench alone.
+fn from_flags<A: clap::Args>(bench: &'static str, flags: &[&str]) -> anyhow::Result<A> {
+    let argv = std::iter::once(bench).chain(flags.iter().copied());
+    let matches = A::augment_args(clap::Command::new(bench))
+        .try_get_matches_from(argv)
+        .with_context(|| format!("bench {bench} flags"))?;
+    A::from_arg_matches(&matches).with_context(|| format!("bench {bench} flags"))
+}
+
 /// Runs the sections in order; their report sections (the summary rows go to `summary`).
 async fn measure(
     args: &AllArgs,
@@ -208,7 +219,7 @@ async fn measure(
     let say = Say::Status(status.clone());
     let mut sections = Vec::new();
     status.section(0);
-    let ingest_args = IngestArgs::from_flags(&plan.ingest)?;
+    let ingest_args = from_flags::<IngestArgs>("ingest", &plan.ingest)?;
     let results = ingest::measure(&ingest_args, &say, shutdown.clone())
         .await
         .context("the ingest section")?;
@@ -216,7 +227,7 @@ async fn measure(
 
     status.section(1);
     for flags in &plan.fanout {
-        let fanout_args = FanoutArgs::from_flags(flags)?;
+        let fanout_args = from_flags::<FanoutArgs>("fanout", flags)?;
         let results = fanout::measure_all(&fanout_args, &say, shutdown.clone())
             .await
             .context("the fan-out section")?;

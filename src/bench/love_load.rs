@@ -17,6 +17,7 @@
 //! (LOVE's SHOW_TRACE_TIMESTAMPS, on by default there; Meridian's
 //! compatibility endpoint always).
 
+use super::clients::commands;
 use super::measure::Percentiles;
 use anyhow::{bail, Context};
 use clap::Args;
@@ -25,7 +26,6 @@ use meridian_proto::{unix_now, TopicSchema, ValueKind};
 use meridian_sim::interface::Interface;
 use meridian_sim::signal::{Rng, TopicSignal};
 use serde_json::Value as Json;
-use std::io::BufRead;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -371,15 +371,7 @@ pub async fn run_clients(args: ClientsArgs, shutdown: CancellationToken) -> anyh
         ));
     }
     drop(ready_tx);
-    let (tx, mut commands) = mpsc::unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let mut commands = commands();
     let (mut ok, mut failed) = (0, 0);
     while ok + failed < args.clients {
         match ready_rx.recv().await {
