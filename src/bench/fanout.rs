@@ -172,9 +172,11 @@ struct Topic {
     json: String,
 }
 
-/// The topics of a run: the simulator's MTM1M3 topics of at least 50 Hz,
-/// repeated over instances 1, 2, … until there are `count`.
-fn plan(count: usize) -> anyhow::Result<Vec<Topic>> {
+/// MTM1M3's telemetry topics of at least 50 Hz, repeated over instances 1,
+/// 2, … until there are `count`: each schema with its salindex and one
+/// sample's fields from the simulator. `bench love` publishes the same
+/// topics, so both benches load the servers alike.
+pub fn fast_topics(count: usize) -> anyhow::Result<Vec<(TopicSchema, u32, Fields)>> {
     let interface = Interface::builtin(CSC).context("the simulator has no MTM1M3 interface")?;
     let fast: Vec<&TopicSchema> = interface
         .telemetry
@@ -185,11 +187,21 @@ fn plan(count: usize) -> anyhow::Result<Vec<Topic>> {
         bail!("MTM1M3's interface has no 50 Hz telemetry topic");
     }
     let now = unix_now(SystemTime::now());
-    (0..count)
+    Ok((0..count)
         .map(|i| {
             let schema = fast[i % fast.len()].clone();
             let salindex = 1 + (i / fast.len()) as u32;
             let fields = TopicSignal::new(&schema, &Rng::new(1)).sample(1.0, now);
+            (schema, salindex, fields)
+        })
+        .collect())
+}
+
+/// The topics of a run: [`fast_topics`] with their ids and stored JSON.
+fn plan(count: usize) -> anyhow::Result<Vec<Topic>> {
+    fast_topics(count)?
+        .into_iter()
+        .map(|(schema, salindex, fields)| {
             let json = meridian_proto::value::fields_to_json(&fields);
             let id = TopicId::new(CscId::new(CSC, salindex)?, Category::Telemetry, &schema.name)?;
             Ok(Topic {

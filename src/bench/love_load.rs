@@ -18,13 +18,12 @@
 //! compatibility endpoint always).
 
 use super::clients::commands;
+use super::fanout::fast_topics;
 use super::measure::Percentiles;
 use anyhow::{bail, Context};
 use clap::Args;
 use futures_util::{SinkExt, StreamExt};
 use meridian_proto::{unix_now, TopicSchema, ValueKind};
-use meridian_sim::interface::Interface;
-use meridian_sim::signal::{Rng, TopicSignal};
 use serde_json::Value as Json;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -82,29 +81,17 @@ impl Topic {
     }
 }
 
-/// The topics of a run: MTM1M3's telemetry topics of at least 50 Hz (as
-/// `bench fanout` publishes), repeated over instances 1, 2, … until there
-/// are `count`.
+/// The topics of a run: those `bench fanout` publishes ([`fast_topics`]),
+/// each with its payload as a LOVE producer sends it.
 pub fn plan(count: usize) -> anyhow::Result<Vec<Topic>> {
-    let interface = Interface::builtin(CSC).context("the simulator has no MTM1M3 interface")?;
-    let fast: Vec<&TopicSchema> = interface
-        .telemetry
-        .iter()
-        .filter(|t| t.rate_hz.is_some_and(|hz| hz >= 50.0))
-        .collect();
-    if fast.is_empty() {
-        bail!("MTM1M3's interface has no 50 Hz telemetry topic");
-    }
-    let now = unix_now(SystemTime::now());
-    (0..count)
-        .map(|i| {
-            let schema = fast[i % fast.len()];
-            let fields = TopicSignal::new(schema, &Rng::new(1)).sample(1.0, now);
+    fast_topics(count)?
+        .into_iter()
+        .map(|(schema, salindex, fields)| {
             let values: Json = serde_json::from_str(&meridian_proto::value::fields_to_json(&fields))?;
             Ok(Topic {
-                salindex: 1 + (i / fast.len()) as u32,
+                salindex,
                 stream: schema.name.clone(),
-                payload: wrap(schema, &values),
+                payload: wrap(&schema, &values),
             })
         })
         .collect()
