@@ -145,6 +145,49 @@ pub fn commands() -> mpsc::UnboundedReceiver<String> {
     commands
 }
 
+/// What a load generator's counters and lag recorder answer the bench with.
+pub trait Recorder {
+    /// The `stat …` line.
+    fn stat(&self) -> String;
+    /// Forgets what was recorded and starts recording lags.
+    fn begin(&self);
+    /// Stops recording lags.
+    fn stop(&self);
+    /// The `lags …` line of what was recorded (taken, so it is freed).
+    fn lags(&self) -> String;
+}
+
+/// The load generator's side of the protocol: answers `stat`, `begin` (then
+/// a `stat` line) and `end` (a `stat` line, then the `lags` line) until
+/// `quit`, the end of stdin or `shutdown`. `who` names it in complaints.
+pub async fn serve(
+    commands: &mut mpsc::UnboundedReceiver<String>,
+    recorder: &impl Recorder,
+    who: &str,
+    shutdown: &CancellationToken,
+) {
+    loop {
+        let command = tokio::select! {
+            c = commands.recv() => c,
+            _ = shutdown.cancelled() => None,
+        };
+        match command.as_deref() {
+            Some("stat") => println!("{}", recorder.stat()),
+            Some("begin") => {
+                recorder.begin();
+                println!("{}", recorder.stat());
+            }
+            Some("end") => {
+                recorder.stop();
+                println!("{}", recorder.stat());
+                println!("{}", recorder.lags());
+            }
+            Some("quit") | None => break,
+            Some(other) => eprintln!("{who}: unknown command {other:?}"),
+        }
+    }
+}
+
 /// Makes sure this process (and the load generator it starts) may open
 /// `need` files, raising the soft limit to the hard one with `prlimit` if
 /// needed; the reason if it cannot.

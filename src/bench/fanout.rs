@@ -27,7 +27,7 @@
 //! are not flattered by memory the bare server freed. A run starts once the
 //! frontend is idle again (or says that it was not).
 
-use super::clients::{commands, ensure_fds, field, hops, LoadGenerator};
+use super::clients::{commands, ensure_fds, field, hops, serve, LoadGenerator, Recorder};
 use super::measure::{core_percent, micros_per, process_cpu, threads_cpu, NamedRuntime, Percentiles};
 use super::producer::read_frame;
 use super::progress::Say;
@@ -1499,7 +1499,23 @@ pub async fn run_clients(args: ClientsArgs, shutdown: CancellationToken) -> anyh
     let (ok, failed_now) = count_steps(&mut ready_rx, connected, Step::Subscribed).await;
     println!("ready {ok} {}", failed + failed_now);
 
-    let stat = |tally: &ClientTally| {
+    let recording = Recording {
+        tally: &tally,
+        lags: &lags,
+    };
+    serve(&mut commands, &recording, "bench fanout-clients", &shutdown).await;
+    Ok(())
+}
+
+/// The load generator's answers: its counters and the lags recorded.
+struct Recording<'a> {
+    tally: &'a ClientTally,
+    lags: &'a Lags,
+}
+
+impl Recorder for Recording<'_> {
+    fn stat(&self) -> String {
+        let tally = self.tally;
         format!(
             "stat {} {} {} {} {}",
             tally.samples.load(Ordering::Relaxed),
@@ -1508,30 +1524,21 @@ pub async fn run_clients(args: ClientsArgs, shutdown: CancellationToken) -> anyh
             tally.closed.load(Ordering::Relaxed),
             tally.errors.load(Ordering::Relaxed),
         )
-    };
-    loop {
-        let command = tokio::select! {
-            c = commands.recv() => c,
-            _ = shutdown.cancelled() => None,
-        };
-        match command.as_deref() {
-            Some("stat") => println!("{}", stat(&tally)),
-            Some("begin") => {
-                lags.values.lock().unwrap_or_else(|p| p.into_inner()).clear();
-                lags.recording.store(true, Ordering::Relaxed);
-                println!("{}", stat(&tally));
-            }
-            Some("end") => {
-                lags.recording.store(false, Ordering::Relaxed);
-                println!("{}", stat(&tally));
-                let values = std::mem::take(&mut *lags.values.lock().unwrap_or_else(|p| p.into_inner()));
-                println!("{}", lag_line(&values));
-            }
-            Some("quit") | None => break,
-            Some(other) => eprintln!("bench fanout-clients: unknown command {other:?}"),
-        }
     }
-    Ok(())
+
+    fn begin(&self) {
+        self.lags.values.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.lags.recording.store(true, Ordering::Relaxed);
+    }
+
+    fn stop(&self) {
+        self.lags.recording.store(false, Ordering::Relaxed);
+    }
+
+    fn lags(&self) -> String {
+        let values = std::mem::take(&mut *self.lags.values.lock().unwrap_or_else(|p| p.into_inner()));
+        lag_line(&values)
+    }
 }
 
 /// How far a client got.

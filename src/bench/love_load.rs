@@ -17,7 +17,7 @@
 //! (LOVE's SHOW_TRACE_TIMESTAMPS, on by default there; Meridian's
 //! compatibility endpoint always).
 
-use super::clients::commands;
+use super::clients::{commands, serve, Recorder};
 use super::fanout::fast_topics;
 use super::measure::Percentiles;
 use anyhow::{bail, Context};
@@ -368,38 +368,45 @@ pub async fn run_clients(args: ClientsArgs, shutdown: CancellationToken) -> anyh
         }
     }
     println!("ready {ok} {failed}");
-    let stat = |t: &Tally| {
+    let recording = Recording {
+        tally: &tally,
+        lags: &lags,
+    };
+    serve(&mut commands, &recording, "bench love-clients", &shutdown).await;
+    Ok(())
+}
+
+/// The load generator's answers: its counters and the lags recorded.
+struct Recording<'a> {
+    tally: &'a Tally,
+    lags: &'a Lags,
+}
+
+impl Recorder for Recording<'_> {
+    fn stat(&self) -> String {
+        let t = self.tally;
         format!(
             "stat {} {} {}",
             t.messages.load(Ordering::Relaxed),
             t.closed.load(Ordering::Relaxed),
             t.errors.load(Ordering::Relaxed)
         )
-    };
-    loop {
-        let command = tokio::select! {
-            c = commands.recv() => c,
-            _ = shutdown.cancelled() => None,
-        };
-        match command.as_deref() {
-            Some("stat") => println!("{}", stat(&tally)),
-            Some("begin") => {
-                lags.values.lock().unwrap_or_else(|p| p.into_inner()).clear();
-                lags.dropped.store(0, Ordering::Relaxed);
-                lags.recording.store(true, Ordering::Relaxed);
-                println!("{}", stat(&tally));
-            }
-            Some("end") => {
-                lags.recording.store(false, Ordering::Relaxed);
-                println!("{}", stat(&tally));
-                let values = std::mem::take(&mut *lags.values.lock().unwrap_or_else(|p| p.into_inner()));
-                println!("{}", lag_line(values, lags.dropped.load(Ordering::Relaxed)));
-            }
-            Some("quit") | None => break,
-            Some(other) => eprintln!("bench love-clients: unknown command {other:?}"),
-        }
     }
-    Ok(())
+
+    fn begin(&self) {
+        self.lags.values.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.lags.dropped.store(0, Ordering::Relaxed);
+        self.lags.recording.store(true, Ordering::Relaxed);
+    }
+
+    fn stop(&self) {
+        self.lags.recording.store(false, Ordering::Relaxed);
+    }
+
+    fn lags(&self) -> String {
+        let values = std::mem::take(&mut *self.lags.values.lock().unwrap_or_else(|p| p.into_inner()));
+        lag_line(values, self.lags.dropped.load(Ordering::Relaxed))
+    }
 }
 
 /// `lags <count> <p50> <p99> <max> <dropped>`, microseconds.
