@@ -51,28 +51,17 @@ struct Plan {
 }
 
 impl Plan {
+    /// A bench's flags as one would type them.
+    fn flags(line: &'static str) -> Vec<&'static str> {
+        line.split_whitespace().collect()
+    }
+
     fn new(quick: bool) -> Plan {
         let s = Duration::from_secs;
         if quick {
             Plan {
-                ingest: vec![
-                    "--payload",
-                    "200",
-                    "--duration-s",
-                    "2",
-                    "--baseline-s",
-                    "1",
-                    "--writer-s",
-                    "0.5",
-                ],
-                fanout: vec![vec![
-                    "--clients",
-                    "100",
-                    "--duration-s",
-                    "2",
-                    "--memory-clients",
-                    "0",
-                ]],
+                ingest: Self::flags("--payload 200 --duration-s 2 --baseline-s 1 --writer-s 0.5"),
+                fanout: vec![Self::flags("--clients 100 --duration-s 2 --memory-clients 0")],
                 night: NightArgs {
                     warmup: s(3),
                     window: s(10),
@@ -83,47 +72,13 @@ impl Plan {
             }
         } else {
             Plan {
-                ingest: vec![
-                    "--payload",
-                    "200,4096",
-                    "--duration-s",
-                    "3",
-                    "--baseline-s",
-                    "2",
-                    "--writer-s",
-                    "1",
-                ],
+                ingest: Self::flags("--payload 200,4096 --duration-s 3 --baseline-s 2 --writer-s 1"),
                 fanout: vec![
-                    vec![
-                        "--clients",
-                        "100,1000",
-                        "--duration-s",
-                        "5",
-                        "--memory-clients",
-                        "1000",
-                    ],
-                    vec![
-                        "--clients",
-                        "1000",
-                        "--duration-s",
-                        "5",
-                        "--memory-clients",
-                        "0",
-                        "--format",
-                        "msgpack",
-                    ],
-                    vec![
-                        "--clients",
-                        "1000",
-                        "--topics",
-                        "10",
-                        "--duration-s",
-                        "5",
-                        "--memory-clients",
-                        "0",
-                        "--format",
-                        "msgpack",
-                    ],
+                    Self::flags("--clients 100,1000 --duration-s 5 --memory-clients 1000"),
+                    Self::flags("--clients 1000 --duration-s 5 --memory-clients 0 --format msgpack"),
+                    Self::flags(
+                        "--clients 1000 --topics 10 --duration-s 5 --memory-clients 0 --format msgpack",
+                    ),
                 ],
                 night: NightArgs {
                     warmup: s(10),
