@@ -51,28 +51,17 @@ struct Plan {
 }
 
 impl Plan {
+    /// A bench's flags as one would type them.
+    fn flags(line: &'static str) -> Vec<&'static str> {
+        line.split_whitespace().collect()
+    }
+
     fn new(quick: bool) -> Plan {
         let s = Duration::from_secs;
         if quick {
             Plan {
-                ingest: vec![
-                    "--payload",
-                    "200",
-                    "--duration-s",
-                    "2",
-                    "--baseline-s",
-                    "1",
-                    "--writer-s",
-                    "0.5",
-                ],
-                fanout: vec![vec![
-                    "--clients",
-                    "100",
-                    "--duration-s",
-                    "2",
-                    "--memory-clients",
-                    "0",
-                ]],
+                ingest: Self::flags("--payload 200 --duration-s 2 --baseline-s 1 --writer-s 0.5"),
+                fanout: vec![Self::flags("--clients 100 --duration-s 2 --memory-clients 0")],
                 night: NightArgs {
                     warmup: s(3),
                     window: s(10),
@@ -83,47 +72,13 @@ impl Plan {
             }
         } else {
             Plan {
-                ingest: vec![
-                    "--payload",
-                    "200,4096",
-                    "--duration-s",
-                    "3",
-                    "--baseline-s",
-                    "2",
-                    "--writer-s",
-                    "1",
-                ],
+                ingest: Self::flags("--payload 200,4096 --duration-s 3 --baseline-s 2 --writer-s 1"),
                 fanout: vec![
-                    vec![
-                        "--clients",
-                        "100,1000",
-                        "--duration-s",
-                        "5",
-                        "--memory-clients",
-                        "1000",
-                    ],
-                    vec![
-                        "--clients",
-                        "1000",
-                        "--duration-s",
-                        "5",
-                        "--memory-clients",
-                        "0",
-                        "--format",
-                        "msgpack",
-                    ],
-                    vec![
-                        "--clients",
-                        "1000",
-                        "--topics",
-                        "10",
-                        "--duration-s",
-                        "5",
-                        "--memory-clients",
-                        "0",
-                        "--format",
-                        "msgpack",
-                    ],
+                    Self::flags("--clients 100,1000 --duration-s 5 --memory-clients 1000"),
+                    Self::flags("--clients 1000 --duration-s 5 --memory-clients 0 --format msgpack"),
+                    Self::flags(
+                        "--clients 1000 --topics 10 --duration-s 5 --memory-clients 0 --format msgpack",
+                    ),
                 ],
                 night: NightArgs {
                     warmup: s(10),
@@ -197,6 +152,17 @@ pub async fn run(args: AllArgs, shutdown: CancellationToken) -> anyhow::Result<(
     Ok(())
 }
 
+/// The flags as `bench {bench}` would parse them from `flags` (the defaults
+/// for the rest): `bench all` keeps each section's settings as the same flags
+/// a reader can pass to that bench alone.
+fn from_flags<A: clap::Args>(bench: &'static str, flags: &[&str]) -> anyhow::Result<A> {
+    let argv = std::iter::once(bench).chain(flags.iter().copied());
+    let matches = A::augment_args(clap::Command::new(bench))
+        .try_get_matches_from(argv)
+        .with_context(|| format!("bench {bench} flags"))?;
+    A::from_arg_matches(&matches).with_context(|| format!("bench {bench} flags"))
+}
+
 /// Runs the sections in order; their report sections (the summary rows go to `summary`).
 async fn measure(
     args: &AllArgs,
@@ -208,7 +174,7 @@ async fn measure(
     let say = Say::Status(status.clone());
     let mut sections = Vec::new();
     status.section(0);
-    let ingest_args = IngestArgs::from_flags(&plan.ingest)?;
+    let ingest_args = from_flags::<IngestArgs>("ingest", &plan.ingest)?;
     let results = ingest::measure(&ingest_args, &say, shutdown.clone())
         .await
         .context("the ingest section")?;
@@ -216,7 +182,7 @@ async fn measure(
 
     status.section(1);
     for flags in &plan.fanout {
-        let fanout_args = FanoutArgs::from_flags(flags)?;
+        let fanout_args = from_flags::<FanoutArgs>("fanout", flags)?;
         let results = fanout::measure_all(&fanout_args, &say, shutdown.clone())
             .await
             .context("the fan-out section")?;

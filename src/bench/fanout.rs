@@ -27,10 +27,12 @@
 //! are not flattered by memory the bare server freed. A run starts once the
 //! frontend is idle again (or says that it was not).
 
+use super::clients::{commands, ensure_fds, field, hops, serve, LoadGenerator, Recorder};
 use super::measure::{core_percent, micros_per, process_cpu, threads_cpu, NamedRuntime, Percentiles};
 use super::producer::read_frame;
 use super::progress::Say;
 use super::redis_server::{require_tools, RedisServer};
+use super::{interrupted, sleep_unless};
 use anyhow::{bail, Context};
 use axum::extract::ws::{Message as ServerMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -49,7 +51,6 @@ use meridian_proto::{
 };
 use meridian_sim::interface::Interface;
 use meridian_sim::signal::{Rng, TopicSignal};
-use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -171,9 +172,11 @@ struct Topic {
     json: String,
 }
 
-/// The topics of a run: the simulator's MTM1M3 topics of at least 50 Hz,
-/// repeated over instances 1, 2, … until there are `count`.
-fn plan(count: usize) -> anyhow::Result<Vec<Topic>> {
+/// MTM1M3's telemetry topics of at least 50 Hz, repeated over instances 1,
+/// 2, … until there are `count`: each schema with its salindex and one
+/// sample's fields from the simulator. `bench love` publishes the same
+/// topics, so both benches load the servers alike.
+pub fn fast_topics(count: usize) -> anyhow::Result<Vec<(TopicSchema, u32, Fields)>> {
     let interface = Interface::builtin(CSC).context("the simulator has no MTM1M3 interface")?;
     let fast: Vec<&TopicSchema> = interface
         .telemetry
@@ -184,11 +187,21 @@ fn plan(count: usize) -> anyhow::Result<Vec<Topic>> {
         bail!("MTM1M3's interface has no 50 Hz telemetry topic");
     }
     let now = unix_now(SystemTime::now());
-    (0..count)
+    Ok((0..count)
         .map(|i| {
             let schema = fast[i % fast.len()].clone();
             let salindex = 1 + (i / fast.len()) as u32;
             let fields = TopicSignal::new(&schema, &Rng::new(1)).sample(1.0, now);
+            (schema, salindex, fields)
+        })
+        .collect())
+}
+
+/// The topics of a run: [`fast_topics`] with their ids and stored JSON.
+fn plan(count: usize) -> anyhow::Result<Vec<Topic>> {
+    fast_topics(count)?
+        .into_iter()
+        .map(|(schema, salindex, fields)| {
             let json = meridian_proto::value::fields_to_json(&fields);
             let id = TopicId::new(CscId::new(CSC, salindex)?, Category::Telemetry, &schema.name)?;
             Ok(Topic {
@@ -199,21 +212,6 @@ fn plan(count: usize) -> anyhow::Result<Vec<Topic>> {
             })
         })
         .collect()
-}
-
-impl FanoutArgs {
-    /// The flags as `bench fanout` would parse them from `flags` (the
-    /// defaults for the rest), for `bench all`.
-    pub fn from_flags(flags: &[&str]) -> anyhow::Result<FanoutArgs> {
-        #[derive(clap::Parser)]
-        struct Flags {
-            #[command(flatten)]
-            args: FanoutArgs,
-        }
-        use clap::Parser;
-        let argv = std::iter::once("fanout").chain(flags.iter().copied());
-        Ok(Flags::try_parse_from(argv).context("bench fanout flags")?.args)
-    }
 }
 
 /// Everything `bench fanout` measured, for its tables and `bench all`'s report.
@@ -564,11 +562,11 @@ async fn connect_clients(
     url: &str,
     subscribe: &[String],
     shutdown: &CancellationToken,
-) -> anyhow::Result<(ClientsProcess, Setup)> {
+) -> anyhow::Result<(LoadGenerator, Setup)> {
     let rss0 = rss_bytes();
     let started = Instant::now();
     let lag_clients = ctx.args.lag_clients.min(n);
-    let mut clients = ClientsProcess::spawn(url, n, lag_clients, subscribe, ctx.args.pin, ctx.cores)?;
+    let mut clients = spawn_clients(url, n, lag_clients, subscribe, ctx.args.pin, ctx.cores)?;
     let timeout = Duration::from_secs(30) + Duration::from_millis(20 * n as u64);
     let connected = clients.expect("connected", timeout, shutdown).await?;
     let connect = started.elapsed();
@@ -664,14 +662,14 @@ async fn measure(
     let mut progress = Progress::new(&ctx.label, n, ctx.say);
     let warm_until = Instant::now() + WARMUP;
     let mut last = (
-        clients.stat(shutdown).await?,
+        ClientStat::ask(&mut clients, "stat", shutdown).await?,
         Cpu::take(server, ctx.redis.pid(), clients.pid()),
         Instant::now(),
     );
     while Instant::now() < warm_until {
         sleep_unless(Duration::from_millis(500), shutdown).await?;
         let now = (
-            clients.stat(shutdown).await?,
+            ClientStat::ask(&mut clients, "stat", shutdown).await?,
             Cpu::take(server, ctx.redis.pid(), clients.pid()),
             Instant::now(),
         );
@@ -679,7 +677,7 @@ async fn measure(
         last = now;
     }
 
-    let stat0 = clients.command("begin", shutdown).await?;
+    let stat0 = ClientStat::ask(&mut clients, "begin", shutdown).await?;
     let (t0, cpu0, offered0, hub0) = (
         Instant::now(),
         Cpu::take(server, ctx.redis.pid(), clients.pid()),
@@ -691,7 +689,7 @@ async fn measure(
     while t0.elapsed() + Duration::from_secs(1) < window {
         sleep_unless(Duration::from_secs(1), shutdown).await?;
         let now = (
-            clients.stat(shutdown).await?,
+            ClientStat::ask(&mut clients, "stat", shutdown).await?,
             Cpu::take(server, ctx.redis.pid(), clients.pid()),
             Instant::now(),
         );
@@ -703,7 +701,7 @@ async fn measure(
         last = now;
     }
     sleep_unless(window.saturating_sub(t0.elapsed()), shutdown).await?;
-    let stat1 = clients.command("end", shutdown).await?;
+    let stat1 = ClientStat::ask(&mut clients, "end", shutdown).await?;
     let (t1, cpu1, offered1, hub1) = (
         Instant::now(),
         Cpu::take(server, ctx.redis.pid(), clients.pid()),
@@ -942,21 +940,6 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn interrupted(shutdown: &CancellationToken) -> anyhow::Result<()> {
-    if shutdown.is_cancelled() {
-        bail!("interrupted");
-    }
-    Ok(())
-}
-
-/// Sleeps `d`, or fails if the run is interrupted meanwhile.
-async fn sleep_unless(d: Duration, shutdown: &CancellationToken) -> anyhow::Result<()> {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => Ok(()),
-        _ = shutdown.cancelled() => bail!("interrupted"),
-    }
-}
-
 /// Waits until the frontend's threads are idle (under 10% of a core over
 /// 250 ms), at most `QUIET_TIMEOUT`; whether they became idle.
 async fn wait_quiet(ctx: &RunContext<'_>, shutdown: &CancellationToken) -> anyhow::Result<bool> {
@@ -989,45 +972,6 @@ fn rss_bytes() -> u64 {
                 .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         })
         .map_or(0, |kib| kib * 1024)
-}
-
-/// Makes sure this process (and the load generator it starts) may open
-/// `need` files, raising the soft limit to the hard one with `prlimit` if
-/// needed; the reason if it cannot.
-fn ensure_fds(need: u64) -> Result<(), String> {
-    let (soft, hard) = nofile_limits().ok_or("cannot read /proc/self/limits")?;
-    if soft >= need {
-        return Ok(());
-    }
-    if hard < need {
-        return Err(format!(
-            "needs {need} open files but the hard limit is {hard} (raise it, e.g. `ulimit -Hn {need}` as root)"
-        ));
-    }
-    let raised = std::process::Command::new("prlimit")
-        .arg(format!("--pid={}", std::process::id()))
-        .arg(format!("--nofile={hard}:{hard}"))
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    match nofile_limits() {
-        Some((soft, _)) if raised && soft >= need => Ok(()),
-        _ => Err(format!(
-            "needs {need} open files, the soft limit is {soft} and `prlimit` could not raise it (run `ulimit -n {hard}` first)"
-        )),
-    }
-}
-
-/// The soft and hard `RLIMIT_NOFILE` of this process.
-fn nofile_limits() -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
-    let mut numbers = line["Max open files".len()..].split_whitespace();
-    let parse = |v: Option<&str>| match v? {
-        "unlimited" => Some(u64::MAX),
-        v => v.parse().ok(),
-    };
-    Some((parse(numbers.next())?, parse(numbers.next())?))
 }
 
 /// Pins the frontend's threads and redis-server to the first core and
@@ -1431,95 +1375,47 @@ struct ClientStat {
     closed: u64,
 }
 
-/// The load generator process and its line protocol: it prints `ready
+/// Starts the load generator (`bench fanout-clients`). Its line protocol: it prints `ready
 /// <connected> <failed>`, then answers `stat`, `begin` (start recording
 /// lags) and `end` (stop) with `stat <samples> <frames> <bytes> <closed>
 /// <errors>`, `end` also with `lags …`; `quit` ends it.
-struct ClientsProcess {
-    child: std::process::Child,
-    stdin: std::process::ChildStdin,
-    lines: mpsc::UnboundedReceiver<String>,
+fn spawn_clients(
+    url: &str,
+    clients: usize,
+    lag_clients: usize,
+    subscribe: &[String],
+    pin: bool,
+    cores: usize,
+) -> anyhow::Result<LoadGenerator> {
+    let exe = std::env::current_exe().context("locating the meridian binary")?;
+    let mut command = if pin && cores >= 2 {
+        let mut c = std::process::Command::new("taskset");
+        c.args(["-c", &(cores - 1).to_string()]).arg(exe);
+        c
+    } else {
+        std::process::Command::new(exe)
+    };
+    command
+        .args(["bench", "fanout-clients", "--url", url])
+        .args(["--clients", &clients.to_string()])
+        .args(["--lag-clients", &lag_clients.to_string()]);
+    if !subscribe.is_empty() {
+        command.arg("--subscribe").arg(subscribe.join(","));
+    }
+    if std::env::var_os("RUST_LOG").is_none() {
+        command.env("RUST_LOG", "warn");
+    }
+    LoadGenerator::spawn(command, "meridian bench fanout-clients")
 }
 
-impl ClientsProcess {
-    fn spawn(
-        url: &str,
-        clients: usize,
-        lag_clients: usize,
-        subscribe: &[String],
-        pin: bool,
-        cores: usize,
-    ) -> anyhow::Result<ClientsProcess> {
-        let exe = std::env::current_exe().context("locating the meridian binary")?;
-        let mut command = if pin && cores >= 2 {
-            let mut c = std::process::Command::new("taskset");
-            c.args(["-c", &(cores - 1).to_string()]).arg(exe);
-            c
-        } else {
-            std::process::Command::new(exe)
-        };
-        command
-            .args(["bench", "fanout-clients", "--url", url])
-            .args(["--clients", &clients.to_string()])
-            .args(["--lag-clients", &lag_clients.to_string()]);
-        if !subscribe.is_empty() {
-            command.arg("--subscribe").arg(subscribe.join(","));
-        }
-        if std::env::var_os("RUST_LOG").is_none() {
-            command.env("RUST_LOG", "warn");
-        }
-        let mut child = command
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .context("starting the load generator (meridian bench fanout-clients)")?;
-        let stdin = child.stdin.take().context("load generator stdin")?;
-        let stdout = child.stdout.take().context("load generator stdout")?;
-        let (tx, lines) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(ClientsProcess { child, stdin, lines })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The next line, which must start with `word`, split at whitespace.
-    async fn expect(
-        &mut self,
-        word: &str,
-        timeout: Duration,
+impl ClientStat {
+    /// Sends `command` (`stat`, `begin`, `end`) and reads its `stat` line.
+    async fn ask(
+        clients: &mut LoadGenerator,
+        command: &str,
         shutdown: &CancellationToken,
-    ) -> anyhow::Result<Vec<String>> {
-        let line = tokio::select! {
-            line = tokio::time::timeout(timeout, self.lines.recv()) => line
-                .with_context(|| format!("the load generator did not answer `{word}` within {timeout:?}"))?
-                .context("the load generator exited (see its errors above)")?,
-            _ = shutdown.cancelled() => bail!("interrupted"),
-        };
-        let parts: Vec<String> = line.split_whitespace().map(str::to_string).collect();
-        if parts.first().map(String::as_str) != Some(word) {
-            bail!("the load generator said {line:?}, expected `{word} …`");
-        }
-        Ok(parts)
-    }
-
-    fn send(&mut self, command: &str) -> anyhow::Result<()> {
-        writeln!(self.stdin, "{command}").context("writing to the load generator")?;
-        self.stdin.flush().context("writing to the load generator")
-    }
-
-    async fn command(&mut self, command: &str, shutdown: &CancellationToken) -> anyhow::Result<ClientStat> {
-        self.send(command)?;
-        let parts = self.expect("stat", Duration::from_secs(30), shutdown).await?;
+    ) -> anyhow::Result<ClientStat> {
+        let parts = clients.ask(command, Duration::from_secs(30), shutdown).await?;
         Ok(ClientStat {
             samples: field(&parts, 1)?,
             frames: field(&parts, 2)?,
@@ -1527,38 +1423,6 @@ impl ClientsProcess {
             closed: field(&parts, 4)?,
         })
     }
-
-    async fn stat(&mut self, shutdown: &CancellationToken) -> anyhow::Result<ClientStat> {
-        self.command("stat", shutdown).await
-    }
-
-    /// Asks the load generator to exit (its connections close with it) and waits for it.
-    async fn quit(mut self) {
-        let _ = writeln!(self.stdin, "quit").and_then(|()| self.stdin.flush());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for ClientsProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn field<T: std::str::FromStr>(parts: &[String], i: usize) -> anyhow::Result<T> {
-    parts
-        .get(i)
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("field {i} of the load generator's line {parts:?}"))
 }
 
 /// `lags <count>` then four series (total, three hops) of `p50 p99 max` in µs.
@@ -1623,15 +1487,7 @@ pub async fn run_clients(args: ClientsArgs, shutdown: CancellationToken) -> anyh
         ));
     }
     drop(ready_tx);
-    let (tx, mut commands) = mpsc::unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let mut commands = commands();
     // Connected (idle, nothing subscribed), then, when asked, subscribed.
     let (connected, failed) = count_steps(&mut ready_rx, args.clients, Step::Connected).await;
     println!("connected {connected} {failed}");
@@ -1643,7 +1499,23 @@ pub async fn run_clients(args: ClientsArgs, shutdown: CancellationToken) -> anyh
     let (ok, failed_now) = count_steps(&mut ready_rx, connected, Step::Subscribed).await;
     println!("ready {ok} {}", failed + failed_now);
 
-    let stat = |tally: &ClientTally| {
+    let recording = Recording {
+        tally: &tally,
+        lags: &lags,
+    };
+    serve(&mut commands, &recording, "bench fanout-clients", &shutdown).await;
+    Ok(())
+}
+
+/// The load generator's answers: its counters and the lags recorded.
+struct Recording<'a> {
+    tally: &'a ClientTally,
+    lags: &'a Lags,
+}
+
+impl Recorder for Recording<'_> {
+    fn stat(&self) -> String {
+        let tally = self.tally;
         format!(
             "stat {} {} {} {} {}",
             tally.samples.load(Ordering::Relaxed),
@@ -1652,30 +1524,21 @@ pub async fn run_clients(args: ClientsArgs, shutdown: CancellationToken) -> anyh
             tally.closed.load(Ordering::Relaxed),
             tally.errors.load(Ordering::Relaxed),
         )
-    };
-    loop {
-        let command = tokio::select! {
-            c = commands.recv() => c,
-            _ = shutdown.cancelled() => None,
-        };
-        match command.as_deref() {
-            Some("stat") => println!("{}", stat(&tally)),
-            Some("begin") => {
-                lags.values.lock().unwrap_or_else(|p| p.into_inner()).clear();
-                lags.recording.store(true, Ordering::Relaxed);
-                println!("{}", stat(&tally));
-            }
-            Some("end") => {
-                lags.recording.store(false, Ordering::Relaxed);
-                println!("{}", stat(&tally));
-                let values = std::mem::take(&mut *lags.values.lock().unwrap_or_else(|p| p.into_inner()));
-                println!("{}", lag_line(&values));
-            }
-            Some("quit") | None => break,
-            Some(other) => eprintln!("bench fanout-clients: unknown command {other:?}"),
-        }
     }
-    Ok(())
+
+    fn begin(&self) {
+        self.lags.values.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.lags.recording.store(true, Ordering::Relaxed);
+    }
+
+    fn stop(&self) {
+        self.lags.recording.store(false, Ordering::Relaxed);
+    }
+
+    fn lags(&self) -> String {
+        let values = std::mem::take(&mut *self.lags.values.lock().unwrap_or_else(|p| p.into_inner()));
+        lag_line(&values)
+    }
 }
 
 /// How far a client got.
@@ -1867,17 +1730,11 @@ fn time_samples(frame: &str, now: f64, out: &mut Vec<[f64; 4]>) {
     let mut rest = frame;
     while let Some(at) = rest.find(SAMPLE_MARKER) {
         rest = &rest[at + SAMPLE_MARKER.len()..];
-        let Some((source, after)) = number(rest) else {
-            continue;
-        };
-        let Some((ingest, after)) = after.strip_prefix(",\"ingest_ts\":").and_then(number) else {
-            continue;
-        };
-        let Some((frontend, after)) = after.strip_prefix(",\"frontend_ts\":").and_then(number) else {
+        let Some((lags, after)) = hops(rest, now) else {
             continue;
         };
         rest = after;
-        out.push([now - source, ingest - source, frontend - ingest, now - frontend]);
+        out.push(lags);
     }
 }
 
@@ -1912,14 +1769,6 @@ fn binary_batch_len(frame: &[u8]) -> Option<usize> {
         0xdd => Some(u32::from_be_bytes(rest.get(1..5)?.try_into().ok()?) as usize),
         _ => None,
     }
-}
-
-/// A JSON number at the start of `s`, and what follows it.
-fn number(s: &str) -> Option<(f64, &str)> {
-    let end = s
-        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E')))
-        .unwrap_or(s.len());
-    Some((s[..end].parse().ok()?, &s[end..]))
 }
 
 #[cfg(test)]

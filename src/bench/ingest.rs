@@ -19,6 +19,7 @@ use super::measure::{
 use super::producer::{self, Load, Producer, Tally};
 use super::progress::Say;
 use super::redis_server::{require_tools, RedisServer};
+use super::{interrupted, sleep_unless};
 use anyhow::{bail, Context};
 use clap::Args;
 use meridian_config::{Config, StoreBackend};
@@ -87,21 +88,6 @@ pub struct IngestArgs {
     /// Worker threads of the producers' runtime (the ingest uses the main runtime's).
     #[arg(long, default_value_t = 2)]
     load_threads: usize,
-}
-
-impl IngestArgs {
-    /// The flags as `bench ingest` would parse them from `flags` (the
-    /// defaults for the rest), for `bench all`.
-    pub fn from_flags(flags: &[&str]) -> anyhow::Result<IngestArgs> {
-        #[derive(clap::Parser)]
-        struct Flags {
-            #[command(flatten)]
-            args: IngestArgs,
-        }
-        use clap::Parser;
-        let argv = std::iter::once("ingest").chain(flags.iter().copied());
-        Ok(Flags::try_parse_from(argv).context("bench ingest flags")?.args)
-    }
 }
 
 /// Everything `bench ingest` measured, for its tables and `bench all`'s report.
@@ -277,21 +263,6 @@ fn check_args(args: &IngestArgs) -> anyhow::Result<()> {
         bail!("--payload: give sizes of at least 16 bytes, e.g. 200,4096");
     }
     Ok(())
-}
-
-fn interrupted(shutdown: &CancellationToken) -> anyhow::Result<()> {
-    if shutdown.is_cancelled() {
-        bail!("interrupted");
-    }
-    Ok(())
-}
-
-/// Sleeps `d`, or fails if the run is interrupted meanwhile.
-async fn sleep_unless(d: Duration, shutdown: &CancellationToken) -> anyhow::Result<()> {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => Ok(()),
-        _ = shutdown.cancelled() => bail!("interrupted"),
-    }
 }
 
 /// redis-benchmark's rate for `payload` over `streams` streams, with `-n`

@@ -23,18 +23,18 @@
 //! apart. The load (producers here, browsers in their own process) is not
 //! counted for either server, but shares the machine's cores with them.
 
+use super::clients::{ensure_fds, field, reap, LoadGenerator};
 use super::love_load::{plan, start_producers, Flow, Topic, CSC};
 use super::measure::{process_cpu, Percentiles};
-use super::redis_server::{require_tools, RedisServer};
+use super::redis_server::{free_port, require_tools, RedisServer};
+use super::{interrupted, sleep_unless};
 use anyhow::{bail, Context};
 use clap::Args;
-use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// The browsers' token and the producers' password on both servers.
@@ -401,7 +401,7 @@ async fn measure(
 
     let groups: Vec<String> = ctx.topics.iter().map(Topic::group).collect();
     let connect_started = Instant::now();
-    let mut clients = ClientsProcess::spawn(
+    let mut clients = spawn_clients(
         &format!("{base}?token={TOKEN}"),
         n,
         args.lag_clients.min(n),
@@ -426,7 +426,7 @@ async fn measure(
 
     flow.sending.store(true, Ordering::Relaxed);
     sleep_unless(WARMUP, shutdown).await?;
-    let stat0 = clients.stat("begin", shutdown).await?;
+    let stat0 = ClientStat::ask(&mut clients, "begin", shutdown).await?;
     let (t0, cpu0, redis0, sent0, load0) = (
         Instant::now(),
         process_cpu(process.pid()),
@@ -440,7 +440,7 @@ async fn measure(
     while t0.elapsed() + Duration::from_secs(1) < window {
         sleep_unless(Duration::from_secs(1), shutdown).await?;
         let now = (
-            clients.stat("stat", shutdown).await?,
+            ClientStat::ask(&mut clients, "stat", shutdown).await?,
             process_cpu(process.pid()),
             Instant::now(),
             process_cpu(clients.pid()),
@@ -467,7 +467,7 @@ async fn measure(
         last = now;
     }
     sleep_unless(window.saturating_sub(t0.elapsed()), shutdown).await?;
-    let stat1 = clients.stat("end", shutdown).await?;
+    let stat1 = ClientStat::ask(&mut clients, "end", shutdown).await?;
     let (t1, cpu1, redis1, sent1, load1) = (
         Instant::now(),
         process_cpu(process.pid()),
@@ -723,10 +723,7 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        reap(&mut self.child);
         if let Some(path) = &self.config {
             let _ = std::fs::remove_file(path);
         }
@@ -741,11 +738,6 @@ fn meridian_config(redis_url: &str, port: u16) -> String {
     )
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr()?.port())
-}
-
 fn rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -755,44 +747,6 @@ fn rss_mib(pid: u32) -> f64 {
                 .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
         })
         .map_or(0.0, |kib| kib / 1024.0)
-}
-
-/// Makes sure this process (and what it starts) may open `need` files.
-fn ensure_fds(need: u64) -> Result<(), String> {
-    let text = std::fs::read_to_string("/proc/self/limits").map_err(|e| format!("/proc/self/limits: {e}"))?;
-    let soft = text
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l["Max open files".len()..].split_whitespace().next())
-        .map(|v| {
-            if v == "unlimited" {
-                u64::MAX
-            } else {
-                v.parse().unwrap_or(0)
-            }
-        })
-        .unwrap_or(0);
-    if soft >= need {
-        return Ok(());
-    }
-    Err(format!(
-        "needs {need} open files, the limit is {soft}: raise it first (e.g. `ulimit -n {need}`)"
-    ))
-}
-
-fn interrupted(shutdown: &CancellationToken) -> anyhow::Result<()> {
-    if shutdown.is_cancelled() {
-        bail!("interrupted");
-    }
-    Ok(())
-}
-
-/// Sleeps `d`, or fails if the run is interrupted meanwhile.
-async fn sleep_unless(d: Duration, shutdown: &CancellationToken) -> anyhow::Result<()> {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => Ok(()),
-        _ = shutdown.cancelled() => bail!("interrupted"),
-    }
 }
 
 // ---------------------------------------------------------------------
@@ -805,109 +759,37 @@ struct ClientStat {
     closed: u64,
 }
 
-struct ClientsProcess {
-    child: Child,
-    stdin: std::process::ChildStdin,
-    lines: mpsc::UnboundedReceiver<String>,
+fn spawn_clients(
+    url: &str,
+    clients: usize,
+    lag_clients: usize,
+    groups: &[String],
+) -> anyhow::Result<LoadGenerator> {
+    let exe = std::env::current_exe().context("locating the meridian binary")?;
+    let mut command = Command::new(exe);
+    command
+        .args(["bench", "love-clients", "--url", url])
+        .args(["--clients", &clients.to_string()])
+        .args(["--lag-clients", &lag_clients.to_string()])
+        .arg("--subscribe")
+        .arg(groups.join(","))
+        .env("RUST_LOG", "warn");
+    LoadGenerator::spawn(command, "meridian bench love-clients")
 }
 
-impl ClientsProcess {
-    fn spawn(
-        url: &str,
-        clients: usize,
-        lag_clients: usize,
-        groups: &[String],
-    ) -> anyhow::Result<ClientsProcess> {
-        let exe = std::env::current_exe().context("locating the meridian binary")?;
-        let mut child = Command::new(exe)
-            .args(["bench", "love-clients", "--url", url])
-            .args(["--clients", &clients.to_string()])
-            .args(["--lag-clients", &lag_clients.to_string()])
-            .arg("--subscribe")
-            .arg(groups.join(","))
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting the load generator (meridian bench love-clients)")?;
-        let stdin = child.stdin.take().context("load generator stdin")?;
-        let stdout = child.stdout.take().context("load generator stdout")?;
-        let (tx, lines) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(ClientsProcess { child, stdin, lines })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The next line, which must start with `word`, split at whitespace.
-    async fn expect(
-        &mut self,
-        word: &str,
-        timeout: Duration,
-        shutdown: &CancellationToken,
-    ) -> anyhow::Result<Vec<String>> {
-        let line = tokio::select! {
-            line = tokio::time::timeout(timeout, self.lines.recv()) => line
-                .with_context(|| format!("the load generator did not answer `{word}` within {timeout:?}"))?
-                .context("the load generator exited (see its errors above)")?,
-            _ = shutdown.cancelled() => bail!("interrupted"),
-        };
-        let parts: Vec<String> = line.split_whitespace().map(str::to_string).collect();
-        if parts.first().map(String::as_str) != Some(word) {
-            bail!("the load generator said {line:?}, expected `{word} …`");
-        }
-        Ok(parts)
-    }
-
+impl ClientStat {
     /// Sends `command` (`stat`, `begin`, `end`) and reads its `stat` line.
-    async fn stat(&mut self, command: &str, shutdown: &CancellationToken) -> anyhow::Result<ClientStat> {
-        writeln!(self.stdin, "{command}")
-            .and_then(|()| self.stdin.flush())
-            .context("writing to the load generator")?;
-        let parts = self.expect("stat", ANSWER_TIMEOUT, shutdown).await?;
+    async fn ask(
+        clients: &mut LoadGenerator,
+        command: &str,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<ClientStat> {
+        let parts = clients.ask(command, ANSWER_TIMEOUT, shutdown).await?;
         Ok(ClientStat {
             messages: field(&parts, 1)?,
             closed: field(&parts, 2)?,
         })
     }
-
-    /// Asks the load generator to exit and waits for it (at most 10 s, then it is killed on drop).
-    async fn quit(mut self) {
-        let _ = writeln!(self.stdin, "quit").and_then(|()| self.stdin.flush());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for ClientsProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn field<T: std::str::FromStr>(parts: &[String], i: usize) -> anyhow::Result<T> {
-    parts
-        .get(i)
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("field {i} of the load generator's line {parts:?}"))
 }
 
 #[cfg(test)]

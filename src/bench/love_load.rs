@@ -17,15 +17,14 @@
 //! (LOVE's SHOW_TRACE_TIMESTAMPS, on by default there; Meridian's
 //! compatibility endpoint always).
 
+use super::clients::{commands, serve, Recorder};
+use super::fanout::fast_topics;
 use super::measure::Percentiles;
 use anyhow::{bail, Context};
 use clap::Args;
 use futures_util::{SinkExt, StreamExt};
 use meridian_proto::{unix_now, TopicSchema, ValueKind};
-use meridian_sim::interface::Interface;
-use meridian_sim::signal::{Rng, TopicSignal};
 use serde_json::Value as Json;
-use std::io::BufRead;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -82,29 +81,17 @@ impl Topic {
     }
 }
 
-/// The topics of a run: MTM1M3's telemetry topics of at least 50 Hz (as
-/// `bench fanout` publishes), repeated over instances 1, 2, … until there
-/// are `count`.
+/// The topics of a run: those `bench fanout` publishes ([`fast_topics`]),
+/// each with its payload as a LOVE producer sends it.
 pub fn plan(count: usize) -> anyhow::Result<Vec<Topic>> {
-    let interface = Interface::builtin(CSC).context("the simulator has no MTM1M3 interface")?;
-    let fast: Vec<&TopicSchema> = interface
-        .telemetry
-        .iter()
-        .filter(|t| t.rate_hz.is_some_and(|hz| hz >= 50.0))
-        .collect();
-    if fast.is_empty() {
-        bail!("MTM1M3's interface has no 50 Hz telemetry topic");
-    }
-    let now = unix_now(SystemTime::now());
-    (0..count)
-        .map(|i| {
-            let schema = fast[i % fast.len()];
-            let fields = TopicSignal::new(schema, &Rng::new(1)).sample(1.0, now);
+    fast_topics(count)?
+        .into_iter()
+        .map(|(schema, salindex, fields)| {
             let values: Json = serde_json::from_str(&meridian_proto::value::fields_to_json(&fields))?;
             Ok(Topic {
-                salindex: 1 + (i / fast.len()) as u32,
+                salindex,
                 stream: schema.name.clone(),
-                payload: wrap(schema, &values),
+                payload: wrap(&schema, &values),
             })
         })
         .collect()
@@ -371,15 +358,7 @@ pub async fn run_clients(args: ClientsArgs, shutdown: CancellationToken) -> anyh
         ));
     }
     drop(ready_tx);
-    let (tx, mut commands) = mpsc::unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let mut commands = commands();
     let (mut ok, mut failed) = (0, 0);
     while ok + failed < args.clients {
         match ready_rx.recv().await {
@@ -389,38 +368,45 @@ pub async fn run_clients(args: ClientsArgs, shutdown: CancellationToken) -> anyh
         }
     }
     println!("ready {ok} {failed}");
-    let stat = |t: &Tally| {
+    let recording = Recording {
+        tally: &tally,
+        lags: &lags,
+    };
+    serve(&mut commands, &recording, "bench love-clients", &shutdown).await;
+    Ok(())
+}
+
+/// The load generator's answers: its counters and the lags recorded.
+struct Recording<'a> {
+    tally: &'a Tally,
+    lags: &'a Lags,
+}
+
+impl Recorder for Recording<'_> {
+    fn stat(&self) -> String {
+        let t = self.tally;
         format!(
             "stat {} {} {}",
             t.messages.load(Ordering::Relaxed),
             t.closed.load(Ordering::Relaxed),
             t.errors.load(Ordering::Relaxed)
         )
-    };
-    loop {
-        let command = tokio::select! {
-            c = commands.recv() => c,
-            _ = shutdown.cancelled() => None,
-        };
-        match command.as_deref() {
-            Some("stat") => println!("{}", stat(&tally)),
-            Some("begin") => {
-                lags.values.lock().unwrap_or_else(|p| p.into_inner()).clear();
-                lags.dropped.store(0, Ordering::Relaxed);
-                lags.recording.store(true, Ordering::Relaxed);
-                println!("{}", stat(&tally));
-            }
-            Some("end") => {
-                lags.recording.store(false, Ordering::Relaxed);
-                println!("{}", stat(&tally));
-                let values = std::mem::take(&mut *lags.values.lock().unwrap_or_else(|p| p.into_inner()));
-                println!("{}", lag_line(values, lags.dropped.load(Ordering::Relaxed)));
-            }
-            Some("quit") | None => break,
-            Some(other) => eprintln!("bench love-clients: unknown command {other:?}"),
-        }
     }
-    Ok(())
+
+    fn begin(&self) {
+        self.lags.values.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.lags.dropped.store(0, Ordering::Relaxed);
+        self.lags.recording.store(true, Ordering::Relaxed);
+    }
+
+    fn stop(&self) {
+        self.lags.recording.store(false, Ordering::Relaxed);
+    }
+
+    fn lags(&self) -> String {
+        let values = std::mem::take(&mut *self.lags.values.lock().unwrap_or_else(|p| p.into_inner()));
+        lag_line(values, self.lags.dropped.load(Ordering::Relaxed))
+    }
 }
 
 /// `lags <count> <p50> <p99> <max> <dropped>`, microseconds.

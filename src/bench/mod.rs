@@ -18,9 +18,12 @@
 //! - `redis_server`: a private `redis-server` and the `redis-cli`/`redis-benchmark` calls.
 //! - `love`: `bench love`, LOVE's Django Channels relay (bench/love) vs Meridian's frontend on the same
 //!   LOVE producers and browsers; `love_load` is that load (`bench love-clients` in a second process).
+//! - `clients`: the load generator process and its line protocol, shared by `fanout` and `love`;
+//!   the open-file limit, and a frame's sample timestamps.
 //! - `measure`: CPU time from `/proc`, latency percentiles, and named runtimes whose CPU can be told apart.
 
 mod all;
+mod clients;
 mod fanout;
 mod ingest;
 mod love;
@@ -32,7 +35,9 @@ mod progress;
 mod redis_server;
 mod report;
 
+use anyhow::bail;
 use clap::{Args, Subcommand};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Args, Debug)]
@@ -75,5 +80,21 @@ pub async fn run(args: BenchArgs, shutdown: CancellationToken) -> anyhow::Result
         Bench::FanoutClients(a) => fanout::run_clients(a, shutdown).await,
         Bench::Love(a) => love::run(a, shutdown).await,
         Bench::LoveClients(a) => love_load::run_clients(a, shutdown).await,
+    }
+}
+
+/// Fails if the run was interrupted (Ctrl-C), so a bench stops between steps.
+fn interrupted(shutdown: &CancellationToken) -> anyhow::Result<()> {
+    if shutdown.is_cancelled() {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// Sleeps `d`, or fails if the run is interrupted meanwhile.
+async fn sleep_unless(d: Duration, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => Ok(()),
+        _ = shutdown.cancelled() => bail!("interrupted"),
     }
 }

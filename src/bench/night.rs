@@ -14,9 +14,11 @@
 //! (`meridian_ingest_samples_stored_total`), delivered rates from the
 //! browsers' counts.
 
+use super::clients::hops;
 use super::measure::{own_cpu, process_cpu, process_rss, LagHistogram, Percentiles};
 use super::progress::Say;
-use super::redis_server::{require_tools, RedisServer};
+use super::redis_server::{free_port, require_tools, RedisServer};
+use super::sleep_unless;
 use anyhow::{bail, Context};
 use futures_util::{SinkExt, StreamExt};
 use meridian_proto::unix_now;
@@ -151,7 +153,7 @@ struct RoleProcess {
 impl RoleProcess {
     fn spawn(role: &str, args: &[&str], dir: &Path) -> anyhow::Result<RoleProcess> {
         let exe = std::env::current_exe().context("locating the meridian binary")?;
-        let metrics: SocketAddr = ([127, 0, 0, 1], free_tcp_port()?).into();
+        let metrics: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let log = dir.join(format!("{}.log", role.replace([' ', ':'], "-")));
         let file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let child = Command::new(exe)
@@ -217,11 +219,6 @@ impl Drop for RoleProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_tcp_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free TCP port")?;
-    Ok(listener.local_addr()?.port())
 }
 
 fn free_udp_port() -> anyhow::Result<u16> {
@@ -315,30 +312,12 @@ pub fn scan_samples(frame: &str, now: f64, out: &mut Vec<Timed>) {
             return;
         };
         let after = &rest[ts_at + 12..];
-        let Some((source, after)) = number(after) else {
-            continue;
-        };
-        let Some((ingest, after)) = after.strip_prefix(",\"ingest_ts\":").and_then(number) else {
-            continue;
-        };
-        let Some((frontend, after)) = after.strip_prefix(",\"frontend_ts\":").and_then(number) else {
+        let Some((lags, after)) = hops(after, now) else {
             continue;
         };
         rest = after;
-        out.push(Timed {
-            event,
-            derived,
-            lags: [now - source, ingest - source, frontend - ingest, now - frontend],
-        });
+        out.push(Timed { event, derived, lags });
     }
-}
-
-/// A JSON number at the start of `s`, and what follows it.
-fn number(s: &str) -> Option<(f64, &str)> {
-    let end = s
-        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E')))
-        .unwrap_or(s.len());
-    Some((s[..end].parse().ok()?, &s[end..]))
 }
 
 /// Lag histograms of one browser: telemetry's four hops, then events'.
@@ -418,14 +397,6 @@ async fn browser(
     hists
 }
 
-/// Sleeps `d`, or fails if the run is interrupted meanwhile.
-async fn sleep_unless(d: Duration, shutdown: &CancellationToken) -> anyhow::Result<()> {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => Ok(()),
-        _ = shutdown.cancelled() => bail!("interrupted"),
-    }
-}
-
 /// What is read at the start and the end of the window.
 struct Snapshot {
     at: Instant,
@@ -452,7 +423,7 @@ pub async fn measure(
     let redis = tokio::task::block_in_place(RedisServer::start)?;
     let dir = redis.dir().to_path_buf();
     let ingest_addr = format!("127.0.0.1:{}", free_udp_port()?);
-    let frontend_addr = format!("127.0.0.1:{}", free_tcp_port()?);
+    let frontend_addr = format!("127.0.0.1:{}", free_port()?);
     let url = redis.url();
     say.step(&format!(
         "night: redis-server {} (pid {}); starting ingest, frontend and {} producers (logs in {})",

@@ -231,7 +231,7 @@ impl Drop for RedisServer {
 
 /// A local TCP port free right now (the OS picks it; it is very unlikely to
 /// be taken in the milliseconds before redis-server binds it).
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?.port())
 }
