@@ -734,9 +734,9 @@ pub fn love_section(love: Result<&LoveResults, &str>, summary: &mut Table) -> Se
         let find = |server: &str| love.rows.iter().find(|r| r.clients == n && r.server == server);
         if let (Some(m), Some(d)) = (find("meridian"), find("django-channels")) {
             let line = format!(
-                "{n} clients: Meridian ÷ Django Channels: messages/s per core {}, p99 lag {}.",
+                "{n} clients: Meridian ÷ Django Channels: messages/s per core {}; Django Channels ÷ Meridian: p99 lag {}.",
                 fmt_ratio(ratio(m.per_core, d.per_core)),
-                fmt_ratio(ratio(m.lag_p99_ms, d.lag_p99_ms)),
+                fmt_ratio(ratio(d.lag_p99_ms, m.lag_p99_ms)),
             );
             section.notes.push(line);
             summary.row(vec![
@@ -936,7 +936,7 @@ mod tests {
         let mut summary = summary_table();
         let s = love_section(Ok(&love), &mut summary);
         assert!(
-            s.notes[0].contains("messages/s per core 8.33, p99 lag 0.04"),
+            s.notes[0].contains("messages/s per core 8.33; Django Channels ÷ Meridian: p99 lag 25.00"),
             "{:?}",
             s.notes
         );
