@@ -12,6 +12,7 @@
 
 pub mod browser;
 pub mod http;
+pub mod love;
 pub mod manual_csc;
 pub mod process;
 pub mod redis_cluster;

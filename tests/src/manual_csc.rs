@@ -13,19 +13,66 @@ use tokio::sync::mpsc;
 /// The publishing side: `publish(n)` sends the `scalars` event with `int0 = n`.
 pub struct ManualCsc {
     id: CscId,
+    /// Serves every index of `id.csc` (to a producer with `all_indices`), not the one instance `id`.
+    all_indices: bool,
+    /// The interface whose topics the feed declares.
+    interface: &'static str,
     tx: mpsc::Sender<Published>,
     rx: Mutex<Option<mpsc::Receiver<Published>>>,
 }
 
 impl ManualCsc {
-    /// A Test CSC instance fed by the test; its feed holds `capacity` events.
+    /// One instance `csc` with the Test interface, fed by the test; its feed holds `capacity` events.
     pub fn new(csc: &str, capacity: usize) -> Arc<ManualCsc> {
+        Self::build(csc.parse().expect("csc"), false, "Test", capacity)
+    }
+
+    /// Every index of `csc` (e.g. the Scripts a ScriptQueue starts), with
+    /// that CSC's own interface, fed by the test through [`ManualCsc::publish_event`].
+    pub fn all_indices(csc: &'static str, capacity: usize) -> Arc<ManualCsc> {
+        let id = CscId::new(csc, 0).expect("csc");
+        Self::build(id, true, csc, capacity)
+    }
+
+    fn build(id: CscId, all_indices: bool, interface: &'static str, capacity: usize) -> Arc<ManualCsc> {
         let (tx, rx) = mpsc::channel(capacity);
         Arc::new(ManualCsc {
-            id: csc.parse().expect("csc"),
+            id,
+            all_indices,
+            interface,
             tx,
             rx: Mutex::new(Some(rx)),
         })
+    }
+
+    /// The feed of the CSC the producer asked for, once; `None` for any other.
+    fn feed(&self, wanted: bool) -> Option<CscFeed> {
+        if !wanted {
+            return None;
+        }
+        let events = self.rx.lock().unwrap().take()?;
+        Some(CscFeed {
+            schemas: Interface::builtin(self.interface)
+                .expect("builtin interface")
+                .topics(),
+            events,
+            telemetry: Arc::new(LatestTelemetry::default()),
+        })
+    }
+
+    /// Publishes event `topic` of instance `salindex` with `fields`; waits while the producer is behind.
+    pub async fn publish_event(&self, salindex: u32, topic: &str, fields: Fields) {
+        let event = Published {
+            salindex,
+            topic: topic.into(),
+            category: Category::Event,
+            source_ts: meridian_proto::unix_now(std::time::SystemTime::now()),
+            fields,
+        };
+        self.tx
+            .send(event)
+            .await
+            .expect("the producer stopped reading its CSC");
     }
 
     /// Publishes event `scalars` with `int0 = n`; waits while the producer is behind.
@@ -43,39 +90,24 @@ impl ManualCsc {
                 Value::Str(format!("event {n}{}", ".".repeat(pad))),
             ),
         ];
-        let event = Published {
-            salindex: self.id.salindex,
-            topic: "scalars".into(),
-            category: Category::Event,
-            source_ts: meridian_proto::unix_now(std::time::SystemTime::now()),
-            fields,
-        };
-        self.tx
-            .send(event)
-            .await
-            .expect("the producer stopped reading its CSC");
+        self.publish_event(self.id.salindex, "scalars", fields).await
     }
 }
 
 #[async_trait]
 impl Middleware for ManualCsc {
     fn subscribe(&self, csc: &CscId) -> Result<CscFeed, MiddlewareError> {
-        let events = self.rx.lock().unwrap().take();
-        match events {
-            Some(events) if *csc == self.id => Ok(CscFeed {
-                schemas: Interface::builtin("Test").expect("Test interface").topics(),
-                events,
-                telemetry: Arc::new(LatestTelemetry::default()),
-            }),
-            _ => Err(MiddlewareError::UnknownCsc(csc.clone())),
-        }
+        self.feed(!self.all_indices && *csc == self.id)
+            .ok_or_else(|| MiddlewareError::UnknownCsc(csc.clone()))
     }
 
     fn subscribe_all_indices(&self, csc: &Csc) -> Result<CscFeed, MiddlewareError> {
-        Err(MiddlewareError::UnknownCsc(CscId {
-            csc: csc.clone(),
-            salindex: 0,
-        }))
+        self.feed(self.all_indices && *csc == self.id.csc).ok_or_else(|| {
+            MiddlewareError::UnknownCsc(CscId {
+                csc: csc.clone(),
+                salindex: 0,
+            })
+        })
     }
 
     async fn command(

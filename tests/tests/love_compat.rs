@@ -9,120 +9,23 @@
 //! If this fails, an operator's existing LOVE dashboard shows nothing or
 //! garbage on Meridian, or a site cannot move its producers one at a time.
 
-use futures_util::{SinkExt, StreamExt};
 use meridian_manager::store::{memory::MemoryStore, redis::RedisStore, Store};
 use meridian_proto::{Category, TopicId};
-use meridian_tests::browser::{Browser, DEADLINE};
+use meridian_tests::browser::Browser;
+use meridian_tests::love::{keys, love_url, Got, Love};
 use meridian_tests::redis_server::RedisServer;
 use meridian_tests::system::{test_config, System, TOKEN};
 use meridian_tests::wait_for;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use std::time::Duration;
 
 /// The producers' shared password in these tests.
 const PASSWORD: &str = "producer-pass";
 
 /// Telemetry rate of the simulated Test CSC, Hz.
 const RATE_HZ: f64 = 20.0;
-
-/// What the server sent next.
-#[derive(Debug)]
-enum Got {
-    Json(Value),
-    Closed { code: u16, reason: String },
-}
-
-/// A raw client of the replaced protocol, as its browser client or producers talk.
-struct Love {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-}
-
-impl Love {
-    async fn connect(url: &str) -> Love {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
-        Love { ws }
-    }
-
-    async fn send(&mut self, v: Value) {
-        self.send_text(&v.to_string()).await
-    }
-
-    async fn send_text(&mut self, text: &str) {
-        self.ws.send(Message::Text(text.into())).await.expect("send");
-    }
-
-    /// The next message or close, within [`DEADLINE`]. No message may carry a bare NaN or Infinity.
-    async fn next(&mut self) -> Got {
-        loop {
-            let frame = tokio::time::timeout(DEADLINE, self.ws.next())
-                .await
-                .expect("no message within the deadline");
-            match frame {
-                Some(Ok(Message::Text(text))) => {
-                    let v: Value =
-                        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
-                    assert!(!text.contains("NaN") && !text.contains("Infinity"), "{text}");
-                    return Got::Json(v);
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    let (code, reason) =
-                        frame.map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string()));
-                    return Got::Closed { code, reason };
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => panic!("websocket error: {e}"),
-                None => {
-                    return Got::Closed {
-                        code: 1006,
-                        reason: String::new(),
-                    }
-                }
-            }
-        }
-    }
-
-    async fn json(&mut self) -> Value {
-        match self.next().await {
-            Got::Json(v) => v,
-            Got::Closed { code, reason } => panic!("closed: {code} {reason}"),
-        }
-    }
-
-    /// The next message `want` accepts, skipping others, within [`DEADLINE`].
-    async fn until(&mut self, what: &str, want: impl Fn(&Value) -> bool) -> Value {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            assert!(Instant::now() < end, "timed out waiting for {what}");
-            let v = self.json().await;
-            if want(&v) {
-                return v;
-            }
-        }
-    }
-
-    async fn subscribe(&mut self, category: &str, csc: &str, salindex: Value, stream: &str) {
-        self.send(json!({"option": "subscribe", "category": category, "csc": csc, "salindex": salindex, "stream": stream}))
-            .await
-    }
-
-    async fn unsubscribe(&mut self, category: &str, csc: &str, salindex: Value, stream: &str) {
-        self.send(json!({"option": "unsubscribe", "category": category, "csc": csc, "salindex": salindex, "stream": stream}))
-            .await
-    }
-}
-
-fn keys(v: &Value) -> BTreeSet<&str> {
-    v.as_object()
-        .unwrap_or_else(|| panic!("not an object: {v}"))
-        .keys()
-        .map(String::as_str)
-        .collect()
-}
 
 fn set<'a>(items: &[&'a str]) -> BTreeSet<&'a str> {
     items.iter().copied().collect()
@@ -167,10 +70,6 @@ fn assert_envelope(v: &Value, category: &str, csc: &str, salindex: u64, subscrip
     for key in tracing {
         assert!(v["tracing"][key].is_f64(), "{v}");
     }
-}
-
-fn love_url(system: &System, query: &str) -> String {
-    format!("ws://{}/manager/ws/subscription/?{query}", system.frontend_addr)
 }
 
 async fn start(store: Arc<dyn Store>) -> System {

@@ -12,162 +12,54 @@
 //! the existing dashboard sees an empty log until the Script says
 //! something new, another Script's lines, or lines twice.
 
-use async_trait::async_trait;
-use futures_util::{SinkExt, StreamExt};
 use meridian_manager::store::redis::RedisStore;
 use meridian_manager::store::Store;
-use meridian_proto::{Category, Csc, CscId, Fields, TopicId, Value};
-use meridian_sim::interface::Interface;
-use meridian_sim::{CommandAcks, CscFeed, LatestTelemetry, Middleware, MiddlewareError, Published};
-use meridian_tests::browser::DEADLINE;
+use meridian_proto::{Category, CscId, Fields, TopicId, Value};
+use meridian_tests::love::Love;
+use meridian_tests::manual_csc::ManualCsc;
 use meridian_tests::redis_server::RedisServer;
-use meridian_tests::system::{test_config, System, TOKEN};
+use meridian_tests::system::{test_config, System};
 use meridian_tests::wait_for;
 use serde_json::{json, Value as Json};
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
-use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Log messages the replaced producer keeps, and replays, per Script.
 const REPLAY: usize = 20;
 
-/// Every Script instance, as the middleware delivers them to a producer
-/// subscribed to all indices; the test says what each one logs.
-struct Scripts {
-    tx: mpsc::Sender<Published>,
-    rx: Mutex<Option<mpsc::Receiver<Published>>>,
+/// Script `index` publishes a `logMessage` event saying `text`.
+async fn log(scripts: &ManualCsc, index: u32, text: &str) {
+    let fields: Fields = vec![
+        ("name".into(), Value::Str(format!("Script:{index}"))),
+        ("level".into(), Value::Int(20)),
+        ("message".into(), Value::Str(text.to_string())),
+        ("traceback".into(), Value::Str(String::new())),
+    ];
+    scripts.publish_event(index, "logMessage", fields).await;
 }
 
-impl Scripts {
-    fn new() -> Arc<Scripts> {
-        let (tx, rx) = mpsc::channel(1024);
-        Arc::new(Scripts {
-            tx,
-            rx: Mutex::new(Some(rx)),
-        })
-    }
-
-    /// Script `index` publishes a `logMessage` event saying `text`.
-    async fn log(&self, index: u32, text: &str) {
-        let fields: Fields = vec![
-            ("name".into(), Value::Str(format!("Script:{index}"))),
-            ("level".into(), Value::Int(20)),
-            ("message".into(), Value::Str(text.to_string())),
-            ("traceback".into(), Value::Str(String::new())),
-        ];
-        let event = Published {
-            salindex: index,
-            topic: "logMessage".into(),
-            category: Category::Event,
-            source_ts: meridian_proto::unix_now(std::time::SystemTime::now()),
-            fields,
-        };
-        self.tx.send(event).await.expect("the producer reads its Scripts");
-    }
+/// Joins Script `index`'s log group and waits for the confirmation,
+/// which must come before any of its messages.
+async fn join_log(love: &mut Love, index: u32) {
+    love.subscribe("event", "Script", json!(index.to_string()), "logMessage")
+        .await;
+    let reply = love.json().await;
+    assert_eq!(
+        reply,
+        json!({"data": format!("Successfully subscribed to event-Script-{index}-logMessage")})
+    );
 }
 
-#[async_trait]
-impl Middleware for Scripts {
-    fn subscribe(&self, csc: &CscId) -> Result<CscFeed, MiddlewareError> {
-        Err(MiddlewareError::UnknownCsc(csc.clone()))
+/// The next `n` log messages of Script `index`: their texts, each
+/// checked to be in the replaced system's shape.
+async fn lines(love: &mut Love, index: u32, n: usize, stamps: &mut HashSet<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let m = love.json().await;
+        out.push(log_line(&m, index, stamps));
     }
-
-    fn subscribe_all_indices(&self, csc: &Csc) -> Result<CscFeed, MiddlewareError> {
-        let events = self.rx.lock().unwrap().take();
-        match events {
-            Some(events) if csc.as_str() == "Script" => Ok(CscFeed {
-                schemas: Interface::builtin("Script").expect("Script interface").topics(),
-                events,
-                telemetry: Arc::new(LatestTelemetry::default()),
-            }),
-            _ => Err(MiddlewareError::UnknownCsc(CscId {
-                csc: csc.clone(),
-                salindex: 0,
-            })),
-        }
-    }
-
-    async fn command(
-        &self,
-        csc: &CscId,
-        _: &str,
-        _: Fields,
-        _: Duration,
-    ) -> Result<CommandAcks, MiddlewareError> {
-        Err(MiddlewareError::UnknownCsc(csc.clone()))
-    }
-
-    fn command_schema(
-        &self,
-        csc: &CscId,
-        _: &str,
-    ) -> Result<meridian_sim::interface::CommandSchema, MiddlewareError> {
-        Err(MiddlewareError::UnknownCsc(csc.clone()))
-    }
-
-    async fn ready(&self) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-/// A browser of the compatibility endpoint, as the replaced client talks.
-struct Love {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-}
-
-impl Love {
-    async fn connect(system: &System) -> Love {
-        let url = format!(
-            "ws://{}/manager/ws/subscription/?token={TOKEN}",
-            system.frontend_addr
-        );
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
-        Love { ws }
-    }
-
-    /// Joins Script `index`'s log group and waits for the confirmation,
-    /// which must come before any of its messages.
-    async fn join_log(&mut self, index: u32) {
-        let m = json!({"option": "subscribe", "category": "event", "csc": "Script",
-            "salindex": index.to_string(), "stream": "logMessage"});
-        self.ws
-            .send(Message::Text(m.to_string().into()))
-            .await
-            .expect("send");
-        let reply = self.next().await;
-        assert_eq!(
-            reply,
-            json!({"data": format!("Successfully subscribed to event-Script-{index}-logMessage")})
-        );
-    }
-
-    async fn next(&mut self) -> Json {
-        loop {
-            let frame = tokio::time::timeout(DEADLINE, self.ws.next())
-                .await
-                .expect("no message within the deadline")
-                .expect("connection open")
-                .expect("websocket error");
-            if let Message::Text(text) = frame {
-                return serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
-            }
-        }
-    }
-
-    /// The next `n` log messages of Script `index`: their texts, each
-    /// checked to be in the replaced system's shape.
-    async fn lines(&mut self, index: u32, n: usize, stamps: &mut HashSet<String>) -> Vec<String> {
-        let mut out = Vec::new();
-        while out.len() < n {
-            let m = self.next().await;
-            out.push(log_line(&m, index, stamps));
-        }
-        out
-    }
+    out
 }
 
 /// Checks one data message of Script `index`'s log group and returns its text.
@@ -217,7 +109,7 @@ async fn a_script_log_group_gets_the_last_twenty_messages_then_the_live_ones() {
     let redis = RedisServer::start().unwrap();
     let store = Arc::new(RedisStore::connect(&redis.url()).await.unwrap());
     let mut system = System::start_with(store.clone(), test_config()).await.unwrap();
-    let scripts = Scripts::new();
+    let scripts = ManualCsc::all_indices("Script", 1024);
     let producer = system.spawn_producer(scripts.clone(), |c| {
         c.producer.csc = "Script".into();
         c.producer.all_indices = true;
@@ -232,9 +124,9 @@ async fn a_script_log_group_gets_the_last_twenty_messages_then_the_live_ones() {
     // Script A logs 30 lines, B 5, interleaved, into the one shared stream.
     let (a, b, c) = (100_001, 100_002, 100_003);
     for i in 0..30 {
-        scripts.log(a, &format!("a {i}")).await;
+        log(&scripts, a, &format!("a {i}")).await;
         if i % 6 == 0 {
-            scripts.log(b, &format!("b {}", i / 6)).await;
+            log(&scripts, b, &format!("b {}", i / 6)).await;
         }
     }
     let key = TopicId::new(CscId::new("Script", 0).unwrap(), Category::Event, "logMessage")
@@ -249,33 +141,36 @@ async fn a_script_log_group_gets_the_last_twenty_messages_then_the_live_ones() {
 
     // A's panel: A's last 20 lines, oldest first, and none of B's.
     let mut stamps = HashSet::new();
-    let mut panel_a = Love::connect(&system).await;
-    panel_a.join_log(a).await;
-    assert_eq!(panel_a.lines(a, REPLAY, &mut stamps).await, texts("a", 10..30));
+    let mut panel_a = Love::browser(&system).await;
+    join_log(&mut panel_a, a).await;
+    assert_eq!(
+        lines(&mut panel_a, a, REPLAY, &mut stamps).await,
+        texts("a", 10..30)
+    );
     // Then the live lines of A only, each once.
-    scripts.log(b, "b 5").await;
-    scripts.log(a, "a 30").await;
-    scripts.log(a, "a 31").await;
-    assert_eq!(panel_a.lines(a, 2, &mut stamps).await, texts("a", 30..32));
+    log(&scripts, b, "b 5").await;
+    log(&scripts, a, "a 30").await;
+    log(&scripts, a, "a 31").await;
+    assert_eq!(lines(&mut panel_a, a, 2, &mut stamps).await, texts("a", 30..32));
 
     // B's panel: all of B's 6 (fewer than 20), then B's next.
     let mut b_stamps = HashSet::new();
-    let mut panel_b = Love::connect(&system).await;
-    panel_b.join_log(b).await;
-    assert_eq!(panel_b.lines(b, 6, &mut b_stamps).await, texts("b", 0..6));
-    scripts.log(b, "b 6").await;
-    assert_eq!(panel_b.lines(b, 1, &mut b_stamps).await, texts("b", 6..7));
+    let mut panel_b = Love::browser(&system).await;
+    join_log(&mut panel_b, b).await;
+    assert_eq!(lines(&mut panel_b, b, 6, &mut b_stamps).await, texts("b", 0..6));
+    log(&scripts, b, "b 6").await;
+    assert_eq!(lines(&mut panel_b, b, 1, &mut b_stamps).await, texts("b", 6..7));
 
     // The replaced client joins every group again every 5 minutes: nothing
     // already sent comes again, the next line comes next.
-    panel_a.join_log(a).await;
-    scripts.log(a, "a 32").await;
-    assert_eq!(panel_a.lines(a, 1, &mut stamps).await, texts("a", 32..33));
+    join_log(&mut panel_a, a).await;
+    log(&scripts, a, "a 32").await;
+    assert_eq!(lines(&mut panel_a, a, 1, &mut stamps).await, texts("a", 32..33));
 
     // A Script that has said nothing yet: confirmed, then its first line.
-    panel_b.join_log(c).await;
-    scripts.log(c, "c 0").await;
+    join_log(&mut panel_b, c).await;
+    log(&scripts, c, "c 0").await;
     let mut c_stamps = HashSet::new();
-    assert_eq!(panel_b.lines(c, 1, &mut c_stamps).await, texts("c", 0..1));
+    assert_eq!(lines(&mut panel_b, c, 1, &mut c_stamps).await, texts("c", 0..1));
     system.stop().await;
 }

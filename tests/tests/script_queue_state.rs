@@ -15,22 +15,18 @@
 //! If this fails, an operator who moved a ScriptQueue to Meridian sees an
 //! empty ScriptQueue panel or stale heartbeats in the existing dashboard.
 
-use futures_util::{SinkExt, StreamExt};
 use meridian_manager::store::redis::RedisStore;
 use meridian_proto::Value;
 use meridian_sim::{AckState, Middleware, SimMiddleware, SimOptions};
-use meridian_tests::browser::DEADLINE;
+use meridian_tests::love::{keys, Love};
 use meridian_tests::redis_server::RedisServer;
-use meridian_tests::system::{test_config, System, TOKEN};
+use meridian_tests::system::{test_config, System};
 use meridian_tests::wait_for;
 use serde_json::{json, Value as Json};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Finished scripts listed (`ingest.finished_scripts`), below the number run.
 const FINISHED: usize = 3;
@@ -69,72 +65,31 @@ const SCRIPT_FIELDS: &[&str] = &[
     "log_level",
 ];
 
-/// A client of the compatibility endpoint, as the replaced browser client talks.
-struct Love {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-}
-
-impl Love {
-    async fn connect(system: &System) -> Love {
-        let url = format!(
-            "ws://{}/manager/ws/subscription/?token={TOKEN}",
-            system.frontend_addr
-        );
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
-        Love { ws }
+/// Joins every group of [`GROUPS`] and waits for each confirmation; the
+/// messages that came before the last confirmation.
+async fn join_panel(love: &mut Love) -> Vec<Json> {
+    for (csc, stream) in GROUPS {
+        love.subscribe("event", csc, json!("1"), stream).await;
     }
-
-    /// Joins every group of [`GROUPS`] and waits for each confirmation.
-    async fn join_panel(&mut self) -> Vec<Json> {
-        for (csc, stream) in GROUPS {
-            let m = json!({"option": "subscribe", "category": "event", "csc": csc, "salindex": "1", "stream": stream});
-            self.ws
-                .send(Message::Text(m.to_string().into()))
-                .await
-                .expect("send");
-        }
-        let mut early = Vec::new();
-        let mut confirmed = BTreeSet::new();
-        while confirmed.len() < GROUPS.len() {
-            let m = self.next().await;
-            match m["data"].as_str() {
-                Some(text) if m.get("category").is_none() => {
-                    confirmed.insert(text.to_string());
-                }
-                _ => early.push(m),
+    let mut early = Vec::new();
+    let mut confirmed = BTreeSet::new();
+    while confirmed.len() < GROUPS.len() {
+        let m = love.json().await;
+        match m["data"].as_str() {
+            Some(text) if m.get("category").is_none() => {
+                confirmed.insert(text.to_string());
             }
-        }
-        let want: BTreeSet<String> = GROUPS
-            .iter()
-            .map(|(csc, s)| format!("Successfully subscribed to event-{csc}-1-{s}"))
-            .collect();
-        assert_eq!(confirmed, want);
-        early
-    }
-
-    async fn next(&mut self) -> Json {
-        loop {
-            let frame = tokio::time::timeout(DEADLINE, self.ws.next())
-                .await
-                .expect("no message within the deadline")
-                .expect("connection open")
-                .expect("websocket error");
-            if let Message::Text(text) = frame {
-                return serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
-            }
+            _ => early.push(m),
         }
     }
+    let want: BTreeSet<String> = GROUPS
+        .iter()
+        .map(|(csc, s)| format!("Successfully subscribed to event-{csc}-1-{s}"))
+        .collect();
+    assert_eq!(confirmed, want);
+    early
 }
 
-fn keys(v: &Json) -> BTreeSet<&str> {
-    v.as_object()
-        .unwrap_or_else(|| panic!("not an object: {v}"))
-        .keys()
-        .map(String::as_str)
-        .collect()
-}
-
-/// Checks the envelope of a pseudo-CSC message and returns `(stream, payload)`.
 fn pseudo(m: &Json) -> (String, Json) {
     assert_eq!(
         keys(m),
@@ -210,14 +165,14 @@ async fn the_script_queue_panel_follows_a_queue_served_by_a_meridian_producer() 
     .await
     .unwrap();
 
-    let mut panel = Love::connect(&system).await;
-    let mut early = panel.join_panel().await;
+    let mut panel = Love::browser(&system).await;
+    let mut early = join_panel(&mut panel).await;
     // The deriver follows the queue once it is in the catalog: its first
     // state (the queue's initial `queue` event) says so.
     let end = Instant::now() + Duration::from_secs(20);
     while !early.iter().any(|m| pseudo(m).0 == "stateStream") {
         assert!(Instant::now() < end, "the queue's state never came: {early:?}");
-        early.push(panel.next().await);
+        early.push(panel.json().await);
     }
 
     // Script A runs 5 s; B waits meanwhile, then runs 0.5 s.
@@ -246,7 +201,7 @@ async fn the_script_queue_panel_follows_a_queue_served_by_a_meridian_producer() 
     let mut lags_ms = Vec::new();
     while !finished(&got) {
         assert!(Instant::now() < end, "B never finished: {got:?}");
-        let m = panel.next().await;
+        let m = panel.json().await;
         let (stream, payload) = pseudo(&m);
         if stream == "scriptsStream" {
             let t = &m["tracing"];
@@ -377,7 +332,7 @@ async fn the_script_queue_panel_follows_a_queue_served_by_a_meridian_producer() 
     let end = Instant::now() + Duration::from_secs(30);
     let last_scripts = loop {
         assert!(Instant::now() < end, "the finished list never showed {newest:?}");
-        let (s, p) = pseudo(&panel.next().await);
+        let (s, p) = pseudo(&panel.json().await);
         if s == "scriptsStream" && indices(&p, "finished_scripts") == newest {
             break p;
         }
@@ -389,12 +344,12 @@ async fn the_script_queue_panel_follows_a_queue_served_by_a_meridian_producer() 
     assert!(indices(&last_scripts, "waiting_scripts").is_empty());
 
     // A client that opens the panel now gets the last state of each stream at once.
-    let mut late = Love::connect(&system).await;
-    let mut first = late.join_panel().await;
+    let mut late = Love::browser(&system).await;
+    let mut first = join_panel(&mut late).await;
     let end = Instant::now() + Duration::from_secs(10);
     while first.iter().filter(|m| pseudo(m).0 != "stream").count() < 3 {
         assert!(Instant::now() < end, "no last values: {first:?}");
-        first.push(late.next().await);
+        first.push(late.json().await);
     }
     let last_of = |stream: &str| {
         first
@@ -410,7 +365,7 @@ async fn the_script_queue_panel_follows_a_queue_served_by_a_meridian_producer() 
     let late_scripts = last_of("scriptsStream");
     let mut live = last_scripts;
     while live != late_scripts {
-        let (s, p) = pseudo(&panel.next().await);
+        let (s, p) = pseudo(&panel.json().await);
         if s == "scriptsStream" {
             live = p;
         }
