@@ -103,6 +103,40 @@ impl System {
         }))
     }
 
+    /// Starts the simulated ScriptQueue `queue` (`Name:index`, enabled) on
+    /// `sim`, a producer for it and one for every Script it runs (all
+    /// indices), and waits until both are connected. The Scripts'
+    /// producer's counters.
+    pub async fn start_script_queue(
+        &mut self,
+        sim: &SimMiddleware,
+        queue: &str,
+    ) -> anyhow::Result<Arc<ProducerStats>> {
+        let options = SimOptions {
+            start_enabled: true,
+            ..SimOptions::default()
+        };
+        sim.start_with(&queue.parse().context("queue")?, options, self.stop.clone())?;
+        let queue_producer = self.spawn_producer(Arc::new(sim.clone()), |c| c.producer.csc = queue.into());
+        let scripts = self.spawn_producer(Arc::new(sim.clone()), |c| {
+            c.producer.csc = "Script".into();
+            c.producer.all_indices = true;
+        });
+        crate::wait_for(
+            "both producers connected",
+            std::time::Duration::from_secs(20),
+            || {
+                let (a, b) = (queue_producer.clone(), scripts.clone());
+                async move {
+                    (ProducerStats::get(&a.connections) > 0 && ProducerStats::get(&b.connections) > 0)
+                        .then_some(())
+                }
+            },
+        )
+        .await?;
+        Ok(scripts)
+    }
+
     /// Starts a producer on `middleware` for this system's ingest;
     /// `configure` sets its CSC and anything else.
     pub fn spawn_producer(

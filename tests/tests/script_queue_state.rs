@@ -17,7 +17,7 @@
 
 use meridian_manager::store::redis::RedisStore;
 use meridian_proto::Value;
-use meridian_sim::{AckState, Middleware, SimMiddleware, SimOptions};
+use meridian_sim::{AckState, Middleware, SimMiddleware};
 use meridian_tests::love::{keys, Love};
 use meridian_tests::redis_server::RedisServer;
 use meridian_tests::system::{test_config, System};
@@ -143,27 +143,7 @@ async fn the_script_queue_panel_follows_a_queue_served_by_a_meridian_producer() 
 
     let sim = SimMiddleware::new();
     let queue = "ScriptQueue:1".parse().unwrap();
-    let options = SimOptions {
-        start_enabled: true,
-        ..SimOptions::default()
-    };
-    sim.start_with(&queue, options, system.stop_token()).unwrap();
-    let queue_producer =
-        system.spawn_producer(Arc::new(sim.clone()), |c| c.producer.csc = "ScriptQueue:1".into());
-    let script_producer = system.spawn_producer(Arc::new(sim.clone()), |c| {
-        c.producer.csc = "Script".into();
-        c.producer.all_indices = true;
-    });
-    wait_for("both producers connected", Duration::from_secs(20), || {
-        let (a, b) = (queue_producer.clone(), script_producer.clone());
-        async move {
-            (meridian_producer::ProducerStats::get(&a.connections) > 0
-                && meridian_producer::ProducerStats::get(&b.connections) > 0)
-                .then_some(())
-        }
-    })
-    .await
-    .unwrap();
+    system.start_script_queue(&sim, "ScriptQueue:1").await.unwrap();
 
     let mut panel = Love::browser(&system).await;
     let mut early = join_panel(&mut panel).await;

@@ -24,7 +24,7 @@
 use meridian_manager::store::{redis::RedisStore, Store};
 use meridian_proto::{topic::instance_key_prefix, Csc, Value};
 use meridian_sim::interface::Interface;
-use meridian_sim::{AckState, Middleware, SimMiddleware, SimOptions};
+use meridian_sim::{AckState, Middleware, SimMiddleware};
 use meridian_tests::redis_server::RedisServer;
 use meridian_tests::system::{test_config, System};
 use meridian_tests::wait_for;
@@ -92,27 +92,7 @@ async fn a_thousand_scripts_leave_a_bounded_keyspace_and_their_state_expires() {
 
     let sim = SimMiddleware::new();
     let queue = "ScriptQueue:1".parse().unwrap();
-    let options = SimOptions {
-        start_enabled: true,
-        ..SimOptions::default()
-    };
-    sim.start_with(&queue, options, system.stop_token()).unwrap();
-    let queue_producer =
-        system.spawn_producer(Arc::new(sim.clone()), |c| c.producer.csc = "ScriptQueue:1".into());
-    let scripts = system.spawn_producer(Arc::new(sim.clone()), |c| {
-        c.producer.csc = "Script".into();
-        c.producer.all_indices = true;
-    });
-    wait_for("both producers connected", Duration::from_secs(20), || {
-        let (a, b) = (queue_producer.clone(), scripts.clone());
-        async move {
-            (meridian_producer::ProducerStats::get(&a.connections) > 0
-                && meridian_producer::ProducerStats::get(&b.connections) > 0)
-                .then_some(())
-        }
-    })
-    .await
-    .unwrap();
+    let scripts = system.start_script_queue(&sim, "ScriptQueue:1").await.unwrap();
 
     // The bound's fixed part: one stream per declared topic of Script and
     // ScriptQueue, one exactly-once mark per producer event stream, the
