@@ -677,6 +677,15 @@ mod tests {
         assert_eq!(before(StreamId::ZERO), StreamId::ZERO);
     }
 
+    /// Declares ScriptQueue `index`'s `queue` event in the catalog, as its producer would.
+    async fn declare_queue(store: &dyn Store, index: u32) {
+        let field = format!("ScriptQueue:{index}/event/queue");
+        store
+            .hash_set(CATALOG_KEY, &[(field, String::new())], None)
+            .await
+            .unwrap();
+    }
+
     async fn event(store: &dyn Store, csc: &str, index: u32, topic: &str, f: Json, seq: bool) {
         let (csc_index, salindex) = match csc {
             "Script" => (0, Some(index)),
@@ -724,14 +733,7 @@ mod tests {
     #[tokio::test]
     async fn a_new_deriver_takes_over_and_continues_from_what_was_derived() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        store
-            .hash_set(
-                CATALOG_KEY,
-                &[("ScriptQueue:1/event/queue".into(), String::new())],
-                None,
-            )
-            .await
-            .unwrap();
+        declare_queue(store.as_ref(), 1).await;
         let config = DeriveConfig {
             finished_scripts: 10,
             ttl: DERIVED_TTL,
@@ -790,14 +792,7 @@ mod tests {
     #[tokio::test]
     async fn derived_streams_live_while_derived_and_expire_after() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        store
-            .hash_set(
-                CATALOG_KEY,
-                &[("ScriptQueue:1/event/queue".into(), String::new())],
-                None,
-            )
-            .await
-            .unwrap();
+        declare_queue(store.as_ref(), 1).await;
         event(
             store.as_ref(),
             "ScriptQueue",
@@ -848,14 +843,7 @@ mod tests {
     #[tokio::test]
     async fn a_queue_served_by_a_replaced_producer_is_left_alone() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        store
-            .hash_set(
-                CATALOG_KEY,
-                &[("ScriptQueue:3/event/queue".into(), String::new())],
-                None,
-            )
-            .await
-            .unwrap();
+        declare_queue(store.as_ref(), 3).await;
         event(
             store.as_ref(),
             "ScriptQueue",
