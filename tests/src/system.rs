@@ -103,6 +103,22 @@ impl System {
         }))
     }
 
+    /// The parameters of a ScriptQueue's `add` command: a standard Script
+    /// at `path` with the YAML `config`, added last, at the default log level.
+    pub fn add_script(path: &str, config: &str) -> meridian_proto::Fields {
+        use meridian_proto::Value;
+        vec![
+            ("isStandard".into(), Value::Bool(true)),
+            ("path".into(), Value::Str(path.into())),
+            ("config".into(), Value::Str(config.into())),
+            ("location".into(), Value::Int(2)),
+            ("locationSalIndex".into(), Value::Int(0)),
+            ("logLevel".into(), Value::Int(20)),
+            ("blockSize".into(), Value::Int(0)),
+            ("startBlock".into(), Value::Bool(false)),
+        ]
+    }
+
     /// Starts the simulated ScriptQueue `queue` (`Name:index`, enabled) on
     /// `sim`, a producer for it and one for every Script it runs (all
     /// indices), and waits until both are connected. The Scripts'

@@ -121,16 +121,7 @@ fn indices(scripts: &Json, list: &str) -> Vec<u64> {
 }
 
 fn add(duration_s: f64) -> Vec<(String, Value)> {
-    vec![
-        ("isStandard".into(), Value::Bool(true)),
-        ("path".into(), Value::Str("maintel/track_target.py".into())),
-        ("config".into(), Value::Str(format!("duration: {duration_s}"))),
-        ("location".into(), Value::Int(2)),
-        ("locationSalIndex".into(), Value::Int(0)),
-        ("logLevel".into(), Value::Int(20)),
-        ("blockSize".into(), Value::Int(0)),
-        ("startBlock".into(), Value::Bool(false)),
-    ]
+    System::add_script("maintel/track_target.py", &format!("duration: {duration_s}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

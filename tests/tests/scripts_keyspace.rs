@@ -70,16 +70,7 @@ async fn check_bound(store: &RedisStore, fixed: usize, added: &[Instant], state_
 
 fn add_params(i: usize) -> Vec<(String, Value)> {
     let fail = i % 50 == 49;
-    vec![
-        ("isStandard".into(), Value::Bool(true)),
-        ("path".into(), Value::Str("sleep.py".into())),
-        ("config".into(), Value::Str(format!("duration: 0\nfail: {fail}"))),
-        ("location".into(), Value::Int(2)),
-        ("locationSalIndex".into(), Value::Int(0)),
-        ("logLevel".into(), Value::Int(20)),
-        ("blockSize".into(), Value::Int(0)),
-        ("startBlock".into(), Value::Bool(false)),
-    ]
+    System::add_script("sleep.py", &format!("duration: 0\nfail: {fail}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
