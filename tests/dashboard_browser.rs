@@ -17,9 +17,9 @@
 use meridian_manager::store::redis::RedisStore;
 use meridian_manager::store::Store;
 use meridian_proto::StreamId;
-use meridian_tests::http::Request;
-use meridian_tests::redis_server::RedisServer;
-use meridian_tests::wait_for;
+use meridian_testkit::http::Request;
+use meridian_testkit::redis_server::RedisServer;
+use meridian_testkit::wait_for;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;

@@ -21,12 +21,12 @@
 
 use meridian_config::Config;
 use meridian_producer::{ProducerStats, ServerTrust};
-use meridian_tests::browser::{Browser, Received};
-use meridian_tests::manual_csc::ManualCsc;
-use meridian_tests::process::{free_tcp_port, free_udp_port, Process};
-use meridian_tests::redis_server::RedisServer;
-use meridian_tests::udp_proxy::UdpProxy;
-use meridian_tests::wait_for;
+use meridian_testkit::browser::{Browser, Received};
+use meridian_testkit::manual_csc::ManualCsc;
+use meridian_testkit::process::{free_tcp_port, free_udp_port, Process};
+use meridian_testkit::redis_server::RedisServer;
+use meridian_testkit::udp_proxy::UdpProxy;
+use meridian_testkit::wait_for;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -205,7 +205,7 @@ impl Night {
         for (csc, p) in NIGHT.iter().zip(&self.load) {
             out.push((format!("producer {csc}"), p.rss_bytes()));
         }
-        let redis_rss = redis.and_then(|(pid, _)| meridian_tests::process::rss_of(pid));
+        let redis_rss = redis.and_then(|(pid, _)| meridian_testkit::process::rss_of(pid));
         out.push((REDIS_ROLE.to_string(), redis_rss));
         (out, redis.map(|(_, data)| data))
     }

@@ -7,11 +7,11 @@
 
 use meridian_manager::store::redis::RedisStore;
 use meridian_manager::store::Store;
-use meridian_tests::browser::{Browser, Received};
-use meridian_tests::manual_csc::ManualCsc;
-use meridian_tests::redis_server::RedisServer;
-use meridian_tests::system::{test_config, System};
-use meridian_tests::wait_for;
+use meridian_testkit::browser::{Browser, Received};
+use meridian_testkit::manual_csc::ManualCsc;
+use meridian_testkit::redis_server::RedisServer;
+use meridian_testkit::system::{test_config, System};
+use meridian_testkit::wait_for;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;

@@ -8,9 +8,9 @@
 use meridian_config::Config;
 use meridian_manager::store::redis::RedisStore;
 use meridian_producer::{ProducerStats, ServerTrust};
-use meridian_tests::manual_csc::{stored_event_values, ManualCsc};
-use meridian_tests::redis_server::RedisServer;
-use meridian_tests::wait_for;
+use meridian_testkit::manual_csc::{stored_event_values, ManualCsc};
+use meridian_testkit::redis_server::RedisServer;
+use meridian_testkit::wait_for;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;

@@ -7,10 +7,10 @@
 //! ready (or never restarts), a dashboard that stays flat while data flows,
 //! or log lines that cannot be traced to a device.
 
-use meridian_tests::http::Request;
-use meridian_tests::process::{free_tcp_port, free_udp_port, Metrics, Process};
-use meridian_tests::redis_server::RedisServer;
-use meridian_tests::wait_for;
+use meridian_testkit::http::Request;
+use meridian_testkit::process::{free_tcp_port, free_udp_port, Metrics, Process};
+use meridian_testkit::redis_server::RedisServer;
+use meridian_testkit::wait_for;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_meridian");
@@ -141,7 +141,7 @@ async fn every_role_serves_metrics_and_readiness_that_follow_the_traffic() {
     .unwrap();
     ready_is(&frontend, "the frontend ready", 200).await;
     let mut browser =
-        meridian_tests::browser::Browser::connect(&format!("ws://{frontend_listen}/ws?token=dev-token"))
+        meridian_testkit::browser::Browser::connect(&format!("ws://{frontend_listen}/ws?token=dev-token"))
             .await
             .unwrap();
     browser.subscribe("Test:1", "telemetry", "scalars").await.unwrap();

@@ -3,9 +3,9 @@
 //! Ctrl-C (SIGINT) or SIGTERM stops it cleanly. If this fails, the README's
 //! first command is broken.
 
-use meridian_tests::browser::Browser;
-use meridian_tests::http::Request;
-use meridian_tests::redis_server::RedisServer;
+use meridian_testkit::browser::Browser;
+use meridian_testkit::http::Request;
+use meridian_testkit::redis_server::RedisServer;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 

@@ -3,7 +3,7 @@
 //! OpenAPI 3 document and list exactly the routes the commander serves
 //! (the table the router is built from). A user would notice drift as a
 //! generated client calling a route that does not exist, or not knowing
-//! one that does. `tests/tests/commander.rs` checks the same list against
+//! one that does. `tests/commander.rs` checks the same list against
 //! the running server over HTTP.
 
 use meridian_commander::routes::{OPENAPI_JSON, ROUTES};

@@ -1,7 +1,7 @@
 //! The store: append-only streams of samples, one per topic.
 //!
 //! Three implementations share the [`Store`] trait and one conformance suite
-//! (`tests/tests/store_conformance.rs`): [`redis::RedisStore`] (Redis
+//! (`tests/store_conformance.rs`): [`redis::RedisStore`] (Redis
 //! streams: XADD with `MAXLEN ~`, XREAD, XREVRANGE) for production,
 //! [`cluster::ClusterStore`] (the same commands spread over the shards of a
 //! Redis Cluster) when one Redis is not enough, and [`memory::MemoryStore`]

@@ -8,8 +8,8 @@
 
 use meridian_manager::ingest::sweeper::{self, SweepConfig, LOCK};
 use meridian_manager::store::{redis::RedisStore, Store};
-use meridian_tests::redis_server::RedisServer;
-use meridian_tests::wait_for;
+use meridian_testkit::redis_server::RedisServer;
+use meridian_testkit::wait_for;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

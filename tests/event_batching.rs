@@ -8,9 +8,9 @@
 
 use meridian_manager::store::memory::MemoryStore;
 use meridian_producer::ProducerStats;
-use meridian_tests::manual_csc::{stored_event_values, ManualCsc};
-use meridian_tests::system::{test_config, System};
-use meridian_tests::wait_for;
+use meridian_testkit::manual_csc::{stored_event_values, ManualCsc};
+use meridian_testkit::system::{test_config, System};
+use meridian_testkit::wait_for;
 use std::sync::Arc;
 use std::time::Duration;
 

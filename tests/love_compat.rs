@@ -11,11 +11,11 @@
 
 use meridian_manager::store::{memory::MemoryStore, redis::RedisStore, Store};
 use meridian_proto::{Category, TopicId};
-use meridian_tests::browser::Browser;
-use meridian_tests::love::{keys, love_url, Got, Love};
-use meridian_tests::redis_server::RedisServer;
-use meridian_tests::system::{test_config, System, TOKEN};
-use meridian_tests::wait_for;
+use meridian_testkit::browser::Browser;
+use meridian_testkit::love::{keys, love_url, Got, Love};
+use meridian_testkit::redis_server::RedisServer;
+use meridian_testkit::system::{test_config, System, TOKEN};
+use meridian_testkit::wait_for;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -5,9 +5,9 @@
 
 use meridian_manager::store::{memory::MemoryStore, redis::RedisStore, Append, Store};
 use meridian_proto::{unix_now, Category, TopicId, CATALOG_KEY};
-use meridian_tests::browser::Browser;
-use meridian_tests::redis_server::RedisServer;
-use meridian_tests::system::{test_config, System};
+use meridian_testkit::browser::Browser;
+use meridian_testkit::redis_server::RedisServer;
+use meridian_testkit::system::{test_config, System};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::SystemTime;

@@ -9,11 +9,11 @@
 use meridian_manager::store::redis::RedisStore;
 use meridian_manager::store::Store;
 use meridian_proto::{Category, StreamId, TopicId};
-use meridian_tests::browser::Browser;
-use meridian_tests::manual_csc::ManualCsc;
-use meridian_tests::redis_server::RedisServer;
-use meridian_tests::system::{test_config, System};
-use meridian_tests::wait_for;
+use meridian_testkit::browser::Browser;
+use meridian_testkit::manual_csc::ManualCsc;
+use meridian_testkit::redis_server::RedisServer;
+use meridian_testkit::system::{test_config, System};
+use meridian_testkit::wait_for;
 use serde_json::Value;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -299,7 +299,7 @@ async fn browsers_spread_to_a_frontend_added_later() {
     let added_url = format!(
         "ws://{}/ws?token={}",
         added.local_addr(),
-        meridian_tests::system::TOKEN
+        meridian_testkit::system::TOKEN
     );
     let stop_added = tokio_util::sync::CancellationToken::new();
     let added_task = tokio::spawn(added.run(stop_added.clone()));
@@ -315,11 +315,11 @@ async fn browsers_spread_to_a_frontend_added_later() {
                     match tokio::time::timeout(Duration::from_secs(3), b.next()).await {
                         // Not moved within 3 s of quiet: it stays.
                         Err(_) => return None,
-                        Ok(Ok(meridian_tests::browser::Received::Json(v))) if v["type"] == "reconnect" => {
+                        Ok(Ok(meridian_testkit::browser::Received::Json(v))) if v["type"] == "reconnect" => {
                             hinted = true
                         }
-                        Ok(Ok(meridian_tests::browser::Received::Json(_))) => {}
-                        Ok(Ok(meridian_tests::browser::Received::Closed { code, reason })) => {
+                        Ok(Ok(meridian_testkit::browser::Received::Json(_))) => {}
+                        Ok(Ok(meridian_testkit::browser::Received::Closed { code, reason })) => {
                             assert_eq!(code, 1001, "{reason}");
                             assert!(hinted, "a reconnect hint comes before the close");
                             assert!(reason.contains("rebalancing"), "{reason}");

@@ -6,9 +6,9 @@
 //! dashboard that lists no CSC, or a command panel that stays disabled.
 
 use meridian_manager::store::memory::MemoryStore;
-use meridian_tests::http::Request;
-use meridian_tests::system::{test_config, System};
-use meridian_tests::wait_for;
+use meridian_testkit::http::Request;
+use meridian_testkit::system::{test_config, System};
+use meridian_testkit::wait_for;
 use std::sync::Arc;
 use std::time::Duration;
 

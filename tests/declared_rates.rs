@@ -15,9 +15,9 @@ use meridian_proto::{
     Category, Csc, CscId, FieldSchema, Fields, StreamId, TopicId, TopicSchema, Value, ValueKind,
 };
 use meridian_sim::{CommandAcks, CscFeed, LatestTelemetry, Middleware, MiddlewareError, Published};
-use meridian_tests::redis_server::RedisServer;
-use meridian_tests::system::{test_config, System};
-use meridian_tests::wait_for;
+use meridian_testkit::redis_server::RedisServer;
+use meridian_testkit::system::{test_config, System};
+use meridian_testkit::wait_for;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

@@ -18,10 +18,10 @@
 use meridian_manager::store::redis::RedisStore;
 use meridian_proto::Value;
 use meridian_sim::{AckState, Middleware, SimMiddleware};
-use meridian_tests::love::{keys, Love};
-use meridian_tests::redis_server::RedisServer;
-use meridian_tests::system::{test_config, System};
-use meridian_tests::wait_for;
+use meridian_testkit::love::{keys, Love};
+use meridian_testkit::redis_server::RedisServer;
+use meridian_testkit::system::{test_config, System};
+use meridian_testkit::wait_for;
 use serde_json::{json, Value as Json};
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -20,10 +20,10 @@ use meridian_config::SpoolOnFull;
 use meridian_manager::ingest::{IngestStats, ACKS_IN_FLIGHT};
 use meridian_manager::store::redis::RedisStore;
 use meridian_producer::ProducerStats;
-use meridian_tests::manual_csc::{stored_event_values, ManualCsc};
-use meridian_tests::redis_server::RedisServer;
-use meridian_tests::system::{test_config, System};
-use meridian_tests::wait_for;
+use meridian_testkit::manual_csc::{stored_event_values, ManualCsc};
+use meridian_testkit::redis_server::RedisServer;
+use meridian_testkit::system::{test_config, System};
+use meridian_testkit::wait_for;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -6,10 +6,10 @@
 
 use meridian_manager::store::{memory::MemoryStore, redis::RedisStore, Store};
 use meridian_proto::{Category, TopicId};
-use meridian_tests::browser::Browser;
-use meridian_tests::redis_server::RedisServer;
-use meridian_tests::system::System;
-use meridian_tests::wait_for;
+use meridian_testkit::browser::Browser;
+use meridian_testkit::redis_server::RedisServer;
+use meridian_testkit::system::System;
+use meridian_testkit::wait_for;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -334,7 +334,7 @@ async fn a_csc_wildcard_covers_every_index_and_unsubscribe_stops_reading() {
 /// `/readyz` says the store is reachable.
 #[tokio::test]
 async fn the_frontend_serves_its_counters_as_prometheus_metrics() {
-    use meridian_tests::http::Request;
+    use meridian_testkit::http::Request;
     let system = System::start(Arc::new(MemoryStore::new()), &["Test:1"], RATE_HZ)
         .await
         .unwrap();

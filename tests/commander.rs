@@ -18,8 +18,8 @@ use meridian_manager::store::{memory::MemoryStore, redis::RedisStore, Store};
 use meridian_proto::{CscId, Value as FieldValue};
 use meridian_sim::csc::SummaryState;
 use meridian_sim::{Middleware, SimMiddleware, SimOptions};
-use meridian_tests::http::{Request, Response};
-use meridian_tests::redis_server::RedisServer;
+use meridian_testkit::http::{Request, Response};
+use meridian_testkit::redis_server::RedisServer;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -583,7 +583,7 @@ async fn every_refusal_is_answered_and_audited_in_redis() {
 }
 
 /// Reads the whole stream of a native command.
-async fn stream_lines(stream: &mut meridian_tests::http::Streaming) -> Vec<Value> {
+async fn stream_lines(stream: &mut meridian_testkit::http::Streaming) -> Vec<Value> {
     let mut lines = Vec::new();
     while let Some(line) = tokio::time::timeout(DEADLINE, stream.next_line())
         .await

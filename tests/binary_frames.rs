@@ -4,9 +4,9 @@
 
 use meridian_manager::store::{redis::RedisStore, Append, Store};
 use meridian_proto::{Category, TopicId, CATALOG_KEY};
-use meridian_tests::browser::{Browser, Received};
-use meridian_tests::redis_server::RedisServer;
-use meridian_tests::system::{test_config, System};
+use meridian_testkit::browser::{Browser, Received};
+use meridian_testkit::redis_server::RedisServer;
+use meridian_testkit::system::{test_config, System};
 use serde_json::Value;
 use std::sync::Arc;
 

@@ -8,8 +8,8 @@ use meridian_manager::store::memory::MemoryStore;
 use meridian_proto::{
     encode_frame, FrameBuffer, Hello, IngestFrame, ProducerFrame, Sample, Value, MAX_FRAME_LEN,
 };
-use meridian_tests::browser::{Browser, Received};
-use meridian_tests::system::{System, TOKEN};
+use meridian_testkit::browser::{Browser, Received};
+use meridian_testkit::system::{System, TOKEN};
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -15,11 +15,11 @@
 use meridian_manager::store::redis::RedisStore;
 use meridian_manager::store::Store;
 use meridian_proto::{Category, CscId, Fields, TopicId, Value};
-use meridian_tests::love::Love;
-use meridian_tests::manual_csc::ManualCsc;
-use meridian_tests::redis_server::RedisServer;
-use meridian_tests::system::{test_config, System};
-use meridian_tests::wait_for;
+use meridian_testkit::love::Love;
+use meridian_testkit::manual_csc::ManualCsc;
+use meridian_testkit::redis_server::RedisServer;
+use meridian_testkit::system::{test_config, System};
+use meridian_testkit::wait_for;
 use serde_json::{json, Value as Json};
 use std::collections::HashSet;
 use std::sync::Arc;
