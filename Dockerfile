@@ -22,7 +22,7 @@ COPY sim sim
 COPY producer producer
 COPY manager manager
 COPY commander commander
-COPY tests tests
+COPY testkit testkit
 COPY src src
 # Registry and target directory cached between builds; the binary is copied
 # out of the cache mount in the same step.
