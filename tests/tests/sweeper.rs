@@ -7,7 +7,7 @@
 //! ingests sweeping (and deleting) at the same time.
 
 use meridian_manager::ingest::sweeper::{self, SweepConfig, LOCK};
-use meridian_manager::store::{redis::RedisStore, Store};
+use meridian_store::{redis::RedisStore, Store};
 use meridian_tests::redis_server::RedisServer;
 use meridian_tests::wait_for;
 use std::sync::Arc;

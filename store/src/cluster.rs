@@ -1,12 +1,13 @@
-//! The Redis Cluster store: the Redis store's commands and scripts, spread
-//! over the shards of a cluster with the redis crate's cluster client.
+//! The Redis Cluster store: the Redis store's commands and scripts (the
+//! crate's `command` and `script`, replies read by `reply`), spread over
+//! the shards of a cluster with the redis crate's cluster client.
 //!
 //! A cluster splits keys into 16384 hash slots and gives each master a
 //! share of them. A command, a Lua script, and (in the cluster client) a
 //! pipeline may only touch keys of one slot; every key of one CSC instance
 //! carries the hash tag `{CSC:salindex}` (see `meridian_proto::topic`), so
 //! one producer's streams and dedup marks share a slot. What changes from
-//! [`super::redis`]:
+//! [`crate::redis`]:
 //! - `append`, `append_once` and `delete` group their keys by slot and send
 //!   one pipeline per slot, all at once, merging the replies into the
 //!   caller's order. A batch of many CSCs is as many pipelines in flight.
@@ -43,15 +44,20 @@
 //! each 62k/s, and 34k/s with `cluster_replica_acks = 1` for 32 CSCs per
 //! batch (102k/s for 4).
 
-use super::memory::{check_batch, check_once_batches};
-use super::redis::{
-    append_once_call, escape_glob, expire_cmd, expire_millis, expired, hash_set_call, integer, lock_call,
-    oldest_first, parse_entries, parse_hash, parse_id, parse_len, parse_scan, parse_streams, store_error,
-    text, unexpected, unlock_call, written_count, xadd, xrange_after, xread, xrevrange_newest, LuaScript,
-    ScriptCall, APPEND_ONCE, CONNECT_TIMEOUT, HASH_SET, LOCK, READ_REPLY_GRACE, RESPONSE_TIMEOUT, SCAN_COUNT,
-    UNLOCK,
+use crate::check::{check_batch, check_once_batches, expire_millis};
+use crate::command::{
+    escape_glob, expire_cmd, xadd, xrange_after, xread, xrevrange_newest, CONNECT_TIMEOUT, READ_REPLY_GRACE,
+    RESPONSE_TIMEOUT, SCAN_COUNT,
 };
-use super::{Append, Entry, OnceBatch, Store, StoreError, StreamEntries, StreamReader};
+use crate::contract::{Append, Entry, OnceBatch, Store, StoreError, StreamEntries, StreamReader};
+use crate::reply::{
+    expired, integer, oldest_first, parse_entries, parse_hash, parse_id, parse_len, parse_scan,
+    parse_streams, store_error, text, unexpected,
+};
+use crate::script::{
+    append_once_call, hash_set_call, lock_call, unlock_call, written_count, LuaScript, ScriptCall,
+    APPEND_ONCE, HASH_SET, LOCK, UNLOCK,
+};
 use async_trait::async_trait;
 use futures_util::future::{join_all, BoxFuture};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -148,7 +154,7 @@ fn to_master(slot: u16) -> RoutingInfo {
     )))
 }
 
-/// A [`super::Store`] on a Redis Cluster.
+/// A [`Store`] on a Redis Cluster.
 #[derive(Clone)]
 pub struct ClusterStore {
     seeds: Vec<String>,
