@@ -7,7 +7,7 @@
 //! pipeline may only touch keys of one slot; every key of one CSC instance
 //! carries the hash tag `{CSC:salindex}` (see `meridian_proto::topic`), so
 //! one producer's streams and dedup marks share a slot. What changes from
-//! [`crate::redis`]:
+//! the Redis store (`redis`):
 //! - `append`, `append_once` and `delete` group their keys by slot and send
 //!   one pipeline per slot, all at once, merging the replies into the
 //!   caller's order. A batch of many CSCs is as many pipelines in flight.
@@ -38,11 +38,9 @@
 //! the write rate falls with the number of CSCs per batch. `WAIT` stays in
 //! the pipeline of the writes it covers: on another connection (a reconnect
 //! after a failover) it would count that connection's writes, none, and
-//! acknowledge what a crash may have lost. Measured on the 2-core test host
-//! (batches of 256 entries of ~200 B, 2 in flight, all nodes on the host):
-//! one Redis 117k entries/s; 3 masters 146k/s; 3 masters with a replica
-//! each 62k/s, and 34k/s with `cluster_replica_acks = 1` for 32 CSCs per
-//! batch (102k/s for 4).
+//! acknowledge what a crash may have lost. Figures (one Redis against a
+//! cluster, with and without replica acks): `docs/performance.md`, "Redis
+//! Cluster store".
 
 use crate::check::{check_batch, check_once_batches, expire_millis};
 use crate::command::{

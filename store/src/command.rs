@@ -1,9 +1,9 @@
 //! The Redis commands both Redis backends send, built in one place, and the
-//! time bounds they put on them: [`crate::redis`] pipelines them to one
-//! server, [`crate::cluster`] groups them by hash slot first.
+//! time bounds they put on them: the `redis` backend pipelines them to one
+//! server, `cluster` groups them by hash slot first.
 //!
 //! Builders only build: each returns a [`redis::Cmd`] (or `None` when
-//! nothing needs asking), and the replies go through [`crate::reply`].
+//! nothing needs asking); the replies are read by the `reply` module.
 
 use crate::contract::Append;
 use meridian_proto::StreamId;
@@ -29,7 +29,7 @@ pub(crate) const READ_REPLY_GRACE: Duration = Duration::from_secs(5);
 pub(crate) const SCAN_COUNT: usize = 1000;
 
 /// `XREVRANGE key + - COUNT count`: the newest `count` entries; `None` for
-/// a count of 0 (nothing to ask). Its reply goes through [`crate::reply::oldest_first`].
+/// a count of 0 (nothing to ask). Its reply goes through `reply::oldest_first`.
 pub(crate) fn xrevrange_newest(key: &str, count: usize) -> Option<redis::Cmd> {
     if count == 0 {
         return None;

@@ -20,7 +20,7 @@
 //!   `XADD` does, so a stream that must expire some time after its last
 //!   write gets its TTL again after each write;
 //! - times to live are set in whole milliseconds, rounded up, at most
-//!   [`crate::MAX_TTL`]; a zero TTL is `Refused` (it would expire the key as
+//!   `MAX_TTL` (ten years); a zero TTL is `Refused` (it would expire the key as
 //!   it is written).
 //!
 //! One limit only a Redis Cluster has: the keys of one [`OnceBatch`] (its

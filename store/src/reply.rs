@@ -16,7 +16,7 @@ pub(crate) fn oldest_first(reply: Value) -> Result<Vec<Entry>, StoreError> {
     Ok(entries)
 }
 
-/// Checks the replies of `expected` [`crate::command::expire_cmd`]s: one integer each.
+/// Checks the replies of `expected` `command::expire_cmd`s: one integer each.
 pub(crate) fn expired(replies: &[Value], expected: usize) -> Result<(), StoreError> {
     if replies.len() != expected {
         return Err(StoreError::Protocol(format!(

@@ -2,7 +2,7 @@
 //! `HASH_SET`, `LOCK`, `UNLOCK`; each documents its `KEYS`/`ARGV`), the
 //! calls that fill them in, and the reading of their replies. How a script
 //! is sent (`EVALSHA`, reloading on `NOSCRIPT`) is the backend's: one
-//! pipeline on [`crate::redis`], one per slot on [`crate::cluster`].
+//! pipeline on the `redis` backend, one per slot on `cluster`.
 
 use crate::check::ttl_millis;
 use crate::contract::{OnceBatch, StoreError};
