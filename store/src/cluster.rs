@@ -44,16 +44,16 @@
 
 use crate::check::{check_batch, check_once_batches, expire_millis};
 use crate::command::{
-    escape_glob, expire_cmd, xadd, xrange_after, xread, xrevrange_newest, CONNECT_TIMEOUT, READ_REPLY_GRACE,
-    RESPONSE_TIMEOUT, SCAN_COUNT,
+    expire_cmd, prefix_pattern, scan, xadd, xrange_after, xread, xrevrange_newest, CONNECT_TIMEOUT,
+    READ_REPLY_GRACE, RESPONSE_TIMEOUT,
 };
 use crate::contract::{Append, Entry, OnceBatch, Store, StoreError, StreamEntries, StreamReader};
 use crate::reply::{
-    expired, integer, oldest_first, parse_entries, parse_hash, parse_id, parse_len, parse_scan,
-    parse_streams, store_error, text, unexpected,
+    expired, integer, oldest_first, parse_count, parse_entries, parse_hash, parse_id, parse_len, parse_pttl,
+    parse_scan, parse_streams, store_error, text, unexpected,
 };
 use crate::script::{
-    append_once_call, hash_set_call, lock_call, unlock_call, written_count, LuaScript, ScriptCall,
+    append_once_calls, hash_set_call, lock_call, unlock_call, written_counts, LuaScript, ScriptCall,
     APPEND_ONCE, HASH_SET, LOCK, UNLOCK,
 };
 use async_trait::async_trait;
@@ -304,14 +304,10 @@ impl ClusterStore {
             let pipeline = |by_source: bool| {
                 let mut pipe = redis::Pipeline::with_capacity(indices.len() + 1);
                 for &i in indices {
-                    let call = &calls[i];
-                    match by_source {
-                        false => pipe.cmd("EVALSHA").arg(sha),
-                        true => pipe.cmd("EVAL").arg(script.source),
-                    }
-                    .arg(call.keys.len())
-                    .arg(&call.keys)
-                    .arg(&call.args);
+                    pipe.add_command(match by_source {
+                        false => calls[i].evalsha(sha),
+                        true => calls[i].eval(script),
+                    });
                 }
                 pipe
             };
@@ -336,12 +332,7 @@ impl ClusterStore {
 
     /// `SCRIPT LOAD`s `script` on every master and remembers its SHA1.
     async fn load_script(&self, script: &LuaScript) -> Result<String, StoreError> {
-        let reply = self
-            .query(redis::cmd("SCRIPT").arg("LOAD").arg(script.source))
-            .await?;
-        let sha = text(&reply).ok_or_else(|| unexpected("reply to SCRIPT LOAD", &reply))?;
-        let _ = script.sha.set(sha.clone());
-        Ok(sha)
+        script.loaded(&self.query(&script.load_cmd()).await?)
     }
 
     async fn run_script_once(&self, script: &LuaScript, call: ScriptCall) -> Result<i64, StoreError> {
@@ -514,22 +505,12 @@ impl Store for ClusterStore {
     /// others run; the first error is returned.
     async fn append_once(&self, batches: &[OnceBatch]) -> Result<Vec<usize>, StoreError> {
         check_once_batches(batches)?;
-        let calls = batches
-            .iter()
-            .filter(|b| !b.entries.is_empty())
-            .map(append_once_call)
-            .collect::<Result<Vec<_>, _>>()?;
+        let calls = append_once_calls(batches)?;
         if calls.is_empty() {
             return Ok(vec![0; batches.len()]);
         }
-        let mut replies = self.run_script(&APPEND_ONCE, &calls).await?.into_iter();
-        batches
-            .iter()
-            .map(|batch| match batch.entries.is_empty() {
-                true => Ok(0),
-                false => written_count(&replies.next().unwrap_or(Value::Nil)),
-            })
-            .collect()
+        let replies = self.run_script(&APPEND_ONCE, &calls).await?;
+        written_counts(batches, replies)
     }
 
     async fn hash_set(
@@ -547,8 +528,7 @@ impl Store for ClusterStore {
     }
 
     async fn ttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {
-        let ms = integer("PTTL", &self.query(redis::cmd("PTTL").arg(key)).await?)?;
-        Ok(u64::try_from(ms).ok().map(Duration::from_millis))
+        parse_pttl(&self.query(redis::cmd("PTTL").arg(key)).await?)
     }
 
     /// One pipeline of `PEXPIRE` (or `PERSIST`) per slot, all at once
@@ -580,15 +560,14 @@ impl Store for ClusterStore {
         if keys.is_empty() {
             return Ok(0);
         }
-        let n = integer("DEL", &self.query(redis::cmd("DEL").arg(keys)).await?)?;
-        usize::try_from(n).map_err(|_| StoreError::Protocol(format!("DEL replied {n}")))
+        parse_count("DEL", &self.query(redis::cmd("DEL").arg(keys)).await?)
     }
 
     /// `SCAN` on every master in turn (as on one Redis), merged, sorted and
     /// deduplicated. A key moved between masters while the scan runs (a
     /// resharding) may be missed: for sweepers, which come back.
     async fn keys_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
-        let pattern = format!("{}*", escape_glob(prefix));
+        let pattern = prefix_pattern(prefix);
         let mut masters: BTreeMap<(String, u16), u16> = BTreeMap::new();
         for range in self.slot_ranges().await? {
             masters.entry((range.host, range.port)).or_insert(range.first);
@@ -597,16 +576,10 @@ impl Store for ClusterStore {
         for slot in masters.into_values() {
             let mut cursor = "0".to_string();
             while found.len() < limit {
-                let mut cmd = redis::cmd("SCAN");
-                cmd.arg(&cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(SCAN_COUNT);
                 let reply = self
                     .commands
                     .clone()
-                    .route_command(cmd, to_master(slot))
+                    .route_command(scan(&cursor, &pattern), to_master(slot))
                     .await
                     .map_err(cluster_error)?;
                 let (next, keys) = parse_scan(reply)?;
@@ -622,8 +595,7 @@ impl Store for ClusterStore {
 
     /// `DBSIZE` summed over the masters (the cluster client's policy for it).
     async fn key_count(&self) -> Result<usize, StoreError> {
-        let n = integer("DBSIZE", &self.query(&redis::cmd("DBSIZE")).await?)?;
-        usize::try_from(n).map_err(|_| StoreError::Protocol(format!("DBSIZE replied {n}")))
+        parse_count("DBSIZE", &self.query(&redis::cmd("DBSIZE")).await?)
     }
 
     async fn lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {

@@ -26,7 +26,7 @@ pub(crate) const READ_REPLY_GRACE: Duration = Duration::from_secs(5);
 /// How many keys one `SCAN` step looks at: large enough that listing a
 /// database of a few hundred thousand keys takes few round trips, small
 /// enough that each step blocks Redis for well under a millisecond.
-pub(crate) const SCAN_COUNT: usize = 1000;
+const SCAN_COUNT: usize = 1000;
 
 /// `XREVRANGE key + - COUNT count`: the newest `count` entries; `None` for
 /// a count of 0 (nothing to ask). Its reply goes through `reply::oldest_first`.
@@ -127,9 +127,27 @@ pub(crate) fn expire_cmd(key: &str, ms: Option<u64>) -> redis::Cmd {
     }
 }
 
+/// `SCAN cursor MATCH pattern COUNT 1000`: one step of listing the keys
+/// that match `pattern` (see [`prefix_pattern`]).
+pub(crate) fn scan(cursor: &str, pattern: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("SCAN");
+    cmd.arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(SCAN_COUNT);
+    cmd
+}
+
+/// The `SCAN MATCH` pattern of the keys starting with `prefix`: the prefix
+/// with glob characters escaped, then `*`.
+pub(crate) fn prefix_pattern(prefix: &str) -> String {
+    format!("{}*", escape_glob(prefix))
+}
+
 /// `prefix` with SCAN's glob characters (`* ? [ ] \`) escaped, so it
 /// matches itself literally.
-pub(crate) fn escape_glob(prefix: &str) -> String {
+fn escape_glob(prefix: &str) -> String {
     let mut escaped = String::with_capacity(prefix.len() + 8);
     for c in prefix.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {

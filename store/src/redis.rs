@@ -20,16 +20,16 @@
 
 use crate::check::{check_batch, check_once_batches, expire_millis};
 use crate::command::{
-    escape_glob, expire_cmd, xadd, xrange_after, xread, xrevrange_newest, CONNECT_TIMEOUT, READ_REPLY_GRACE,
-    RESPONSE_TIMEOUT, SCAN_COUNT,
+    expire_cmd, prefix_pattern, scan, xadd, xrange_after, xread, xrevrange_newest, CONNECT_TIMEOUT,
+    READ_REPLY_GRACE, RESPONSE_TIMEOUT,
 };
 use crate::contract::{Append, Entry, OnceBatch, Store, StoreError, StreamEntries, StreamReader};
 use crate::reply::{
-    expired, integer, oldest_first, parse_entries, parse_hash, parse_id, parse_len, parse_scan,
-    parse_streams, store_error, text, unexpected,
+    expired, integer, oldest_first, parse_count, parse_entries, parse_hash, parse_id, parse_len, parse_pttl,
+    parse_scan, parse_streams, store_error,
 };
 use crate::script::{
-    append_once_call, hash_set_call, lock_call, unlock_call, written_count, LuaScript, ScriptCall,
+    append_once_calls, hash_set_call, lock_call, unlock_call, written_counts, LuaScript, ScriptCall,
     APPEND_ONCE, HASH_SET, LOCK, UNLOCK,
 };
 use async_trait::async_trait;
@@ -113,29 +113,16 @@ impl RedisStore {
     }
 
     async fn send_script(&self, sha: &str, calls: &[ScriptCall]) -> Result<Vec<Value>, RedisError> {
-        let mut pipe = redis::pipe();
+        let mut pipe = redis::Pipeline::with_capacity(calls.len());
         for call in calls {
-            pipe.cmd("EVALSHA")
-                .arg(sha)
-                .arg(call.keys.len())
-                .arg(&call.keys)
-                .arg(&call.args);
+            pipe.add_command(call.evalsha(sha));
         }
         pipe.query_async(&mut self.commands.clone()).await
     }
 
     /// `SCRIPT LOAD`s `script` and remembers its SHA1.
     async fn load_script(&self, script: &LuaScript) -> Result<String, StoreError> {
-        let reply: Value = redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(script.source)
-            .query_async(&mut self.commands.clone())
-            .await
-            .map_err(store_error)?;
-        let sha = text(&reply).ok_or_else(|| unexpected("reply to SCRIPT LOAD", &reply))?;
-        // Another call may have loaded it at the same time: same SHA1.
-        let _ = script.sha.set(sha.clone());
-        Ok(sha)
+        script.loaded(&self.query(&script.load_cmd()).await?)
     }
 
     /// Runs one call of a script that returns an integer.
@@ -144,13 +131,11 @@ impl RedisStore {
         integer(script.name, &replies[0])
     }
 
-    /// Runs a command that answers an integer.
-    async fn query_integer(&self, cmd: &redis::Cmd, what: &str) -> Result<i64, StoreError> {
-        let reply: Value = cmd
-            .query_async(&mut self.commands.clone())
+    /// Runs one short command on the shared connection.
+    async fn query(&self, cmd: &redis::Cmd) -> Result<Value, StoreError> {
+        cmd.query_async(&mut self.commands.clone())
             .await
-            .map_err(store_error)?;
-        integer(what, &reply)
+            .map_err(store_error)
     }
 }
 
@@ -183,11 +168,7 @@ impl Store for RedisStore {
         let Some(cmd) = xrevrange_newest(key, count) else {
             return Ok(Vec::new());
         };
-        let reply: Value = cmd
-            .query_async(&mut self.commands.clone())
-            .await
-            .map_err(store_error)?;
-        oldest_first(reply)
+        oldest_first(self.query(&cmd).await?)
     }
 
     async fn range(
@@ -200,20 +181,11 @@ impl Store for RedisStore {
         let Some(cmd) = xrange_after(key, after, until, count) else {
             return Ok(Vec::new());
         };
-        let reply: Value = cmd
-            .query_async(&mut self.commands.clone())
-            .await
-            .map_err(store_error)?;
-        parse_entries(reply)
+        parse_entries(self.query(&cmd).await?)
     }
 
     async fn len(&self, key: &str) -> Result<usize, StoreError> {
-        let reply: Value = redis::cmd("XLEN")
-            .arg(key)
-            .query_async(&mut self.commands.clone())
-            .await
-            .map_err(store_error)?;
-        parse_len(reply)
+        parse_len(self.query(redis::cmd("XLEN").arg(key)).await?)
     }
 
     async fn reader(&self) -> Result<Box<dyn StreamReader>, StoreError> {
@@ -231,24 +203,12 @@ impl Store for RedisStore {
     /// whole call is safe, since the marks skip what was written.
     async fn append_once(&self, batches: &[OnceBatch]) -> Result<Vec<usize>, StoreError> {
         check_once_batches(batches)?;
-        let calls = batches
-            .iter()
-            .filter(|b| !b.entries.is_empty())
-            .map(append_once_call)
-            .collect::<Result<Vec<_>, _>>()?;
+        let calls = append_once_calls(batches)?;
         if calls.is_empty() {
             return Ok(vec![0; batches.len()]);
         }
-        let mut replies = self.run_script(&APPEND_ONCE, &calls).await?.into_iter();
-        batches
-            .iter()
-            .map(|batch| {
-                if batch.entries.is_empty() {
-                    return Ok(0);
-                }
-                written_count(&replies.next().unwrap_or(Value::Nil))
-            })
-            .collect()
+        let replies = self.run_script(&APPEND_ONCE, &calls).await?;
+        written_counts(batches, replies)
     }
 
     /// One `HASH_SET` script: with no fields, only the TTL of an existing
@@ -264,18 +224,11 @@ impl Store for RedisStore {
     }
 
     async fn hash_get(&self, key: &str) -> Result<Vec<(String, String)>, StoreError> {
-        let reply: Value = redis::cmd("HGETALL")
-            .arg(key)
-            .query_async(&mut self.commands.clone())
-            .await
-            .map_err(store_error)?;
-        parse_hash(reply)
+        parse_hash(self.query(redis::cmd("HGETALL").arg(key)).await?)
     }
 
-    /// `PTTL`: -2 (no key) and -1 (no TTL) read as `None`.
     async fn ttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {
-        let ms = self.query_integer(redis::cmd("PTTL").arg(key), "PTTL").await?;
-        Ok(u64::try_from(ms).ok().map(Duration::from_millis))
+        parse_pttl(&self.query(redis::cmd("PTTL").arg(key)).await?)
     }
 
     /// `PEXPIRE` (or `PERSIST`) per key, in one pipeline.
@@ -296,10 +249,7 @@ impl Store for RedisStore {
     }
 
     async fn exists(&self, key: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .query_integer(redis::cmd("EXISTS").arg(key), "EXISTS")
-            .await?
-            > 0)
+        Ok(integer("EXISTS", &self.query(redis::cmd("EXISTS").arg(key)).await?)? > 0)
     }
 
     /// One `DEL` (in a Redis Cluster, of keys in one slot).
@@ -307,27 +257,18 @@ impl Store for RedisStore {
         if keys.is_empty() {
             return Ok(0);
         }
-        let n = self.query_integer(redis::cmd("DEL").arg(keys), "DEL").await?;
-        usize::try_from(n).map_err(|_| StoreError::Protocol(format!("DEL replied {n}")))
+        parse_count("DEL", &self.query(redis::cmd("DEL").arg(keys)).await?)
     }
 
     /// `SCAN 0 MATCH <prefix with glob characters escaped>* COUNT 1000` until
     /// the cursor comes back to 0 or `limit` keys are found; sorted, and
     /// without the duplicates SCAN may return while Redis rehashes.
     async fn keys_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
-        let pattern = format!("{}*", escape_glob(prefix));
+        let pattern = prefix_pattern(prefix);
         let mut found = std::collections::BTreeSet::new();
         let mut cursor = "0".to_string();
         while found.len() < limit {
-            let reply: Value = redis::cmd("SCAN")
-                .arg(&cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query_async(&mut self.commands.clone())
-                .await
-                .map_err(store_error)?;
+            let reply = self.query(&scan(&cursor, &pattern)).await?;
             let (next, keys) = parse_scan(reply)?;
             found.extend(keys);
             if next == "0" {
@@ -341,8 +282,7 @@ impl Store for RedisStore {
     /// `DBSIZE`, which counts keys that have expired but that Redis has not
     /// reclaimed yet (it does within about a second, or when they are touched).
     async fn key_count(&self) -> Result<usize, StoreError> {
-        let n = self.query_integer(&redis::cmd("DBSIZE"), "DBSIZE").await?;
-        usize::try_from(n).map_err(|_| StoreError::Protocol(format!("DBSIZE replied {n}")))
+        parse_count("DBSIZE", &self.query(&redis::cmd("DBSIZE")).await?)
     }
 
     /// The `LOCK` script.

@@ -8,6 +8,7 @@
 use crate::contract::{Entry, StoreError, StreamEntries};
 use meridian_proto::StreamId;
 use redis::{ErrorKind, RedisError, ServerErrorKind, Value};
+use std::time::Duration;
 
 /// The entries of an `XREVRANGE` reply, oldest first (as `Store::last` returns them).
 pub(crate) fn oldest_first(reply: Value) -> Result<Vec<Entry>, StoreError> {
@@ -176,6 +177,18 @@ pub(crate) fn parse_streams(value: Value) -> Result<Vec<StreamEntries>, StoreErr
         }
     }
     Ok(streams)
+}
+
+/// A count (`DEL`, `DBSIZE`): a non-negative integer reply.
+pub(crate) fn parse_count(what: &str, value: &Value) -> Result<usize, StoreError> {
+    let n = integer(what, value)?;
+    usize::try_from(n).map_err(|_| StoreError::Protocol(format!("{what} replied {n}")))
+}
+
+/// The reply of `PTTL`: -2 (no key) and -1 (no TTL) read as `None`.
+pub(crate) fn parse_pttl(value: &Value) -> Result<Option<Duration>, StoreError> {
+    let ms = integer("PTTL", value)?;
+    Ok(u64::try_from(ms).ok().map(Duration::from_millis))
 }
 
 /// An integer reply.

@@ -6,7 +6,7 @@
 
 use crate::check::ttl_millis;
 use crate::contract::{OnceBatch, StoreError};
-use crate::reply::{integer, unexpected};
+use crate::reply::{integer, text, unexpected};
 use redis::Value;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -23,10 +23,49 @@ pub(crate) struct LuaScript {
     pub(crate) sha: OnceLock<String>,
 }
 
+impl LuaScript {
+    /// `SCRIPT LOAD source`; [`LuaScript::loaded`] reads its reply.
+    pub(crate) fn load_cmd(&self) -> redis::Cmd {
+        let mut cmd = redis::cmd("SCRIPT");
+        cmd.arg("LOAD").arg(self.source);
+        cmd
+    }
+
+    /// Remembers the SHA1 that answered [`LuaScript::load_cmd`] and returns it.
+    pub(crate) fn loaded(&self, reply: &Value) -> Result<String, StoreError> {
+        let sha = text(reply).ok_or_else(|| unexpected("reply to SCRIPT LOAD", reply))?;
+        // Another call may have loaded it at the same time: same SHA1.
+        let _ = self.sha.set(sha.clone());
+        Ok(sha)
+    }
+}
+
 /// One call of a script: its `KEYS` and `ARGV`.
 pub(crate) struct ScriptCall {
     pub(crate) keys: Vec<String>,
     pub(crate) args: Vec<String>,
+}
+
+impl ScriptCall {
+    /// `EVALSHA sha n keys... args...`: the call of the script Redis knows as `sha`.
+    pub(crate) fn evalsha(&self, sha: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(sha);
+        self.keys_and_args(cmd)
+    }
+
+    /// `EVAL source n keys... args...`: the call with the script's source,
+    /// for a server that does not know it yet (which also caches it there).
+    pub(crate) fn eval(&self, script: &LuaScript) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(script.source);
+        self.keys_and_args(cmd)
+    }
+
+    fn keys_and_args(&self, mut cmd: redis::Cmd) -> redis::Cmd {
+        cmd.arg(self.keys.len()).arg(&self.keys).arg(&self.args);
+        cmd
+    }
 }
 
 /// Appends one [`OnceBatch`] exactly once; returns how many entries it wrote.
@@ -144,8 +183,18 @@ return 0
     sha: OnceLock::new(),
 };
 
+/// The `APPEND_ONCE` calls of `batches`, one per non-empty batch (an empty
+/// one has nothing to write); [`written_counts`] reads their replies.
+pub(crate) fn append_once_calls(batches: &[OnceBatch]) -> Result<Vec<ScriptCall>, StoreError> {
+    batches
+        .iter()
+        .filter(|b| !b.entries.is_empty())
+        .map(append_once_call)
+        .collect()
+}
+
 /// The `APPEND_ONCE` call of one non-empty batch.
-pub(crate) fn append_once_call(batch: &OnceBatch) -> Result<ScriptCall, StoreError> {
+fn append_once_call(batch: &OnceBatch) -> Result<ScriptCall, StoreError> {
     let mut keys = Vec::with_capacity(1 + batch.entries.len());
     keys.push(batch.dedup_key.clone());
     let mut args = vec![ttl_millis("mark_ttl", batch.mark_ttl)?.to_string()];
@@ -200,8 +249,22 @@ pub(crate) fn unlock_call(name: &str, holder: &str) -> ScriptCall {
     }
 }
 
+/// Per batch of `batches`, how many entries `append_once` wrote: 0 for an
+/// empty batch, else from the reply to its call of [`append_once_calls`]
+/// (`replies` in the order of the calls).
+pub(crate) fn written_counts(batches: &[OnceBatch], replies: Vec<Value>) -> Result<Vec<usize>, StoreError> {
+    let mut replies = replies.into_iter();
+    batches
+        .iter()
+        .map(|batch| match batch.entries.is_empty() {
+            true => Ok(0),
+            false => written_count(&replies.next().unwrap_or(Value::Nil)),
+        })
+        .collect()
+}
+
 /// The count of entries `append_once` wrote for one batch, from its script reply.
-pub(crate) fn written_count(reply: &Value) -> Result<usize, StoreError> {
+fn written_count(reply: &Value) -> Result<usize, StoreError> {
     let n = integer(APPEND_ONCE.name, reply)?;
     usize::try_from(n).map_err(|_| unexpected("count from append_once", reply))
 }
