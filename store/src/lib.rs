@@ -16,7 +16,8 @@
 //!   differ only in connections and routing (one server, or one pipeline
 //!   per hash slot); what they send and parse is shared below.
 //! - `script`: the Lua scripts for what must be atomic (exactly-once append,
-//!   hash with TTL, locks) and the calls that fill in their `KEYS`/`ARGV`.
+//!   hash with TTL, locks), the calls that fill in their `KEYS`/`ARGV`, the
+//!   commands that carry them and the reading of their replies.
 //! - `command`: builders of the Redis commands both Redis backends send, and
 //!   the time bounds on them.
 //! - `reply`: Redis replies read into the store's types (RESP2 and RESP3),

@@ -15,8 +15,8 @@
 //! reconnects on its next `read` after a failure.
 //!
 //! The commands (the crate's `command`), scripts (`script`) and reply
-//! parsing (`reply`) are shared with `cluster`; what is this
-//! file's is the connections and how calls are pipelined to one server.
+//! parsing (`reply`) are shared with `cluster`; this file owns the
+//! connections and how calls are pipelined to one server.
 
 use crate::check::{check_batch, check_once_batches, expire_millis};
 use crate::command::{

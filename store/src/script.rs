@@ -1,8 +1,10 @@
 //! The Lua scripts for what must be atomic on Redis (`APPEND_ONCE`,
 //! `HASH_SET`, `LOCK`, `UNLOCK`; each documents its `KEYS`/`ARGV`), the
-//! calls that fill them in, and the reading of their replies. How a script
-//! is sent (`EVALSHA`, reloading on `NOSCRIPT`) is the backend's: one
-//! pipeline on the `redis` backend, one per slot on `cluster`.
+//! calls that fill them in, the `SCRIPT LOAD`/`EVALSHA`/`EVAL` commands
+//! that carry them, and the reading of their replies. When to load a script
+//! and how calls are pipelined is the backend's: one pipeline on the `redis`
+//! backend (reloading on `NOSCRIPT`), one per slot on `cluster` (`EVAL` on a
+//! master that does not know the script).
 
 use crate::check::ttl_millis;
 use crate::contract::{OnceBatch, StoreError};
