@@ -253,7 +253,7 @@ impl Cli {
                 Ok(())
             }
             Command::Commander(_) => {
-                let store = meridian_manager::store::open(&config.store).await?;
+                let store = meridian_store::open(&config.store).await?;
                 if config.store.backend == StoreBackend::Memory {
                     tracing::warn!("the audit log is in memory and lost at exit: set store.backend = \"redis\" or --redis");
                 }

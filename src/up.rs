@@ -12,7 +12,7 @@
 
 use meridian_config::commander::CommanderToken;
 use meridian_config::{Config, StoreBackend};
-use meridian_manager::{frontend::Frontend, ingest::Ingest, store, tls::Identity};
+use meridian_manager::{frontend::Frontend, ingest::Ingest, tls::Identity};
 use meridian_producer::{ProducerStats, ServerTrust};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 
 pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let dev_token = add_dev_command_token(&mut config);
-    let store = store::open(&config.store).await?;
+    let store = meridian_store::open(&config.store).await?;
     // An in-process producer trusts exactly the certificate its ingest uses.
     let identity = Identity::from_config(&config.tls)?;
     let trust = if config.tls.cert.is_some() {

@@ -4,10 +4,10 @@
 
 use meridian_manager::frontend::CLOSE_UNAUTHORIZED;
 use meridian_manager::ingest::close_code;
-use meridian_manager::store::memory::MemoryStore;
 use meridian_proto::{
     encode_frame, FrameBuffer, Hello, IngestFrame, ProducerFrame, Sample, Value, MAX_FRAME_LEN,
 };
+use meridian_store::memory::MemoryStore;
 use meridian_testkit::browser::{Browser, Received};
 use meridian_testkit::system::{System, TOKEN};
 use std::sync::Arc;

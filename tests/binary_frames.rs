@@ -2,8 +2,8 @@
 //! data frames gets exactly the samples a JSON browser gets, with the same
 //! values, in fewer bytes; an unknown format is refused with a reason.
 
-use meridian_manager::store::{redis::RedisStore, Append, Store};
 use meridian_proto::{Category, TopicId, CATALOG_KEY};
+use meridian_store::{redis::RedisStore, Append, Store};
 use meridian_testkit::browser::{Browser, Received};
 use meridian_testkit::redis_server::RedisServer;
 use meridian_testkit::system::{test_config, System};

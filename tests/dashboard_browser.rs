@@ -14,9 +14,9 @@
 //! Debian's `/usr/bin/chromium`); `scripts/test` builds the dashboard and
 //! installs what it needs. A missing piece fails this test, saying what to run.
 
-use meridian_manager::store::redis::RedisStore;
-use meridian_manager::store::Store;
 use meridian_proto::StreamId;
+use meridian_store::redis::RedisStore;
+use meridian_store::Store;
 use meridian_testkit::http::Request;
 use meridian_testkit::redis_server::RedisServer;
 use meridian_testkit::wait_for;

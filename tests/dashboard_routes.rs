@@ -5,7 +5,7 @@
 //! topic. An operator would notice a failure as a blank page at `/`, a
 //! dashboard that lists no CSC, or a command panel that stays disabled.
 
-use meridian_manager::store::memory::MemoryStore;
+use meridian_store::memory::MemoryStore;
 use meridian_testkit::http::Request;
 use meridian_testkit::system::{test_config, System};
 use meridian_testkit::wait_for;

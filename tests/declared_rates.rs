@@ -10,11 +10,11 @@
 //! fast the test ran.
 
 use async_trait::async_trait;
-use meridian_manager::store::{redis::RedisStore, Store};
 use meridian_proto::{
     Category, Csc, CscId, FieldSchema, Fields, StreamId, TopicId, TopicSchema, Value, ValueKind,
 };
 use meridian_sim::{CommandAcks, CscFeed, LatestTelemetry, Middleware, MiddlewareError, Published};
+use meridian_store::{redis::RedisStore, Store};
 use meridian_testkit::redis_server::RedisServer;
 use meridian_testkit::system::{test_config, System};
 use meridian_testkit::wait_for;

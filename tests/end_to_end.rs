@@ -4,8 +4,8 @@
 //!
 //! If this fails, an operator's browser shows nothing, or wrong values.
 
-use meridian_manager::store::{memory::MemoryStore, redis::RedisStore, Store};
 use meridian_proto::{Category, TopicId};
+use meridian_store::{memory::MemoryStore, redis::RedisStore, Store};
 use meridian_testkit::browser::Browser;
 use meridian_testkit::redis_server::RedisServer;
 use meridian_testkit::system::System;

@@ -6,8 +6,8 @@
 //! notice a failure as an ingest busy with tiny frames during event storms,
 //! or as events stuck in a partial frame.
 
-use meridian_manager::store::memory::MemoryStore;
 use meridian_producer::ProducerStats;
+use meridian_store::memory::MemoryStore;
 use meridian_testkit::manual_csc::{stored_event_values, ManualCsc};
 use meridian_testkit::system::{test_config, System};
 use meridian_testkit::wait_for;

@@ -6,9 +6,9 @@
 //! An operator would notice a failure as a missing or doubled event in the
 //! log, a stalled page, or a frontend running out of memory.
 
-use meridian_manager::store::redis::RedisStore;
-use meridian_manager::store::Store;
 use meridian_proto::{Category, StreamId, TopicId};
+use meridian_store::redis::RedisStore;
+use meridian_store::Store;
 use meridian_testkit::browser::Browser;
 use meridian_testkit::manual_csc::ManualCsc;
 use meridian_testkit::redis_server::RedisServer;

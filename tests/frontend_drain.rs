@@ -5,8 +5,8 @@
 //! see none twice. An operator would notice a failure as a gap or a doubled
 //! line in the event log after every deployment.
 
-use meridian_manager::store::redis::RedisStore;
-use meridian_manager::store::Store;
+use meridian_store::redis::RedisStore;
+use meridian_store::Store;
 use meridian_testkit::browser::{Browser, Received};
 use meridian_testkit::manual_csc::ManualCsc;
 use meridian_testkit::redis_server::RedisServer;

@@ -8,11 +8,11 @@
 //! or a dedicated ingest pool that gets none of its CSC's load.
 
 use meridian_manager::ingest::close_code;
-use meridian_manager::store::{memory::MemoryStore, Store};
 use meridian_manager::tls::{server_config, Identity};
 use meridian_producer::{ProducerError, ProducerStats, ServerTrust};
 use meridian_proto::{FrameBuffer, ProducerFrame, Value};
 use meridian_sim::{AckState, Middleware, SimMiddleware, SimOptions};
+use meridian_store::{memory::MemoryStore, Store};
 use meridian_testkit::manual_csc::ManualCsc;
 use meridian_testkit::system::{test_config, System};
 use meridian_testkit::wait_for;

@@ -9,8 +9,8 @@
 //! If this fails, an operator's existing LOVE dashboard shows nothing or
 //! garbage on Meridian, or a site cannot move its producers one at a time.
 
-use meridian_manager::store::{memory::MemoryStore, redis::RedisStore, Store};
 use meridian_proto::{Category, TopicId};
+use meridian_store::{memory::MemoryStore, redis::RedisStore, Store};
 use meridian_testkit::browser::Browser;
 use meridian_testkit::love::{keys, love_url, Got, Love};
 use meridian_testkit::redis_server::RedisServer;

@@ -10,9 +10,9 @@
 //! browsers that were moved during a rollout.
 
 use meridian_config::Config;
-use meridian_manager::store::redis::RedisStore;
-use meridian_manager::store::Store;
 use meridian_producer::{ProducerStats, ServerTrust};
+use meridian_store::redis::RedisStore;
+use meridian_store::Store;
 use meridian_testkit::browser::{Browser, Received};
 use meridian_testkit::http::Request;
 use meridian_testkit::manual_csc::ManualCsc;

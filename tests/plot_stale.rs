@@ -3,8 +3,8 @@
 //! notices (a telemetry topic silent for `frontend.stale_periods` periods
 //! of its declared rate), as a browser sees them.
 
-use meridian_manager::store::{memory::MemoryStore, redis::RedisStore, Append, Store};
 use meridian_proto::{unix_now, Category, TopicId, CATALOG_KEY};
+use meridian_store::{memory::MemoryStore, redis::RedisStore, Append, Store};
 use meridian_testkit::browser::Browser;
 use meridian_testkit::redis_server::RedisServer;
 use meridian_testkit::system::{test_config, System};

@@ -5,10 +5,10 @@
 
 use meridian_config::Config;
 use meridian_manager::ingest::Ingest;
-use meridian_manager::store::memory::MemoryStore;
 use meridian_manager::tls::Identity;
 use meridian_producer::{ProducerError, ProducerStats, ServerTrust};
 use meridian_sim::{SimMiddleware, SimOptions};
+use meridian_store::memory::MemoryStore;
 use meridian_testkit::system::test_config;
 use meridian_testkit::wait_for;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};

@@ -14,10 +14,10 @@
 
 use anyhow::Context;
 use meridian_config::SpoolOnFull;
-use meridian_manager::store::cluster::{slot, ClusterStore};
-use meridian_manager::store::Store;
 use meridian_producer::ProducerStats;
 use meridian_proto::{Category, StreamId, TopicId, CATALOG_KEY};
+use meridian_store::cluster::{slot, ClusterStore};
+use meridian_store::Store;
 use meridian_testkit::browser::{topic_key, Browser};
 use meridian_testkit::manual_csc::{stored_event_values, ManualCsc};
 use meridian_testkit::redis_cluster::RedisCluster;
@@ -83,7 +83,7 @@ async fn telemetry_of_csc_on_different_shards_reaches_one_browser() {
 /// exactly-once appends, hashes and locks keep working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripts_forgotten_by_the_masters_are_sent_again() {
-    use meridian_manager::store::{Append, OnceBatch};
+    use meridian_store::{Append, OnceBatch};
     let cluster = block_in_place(|| RedisCluster::start(3, 0)).unwrap();
     let store = ClusterStore::connect(&cluster.seeds(), 0).await.unwrap();
     let batch = |csc: &str, seqs: std::ops::RangeInclusive<u64>| OnceBatch {

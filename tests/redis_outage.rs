@@ -18,8 +18,8 @@
 
 use meridian_config::SpoolOnFull;
 use meridian_manager::ingest::{IngestStats, ACKS_IN_FLIGHT};
-use meridian_manager::store::redis::RedisStore;
 use meridian_producer::ProducerStats;
+use meridian_store::redis::RedisStore;
 use meridian_testkit::manual_csc::{stored_event_values, ManualCsc};
 use meridian_testkit::redis_server::RedisServer;
 use meridian_testkit::system::{test_config, System};

@@ -12,9 +12,9 @@
 //! the existing dashboard sees an empty log until the Script says
 //! something new, another Script's lines, or lines twice.
 
-use meridian_manager::store::redis::RedisStore;
-use meridian_manager::store::Store;
 use meridian_proto::{Category, CscId, Fields, TopicId, Value};
+use meridian_store::redis::RedisStore;
+use meridian_store::Store;
 use meridian_testkit::love::Love;
 use meridian_testkit::manual_csc::ManualCsc;
 use meridian_testkit::redis_server::RedisServer;

@@ -15,9 +15,9 @@
 //! If this fails, an operator who moved a ScriptQueue to Meridian sees an
 //! empty ScriptQueue panel or stale heartbeats in the existing dashboard.
 
-use meridian_manager::store::redis::RedisStore;
 use meridian_proto::Value;
 use meridian_sim::{AckState, Middleware, SimMiddleware};
+use meridian_store::redis::RedisStore;
 use meridian_testkit::love::{keys, Love};
 use meridian_testkit::redis_server::RedisServer;
 use meridian_testkit::system::{test_config, System};
@@ -352,7 +352,7 @@ async fn the_script_queue_panel_follows_a_queue_served_by_a_meridian_producer() 
         "meridian:{ScriptQueueState:1}:event:availableScriptsStream",
         "meridian:{ScriptHeartbeats:1}:event:stream",
     ] {
-        use meridian_manager::store::Store;
+        use meridian_store::Store;
         assert!(store.len(key).await.unwrap() > 0, "{key}");
         let ttl = store.ttl(key).await.unwrap();
         assert!(
@@ -364,12 +364,12 @@ async fn the_script_queue_panel_follows_a_queue_served_by_a_meridian_producer() 
 }
 
 /// One store entry of a ScriptQueue event as ingest writes it (with `seq`).
-async fn store_queue_event(store: &dyn meridian_manager::store::Store, seq: u64, current: u32) {
+async fn store_queue_event(store: &dyn meridian_store::Store, seq: u64, current: u32) {
     let f = json!({"enabled": true, "running": true, "currentSalIndex": current, "length": 0,
         "salIndices": [], "pastLength": 0, "pastSalIndices": []});
     let now = meridian_proto::unix_now(std::time::SystemTime::now()).to_string();
     store
-        .append(&[meridian_manager::store::Append {
+        .append(&[meridian_store::Append {
             key: "meridian:{ScriptQueue:2}:event:queue".into(),
             maxlen: 100,
             fields: vec![
@@ -389,7 +389,7 @@ async fn store_queue_event(store: &dyn meridian_manager::store::Store, seq: u64,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_ingest_derives_and_another_takes_over_when_it_dies() {
     use meridian_manager::derive::{self, DeriveConfig};
-    use meridian_manager::store::Store;
+    use meridian_store::Store;
     let redis = RedisServer::start().unwrap();
     let store: Arc<dyn Store> = Arc::new(RedisStore::connect(&redis.url()).await.unwrap());
     store

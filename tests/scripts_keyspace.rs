@@ -21,10 +21,10 @@
 //!   crosses it after a third of the run, one of a set of streams per
 //!   Script at once.
 
-use meridian_manager::store::{redis::RedisStore, Store};
 use meridian_proto::{topic::instance_key_prefix, Csc, Value};
 use meridian_sim::interface::Interface;
 use meridian_sim::{AckState, Middleware, SimMiddleware};
+use meridian_store::{redis::RedisStore, Store};
 use meridian_testkit::redis_server::RedisServer;
 use meridian_testkit::system::{test_config, System};
 use meridian_testkit::wait_for;

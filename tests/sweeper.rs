@@ -7,7 +7,7 @@
 //! ingests sweeping (and deleting) at the same time.
 
 use meridian_manager::ingest::sweeper::{self, SweepConfig, LOCK};
-use meridian_manager::store::{redis::RedisStore, Store};
+use meridian_store::{redis::RedisStore, Store};
 use meridian_testkit::redis_server::RedisServer;
 use meridian_testkit::wait_for;
 use std::sync::Arc;

@@ -15,8 +15,8 @@
 //! Unix milliseconds), oldest first, a page at a time.
 
 use crate::error::RequestError;
-use meridian_manager::store::{Append, Store, StoreError};
 use meridian_proto::StreamId;
+use meridian_store::{Append, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -213,7 +213,7 @@ impl AuditLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meridian_manager::store::{memory::MemoryStore, TRIM_SLACK};
+    use meridian_store::{memory::MemoryStore, TRIM_SLACK};
 
     fn entry(n: u64) -> AuditEntry {
         AuditEntry {

@@ -4,7 +4,7 @@
 //!
 //! It reaches CSCs only through the [`meridian_sim::Middleware`] boundary
 //! (which also gives each command's schema, checked before anything is
-//! sent) and keeps its audit log in the [`meridian_manager::store::Store`]
+//! sent) and keeps its audit log in the [`meridian_store::Store`]
 //! (Redis streams, or the in-memory store in `meridian up`). It must not
 //! know about producers, ingest or browsers' WebSocket sessions.
 //!
@@ -47,9 +47,9 @@ pub mod routes;
 pub use error::RequestError;
 
 use meridian_config::{CommanderConfig, Config};
-use meridian_manager::store::Store;
 use meridian_proto::metrics::{Exposition, Histogram, Observe, ReadyCheck};
 use meridian_sim::Middleware;
+use meridian_store::Store;
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

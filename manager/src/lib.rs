@@ -7,8 +7,10 @@
 //! This crate must not know about CSC simulators: what it stores comes only
 //! from the wire.
 //!
+//! Both roles reach the store through `meridian_store::Store` (the
+//! `meridian-store` crate), opened once per process.
+//!
 //! Layout:
-//! - [`store`]: the `Store` trait, Redis streams and the in-memory store.
 //! - [`tls`]: certificates and rustls/quinn configuration of the QUIC endpoint.
 //! - [`ingest`]: QUIC endpoint, producer connections, batched store writer.
 //! - [`frontend`]: WebSocket endpoint, browser connections, the shared stream reader (hub).
@@ -17,13 +19,12 @@
 pub mod derive;
 pub mod frontend;
 pub mod ingest;
-pub mod store;
 pub mod tls;
 
 use meridian_config::Config;
 use meridian_proto::metrics::Observe;
+use meridian_store::Store;
 use std::sync::Arc;
-use store::Store;
 use tokio_util::sync::CancellationToken;
 
 /// Which roles a manager process runs.
@@ -38,7 +39,7 @@ pub enum Role {
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {
     #[error("store: {0}")]
-    Store(#[from] store::StoreError),
+    Store(#[from] meridian_store::StoreError),
     #[error("ingest: {0}")]
     Ingest(#[from] ingest::IngestError),
     #[error("frontend: {0}")]
@@ -60,7 +61,7 @@ pub struct Manager {
 impl Manager {
     /// Opens the store and binds the endpoints of `role`.
     pub async fn bind(config: &Config, role: Role) -> Result<Manager, ManagerError> {
-        let store: Arc<dyn Store> = store::open(&config.store).await?;
+        let store: Arc<dyn Store> = meridian_store::open(&config.store).await?;
         let ingest = match role {
             Role::Ingest | Role::All => {
                 let identity = tls::Identity::from_config(&config.tls).map_err(ingest::IngestError::from)?;

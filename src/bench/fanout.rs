@@ -41,7 +41,6 @@ use futures_util::{SinkExt, StreamExt};
 use meridian_config::{Config, StoreBackend};
 use meridian_manager::frontend::{Frontend, HubStats};
 use meridian_manager::ingest::Ingest;
-use meridian_manager::store::redis::RedisStore;
 use meridian_manager::tls::Identity;
 use meridian_producer::tls::{client_config, ServerTrust};
 use meridian_proto::browser::FrameFormat;
@@ -51,6 +50,7 @@ use meridian_proto::{
 };
 use meridian_sim::interface::Interface;
 use meridian_sim::signal::{Rng, TopicSignal};
+use meridian_store::redis::RedisStore;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

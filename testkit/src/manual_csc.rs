@@ -134,7 +134,7 @@ impl Middleware for ManualCsc {
 }
 
 /// The `int0` values of the `scalars` events stored for `csc`, in stream order.
-pub async fn stored_event_values(store: &dyn meridian_manager::store::Store, csc: &str) -> Vec<i64> {
+pub async fn stored_event_values(store: &dyn meridian_store::Store, csc: &str) -> Vec<i64> {
     let topic =
         meridian_proto::TopicId::new(csc.parse().expect("csc"), Category::Event, "scalars").expect("topic");
     let key = topic.stream_key();

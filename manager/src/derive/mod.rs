@@ -50,8 +50,8 @@
 pub mod queue;
 
 use crate::ingest::SCHEMAS_KEY;
-use crate::store::{Append, Entry, Store, StoreError, StreamReader};
 use meridian_proto::{unix_now, Category, CscId, StreamId, TopicId, CATALOG_KEY};
+use meridian_store::{Append, Entry, Store, StoreError, StreamReader};
 use queue::{Changed, Heartbeat, Input, QueueState, QUEUE_TOPICS, SCRIPT_TOPICS};
 use serde_json::{Map, Value as Json};
 use std::collections::{BTreeMap, HashMap};
@@ -668,7 +668,7 @@ async fn register(store: &dyn Store, index: u32) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::memory::MemoryStore;
+    use meridian_store::memory::MemoryStore;
 
     #[test]
     fn the_id_before_is_just_before() {

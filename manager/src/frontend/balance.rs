@@ -12,9 +12,9 @@
 //! On shutdown the same hint goes to every browser ([`Balancer::drain`]).
 
 use super::hub::Hub;
-use crate::store::Store;
 use meridian_config::FrontendConfig;
 use meridian_proto::browser::ServerMessage;
+use meridian_store::Store;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -116,7 +116,7 @@ impl Balancer {
 
     /// Publishes this manager's load and, if it holds more than its share,
     /// asks the excess browsers to move; true if it asked any.
-    async fn round(&self, rate: f64, cpu: f64, rebalance: bool) -> Result<bool, crate::store::StoreError> {
+    async fn round(&self, rate: f64, cpu: f64, rebalance: bool) -> Result<bool, meridian_store::StoreError> {
         let clients = self.hub.clients();
         let fields = vec![
             ("clients".to_string(), clients.to_string()),

@@ -17,13 +17,13 @@
 //!
 //! This module must not read streams or speak WebSocket: the page does that through `/ws`.
 
-use crate::store::Store;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use meridian_proto::{TopicId, CATALOG_KEY};
+use meridian_store::Store;
 use std::path::PathBuf;
 use std::sync::Arc;
 

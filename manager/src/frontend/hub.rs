@@ -30,9 +30,9 @@
 
 use super::inbox::Inbox;
 use super::sample::{Delivered, Tick};
-use crate::store::{Entry, Store, StoreError};
 use meridian_config::FrontendConfig;
 use meridian_proto::{Category, Csc, CscId, StreamId, TopicId, CATALOG_KEY};
+use meridian_store::{Entry, Store, StoreError};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -816,7 +816,7 @@ impl Hub {
 
     /// Puts each entry read into its stream's window of the current tick,
     /// decoded once. True if a window is full (the reader should wait).
-    fn dispatch(&self, streams: Vec<crate::store::StreamEntries>) -> bool {
+    fn dispatch(&self, streams: Vec<meridian_store::StreamEntries>) -> bool {
         let mut read = 0u64;
         let mut full = false;
         let mut fresh = Vec::new();

@@ -411,8 +411,8 @@ impl FrameClock {
 mod tests {
     use super::*;
     use crate::frontend::sample::Tick;
-    use crate::store::Entry;
     use meridian_proto::Category;
+    use meridian_store::Entry;
 
     fn sample(category: Category, topic: &str, id: u64) -> Arc<Delivered> {
         let topic = TopicId::new("Test:1".parse().unwrap(), category, topic).unwrap();

@@ -42,7 +42,6 @@ use super::hub::{ClientId, Hub, HubError, Start};
 use super::inbox::{FrameClock, Inbox, Limits, CONTROL_QUEUE};
 use super::sample::Delivered;
 use super::{Edge, CLOSE_GOING_AWAY, CLOSE_LAGGED, CLOSE_UNAUTHORIZED};
-use crate::store::Store;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
@@ -50,6 +49,7 @@ use group::{Delivery, GroupKey, Select, Session, Subscription};
 use meridian_config::Config;
 use meridian_proto::love::{self, DataMessage};
 use meridian_proto::{unix_now, TopicId};
+use meridian_store::Store;
 use serde_json::Value as Json;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -601,7 +601,7 @@ mod tests {
         let mut config = Config::default();
         config.frontend.tokens = vec!["t".into()];
         config.frontend.love_password = password.map(String::from);
-        LoveSettings::new(&config, Arc::new(crate::store::memory::MemoryStore::new()))
+        LoveSettings::new(&config, Arc::new(meridian_store::memory::MemoryStore::new()))
     }
 
     #[test]

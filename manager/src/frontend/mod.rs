@@ -39,7 +39,6 @@ mod love;
 mod plot;
 mod sample;
 
-use crate::store::Store;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -50,6 +49,7 @@ use futures_util::StreamExt;
 use meridian_config::Config;
 use meridian_proto::browser::{ClientRequest, FrameFormat, Scope};
 use meridian_proto::metrics::{Exposition, Observe, ReadyCheck};
+use meridian_store::Store;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,10 +1,10 @@
 //! A stored sample as the frontend hands it to browsers: read from the store
 //! once, encoded once per protocol however many browsers receive it.
 
-use crate::store::Entry;
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use meridian_proto::{unix_now, CscId, StreamId, TopicId};
+use meridian_store::Entry;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 

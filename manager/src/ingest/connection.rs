@@ -2,11 +2,11 @@
 
 use super::close_code;
 use super::writer::{HashUpdate, Write, Writer};
-use crate::store::{Append, OnceBatch};
 use meridian_proto::{
     encode_frame, unix_now, Category, CscId, DecodeError, FrameBuffer, IngestFrame, ProducerFrame, Sample,
     TopicId,
 };
+use meridian_store::{Append, OnceBatch};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

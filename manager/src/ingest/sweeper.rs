@@ -7,9 +7,9 @@
 //! intervals; if its holder dies, the lock expires and another ingest takes
 //! over. What a sweep reads is bounded by [`MAX_KEYS_PER_SWEEP`].
 
-use crate::store::Store;
 use meridian_config::IngestConfig;
 use meridian_proto::{topic::instance_key_prefix, unix_now, Csc, AGGREGATED_CSCS};
+use meridian_store::Store;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
@@ -79,7 +79,7 @@ pub async fn run(store: Arc<dyn Store>, config: SweepConfig, shutdown: Cancellat
 
 /// Removes instance state without a TTL that was not updated for `max_age`.
 /// Returns how many keys were removed.
-pub async fn sweep(store: &dyn Store, max_age: Duration) -> Result<usize, crate::store::StoreError> {
+pub async fn sweep(store: &dyn Store, max_age: Duration) -> Result<usize, meridian_store::StoreError> {
     let now = unix_now(SystemTime::now());
     let mut stale = Vec::new();
     for name in AGGREGATED_CSCS {
@@ -110,7 +110,7 @@ pub async fn sweep(store: &dyn Store, max_age: Duration) -> Result<usize, crate:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::memory::MemoryStore;
+    use meridian_store::memory::MemoryStore;
 
     async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
         let end = tokio::time::Instant::now() + Duration::from_secs(20);

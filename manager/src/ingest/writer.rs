@@ -33,8 +33,8 @@
 //! backoff until it succeeds: nothing is acknowledged before it is stored.
 
 use super::IngestStats;
-use crate::store::{Append, OnceBatch, Store, StoreError};
 use meridian_config::IngestConfig;
+use meridian_store::{Append, OnceBatch, Store, StoreError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -357,11 +357,11 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::memory::MemoryStore;
-    use crate::store::{Entry, StreamReader};
     use async_trait::async_trait;
     use futures_util::FutureExt;
     use meridian_proto::StreamId;
+    use meridian_store::memory::MemoryStore;
+    use meridian_store::{Entry, StreamReader};
     use std::future::Future;
     use std::sync::Mutex;
     use std::task::Poll;

@@ -13,8 +13,8 @@
 
 use super::super::sample::Delivered;
 use crate::ingest::SCHEMAS_KEY;
-use crate::store::Store;
 use meridian_proto::{unix_now, Category, CscId, FieldSchema, TopicId, ValueKind};
+use meridian_store::Store;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value as Json;
 use std::collections::HashMap;
@@ -446,8 +446,8 @@ pub fn error(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Entry;
     use meridian_proto::StreamId;
+    use meridian_store::Entry;
 
     fn sample(category: Category, fields: &str) -> Delivered {
         let topic = TopicId::new("ATDome:0".parse().unwrap(), category, "position").unwrap();

@@ -348,7 +348,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Entry;
+    use meridian_store::Entry;
     use std::sync::Arc;
 
     fn request(json: serde_json::Value) -> Result<Subscription, String> {

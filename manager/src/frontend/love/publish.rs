@@ -23,9 +23,9 @@
 
 use super::encode::{Schemas, Shape};
 use crate::ingest::SCHEMAS_KEY;
-use crate::store::{Append, Store};
 use meridian_proto::love::{DataMessage, HeartbeatReport};
 use meridian_proto::{unix_now, Category, CscId, FieldSchema, TopicId, ValueKind, CATALOG_KEY};
+use meridian_store::{Append, Store};
 use serde_json::{Map, Value as Json};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -110,7 +110,7 @@ impl Publisher {
             ));
         }
         if !fresh.is_empty() {
-            let unavailable = |e: crate::store::StoreError| format!("{e} (nothing stored; send it again)");
+            let unavailable = |e: meridian_store::StoreError| format!("{e} (nothing stored; send it again)");
             self.store
                 .hash_set(SCHEMAS_KEY, &fresh, None)
                 .await

@@ -18,8 +18,8 @@
 //! the current Script's), and whichever producer published the messages.
 
 use crate::frontend::hub::Start;
-use crate::store::Entry;
 use meridian_proto::{Category, StreamId, TopicId};
+use meridian_store::Entry;
 
 /// Log messages of a Script sent when a browser joins its `logMessage`
 /// group: as many as the replaced producer keeps per Script.

@@ -15,11 +15,11 @@
 //! Redis is back, or data acknowledged before a Redis crash missing after it.
 
 use anyhow::{ensure, Context};
-use meridian_manager::store::cluster::ClusterStore;
-use meridian_manager::store::memory::MemoryStore;
-use meridian_manager::store::redis::RedisStore;
-use meridian_manager::store::{Append, Entry, OnceBatch, Store, StoreError, StreamEntries, TRIM_SLACK};
 use meridian_proto::StreamId;
+use meridian_store::cluster::ClusterStore;
+use meridian_store::memory::MemoryStore;
+use meridian_store::redis::RedisStore;
+use meridian_store::{Append, Entry, OnceBatch, Store, StoreError, StreamEntries, TRIM_SLACK};
 use meridian_testkit::redis_cluster::RedisCluster;
 use meridian_testkit::redis_server::RedisServer;
 use std::collections::HashSet;

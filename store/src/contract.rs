@@ -1,13 +1,8 @@
-//! The store: append-only streams of samples, one per topic.
+//! What every store promises: the [`Store`] and [`StreamReader`] traits,
+//! the types they take and give, and [`StoreError`]. The conformance suite
+//! (`store/tests/conformance.rs`) holds every backend to it.
 //!
-//! Three implementations share the [`Store`] trait and one conformance suite
-//! (`tests/store_conformance.rs`): [`redis::RedisStore`] (Redis
-//! streams: XADD with `MAXLEN ~`, XREAD, XREVRANGE) for production,
-//! [`cluster::ClusterStore`] (the same commands spread over the shards of a
-//! Redis Cluster) when one Redis is not enough, and [`memory::MemoryStore`]
-//! (the same semantics in-process) so `meridian up` needs nothing but cargo.
-//!
-//! Semantics both keep:
+//! Semantics every store keeps:
 //! - ids are `<ms>-<seq>` ([`StreamId`]), strictly increasing per stream;
 //! - `append` of a batch is one round trip and returns the ids in order;
 //! - retention is approximate like `MAXLEN ~`: at least `maxlen` newest
@@ -25,16 +20,12 @@
 //!   `XADD` does, so a stream that must expire some time after its last
 //!   write gets its TTL again after each write;
 //! - times to live are set in whole milliseconds, rounded up, at most
-//!   [`memory::MAX_TTL`]; a zero TTL is `Refused` (it would expire the key as
+//!   `MAX_TTL` (ten years); a zero TTL is `Refused` (it would expire the key as
 //!   it is written).
 //!
 //! One limit only a Redis Cluster has: the keys of one [`OnceBatch`] (its
 //! mark and its streams) must hash to one slot, i.e. share a hash tag, as
 //! every key of one CSC instance does; `ClusterStore` refuses others.
-
-pub mod cluster;
-pub mod memory;
-pub mod redis;
 
 use async_trait::async_trait;
 use meridian_proto::StreamId;
@@ -221,36 +212,4 @@ pub trait StreamReader: Send {
         count: usize,
         block: Duration,
     ) -> Result<Vec<StreamEntries>, StoreError>;
-}
-
-/// Opens the store `config` names: Redis or a Redis Cluster (checked with a
-/// first command, so a wrong URL fails at start with the URL in the
-/// message) or a new in-memory store.
-pub async fn open(config: &meridian_config::StoreConfig) -> Result<std::sync::Arc<dyn Store>, StoreError> {
-    use meridian_config::StoreBackend;
-    let (store, key, urls): (std::sync::Arc<dyn Store>, _, _) = match config.backend {
-        StoreBackend::Memory => return Ok(std::sync::Arc::new(memory::MemoryStore::new())),
-        StoreBackend::Redis => (
-            std::sync::Arc::new(redis::RedisStore::connect(&config.redis_url).await?),
-            "store.redis_url",
-            config.redis_url.clone(),
-        ),
-        StoreBackend::Cluster => {
-            let urls = config.cluster_nodes.join(", ");
-            let store = cluster::ClusterStore::connect(&config.cluster_nodes, config.cluster_replica_acks)
-                .await
-                .map_err(|e| match e {
-                    StoreError::Unavailable(reason) => {
-                        StoreError::Unavailable(format!("store.cluster_nodes = [{urls}]: {reason}"))
-                    }
-                    other => other,
-                })?;
-            (std::sync::Arc::new(store), "store.cluster_nodes", urls)
-        }
-    };
-    store.len("meridian:probe").await.map_err(|e| match e {
-        StoreError::Unavailable(reason) => StoreError::Unavailable(format!("{key} = {urls}: {reason}")),
-        other => other,
-    })?;
-    Ok(store)
 }

@@ -1,12 +1,13 @@
-//! The Redis Cluster store: the Redis store's commands and scripts, spread
-//! over the shards of a cluster with the redis crate's cluster client.
+//! The Redis Cluster store: the Redis store's commands and scripts (the
+//! crate's `command` and `script`, replies read by `reply`), spread over
+//! the shards of a cluster with the redis crate's cluster client.
 //!
 //! A cluster splits keys into 16384 hash slots and gives each master a
 //! share of them. A command, a Lua script, and (in the cluster client) a
 //! pipeline may only touch keys of one slot; every key of one CSC instance
 //! carries the hash tag `{CSC:salindex}` (see `meridian_proto::topic`), so
 //! one producer's streams and dedup marks share a slot. What changes from
-//! [`super::redis`]:
+//! the Redis store (`redis`):
 //! - `append`, `append_once` and `delete` group their keys by slot and send
 //!   one pipeline per slot, all at once, merging the replies into the
 //!   caller's order. A batch of many CSCs is as many pipelines in flight.
@@ -37,21 +38,24 @@
 //! the write rate falls with the number of CSCs per batch. `WAIT` stays in
 //! the pipeline of the writes it covers: on another connection (a reconnect
 //! after a failover) it would count that connection's writes, none, and
-//! acknowledge what a crash may have lost. Measured on the 2-core test host
-//! (batches of 256 entries of ~200 B, 2 in flight, all nodes on the host):
-//! one Redis 117k entries/s; 3 masters 146k/s; 3 masters with a replica
-//! each 62k/s, and 34k/s with `cluster_replica_acks = 1` for 32 CSCs per
-//! batch (102k/s for 4).
+//! acknowledge what a crash may have lost. Figures (one Redis against a
+//! cluster, with and without replica acks): `docs/performance.md`, "Redis
+//! Cluster store".
 
-use super::memory::{check_batch, check_once_batches};
-use super::redis::{
-    append_once_call, escape_glob, expire_cmd, expire_millis, expired, hash_set_call, integer, lock_call,
-    oldest_first, parse_entries, parse_hash, parse_id, parse_len, parse_scan, parse_streams, store_error,
-    text, unexpected, unlock_call, written_count, xadd, xrange_after, xread, xrevrange_newest, LuaScript,
-    ScriptCall, APPEND_ONCE, CONNECT_TIMEOUT, HASH_SET, LOCK, READ_REPLY_GRACE, RESPONSE_TIMEOUT, SCAN_COUNT,
-    UNLOCK,
+use crate::check::{check_batch, check_once_batches, expire_millis};
+use crate::command::{
+    expire_cmd, prefix_pattern, scan, xadd, xrange_after, xread, xrevrange_newest, CONNECT_TIMEOUT,
+    READ_REPLY_GRACE, RESPONSE_TIMEOUT,
 };
-use super::{Append, Entry, OnceBatch, Store, StoreError, StreamEntries, StreamReader};
+use crate::contract::{Append, Entry, OnceBatch, Store, StoreError, StreamEntries, StreamReader};
+use crate::reply::{
+    expired, integer, oldest_first, parse_count, parse_entries, parse_hash, parse_id, parse_len, parse_pttl,
+    parse_scan, parse_streams, store_error, text, unexpected,
+};
+use crate::script::{
+    append_once_calls, hash_set_call, lock_call, unlock_call, written_counts, LuaScript, ScriptCall,
+    APPEND_ONCE, HASH_SET, LOCK, UNLOCK,
+};
 use async_trait::async_trait;
 use futures_util::future::{join_all, BoxFuture};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -148,7 +152,7 @@ fn to_master(slot: u16) -> RoutingInfo {
     )))
 }
 
-/// A [`super::Store`] on a Redis Cluster.
+/// A [`Store`] on a Redis Cluster.
 #[derive(Clone)]
 pub struct ClusterStore {
     seeds: Vec<String>,
@@ -300,14 +304,10 @@ impl ClusterStore {
             let pipeline = |by_source: bool| {
                 let mut pipe = redis::Pipeline::with_capacity(indices.len() + 1);
                 for &i in indices {
-                    let call = &calls[i];
-                    match by_source {
-                        false => pipe.cmd("EVALSHA").arg(sha),
-                        true => pipe.cmd("EVAL").arg(script.source),
-                    }
-                    .arg(call.keys.len())
-                    .arg(&call.keys)
-                    .arg(&call.args);
+                    pipe.add_command(match by_source {
+                        false => calls[i].evalsha(sha),
+                        true => calls[i].eval(script),
+                    });
                 }
                 pipe
             };
@@ -332,12 +332,7 @@ impl ClusterStore {
 
     /// `SCRIPT LOAD`s `script` on every master and remembers its SHA1.
     async fn load_script(&self, script: &LuaScript) -> Result<String, StoreError> {
-        let reply = self
-            .query(redis::cmd("SCRIPT").arg("LOAD").arg(script.source))
-            .await?;
-        let sha = text(&reply).ok_or_else(|| unexpected("reply to SCRIPT LOAD", &reply))?;
-        let _ = script.sha.set(sha.clone());
-        Ok(sha)
+        script.loaded(&self.query(&script.load_cmd()).await?)
     }
 
     async fn run_script_once(&self, script: &LuaScript, call: ScriptCall) -> Result<i64, StoreError> {
@@ -510,22 +505,12 @@ impl Store for ClusterStore {
     /// others run; the first error is returned.
     async fn append_once(&self, batches: &[OnceBatch]) -> Result<Vec<usize>, StoreError> {
         check_once_batches(batches)?;
-        let calls = batches
-            .iter()
-            .filter(|b| !b.entries.is_empty())
-            .map(append_once_call)
-            .collect::<Result<Vec<_>, _>>()?;
+        let calls = append_once_calls(batches)?;
         if calls.is_empty() {
             return Ok(vec![0; batches.len()]);
         }
-        let mut replies = self.run_script(&APPEND_ONCE, &calls).await?.into_iter();
-        batches
-            .iter()
-            .map(|batch| match batch.entries.is_empty() {
-                true => Ok(0),
-                false => written_count(&replies.next().unwrap_or(Value::Nil)),
-            })
-            .collect()
+        let replies = self.run_script(&APPEND_ONCE, &calls).await?;
+        written_counts(batches, replies)
     }
 
     async fn hash_set(
@@ -543,8 +528,7 @@ impl Store for ClusterStore {
     }
 
     async fn ttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {
-        let ms = integer("PTTL", &self.query(redis::cmd("PTTL").arg(key)).await?)?;
-        Ok(u64::try_from(ms).ok().map(Duration::from_millis))
+        parse_pttl(&self.query(redis::cmd("PTTL").arg(key)).await?)
     }
 
     /// One pipeline of `PEXPIRE` (or `PERSIST`) per slot, all at once
@@ -576,15 +560,14 @@ impl Store for ClusterStore {
         if keys.is_empty() {
             return Ok(0);
         }
-        let n = integer("DEL", &self.query(redis::cmd("DEL").arg(keys)).await?)?;
-        usize::try_from(n).map_err(|_| StoreError::Protocol(format!("DEL replied {n}")))
+        parse_count("DEL", &self.query(redis::cmd("DEL").arg(keys)).await?)
     }
 
     /// `SCAN` on every master in turn (as on one Redis), merged, sorted and
     /// deduplicated. A key moved between masters while the scan runs (a
     /// resharding) may be missed: for sweepers, which come back.
     async fn keys_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
-        let pattern = format!("{}*", escape_glob(prefix));
+        let pattern = prefix_pattern(prefix);
         let mut masters: BTreeMap<(String, u16), u16> = BTreeMap::new();
         for range in self.slot_ranges().await? {
             masters.entry((range.host, range.port)).or_insert(range.first);
@@ -593,16 +576,10 @@ impl Store for ClusterStore {
         for slot in masters.into_values() {
             let mut cursor = "0".to_string();
             while found.len() < limit {
-                let mut cmd = redis::cmd("SCAN");
-                cmd.arg(&cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(SCAN_COUNT);
                 let reply = self
                     .commands
                     .clone()
-                    .route_command(cmd, to_master(slot))
+                    .route_command(scan(&cursor, &pattern), to_master(slot))
                     .await
                     .map_err(cluster_error)?;
                 let (next, keys) = parse_scan(reply)?;
@@ -618,8 +595,7 @@ impl Store for ClusterStore {
 
     /// `DBSIZE` summed over the masters (the cluster client's policy for it).
     async fn key_count(&self) -> Result<usize, StoreError> {
-        let n = integer("DBSIZE", &self.query(&redis::cmd("DBSIZE")).await?)?;
-        usize::try_from(n).map_err(|_| StoreError::Protocol(format!("DBSIZE replied {n}")))
+        parse_count("DBSIZE", &self.query(&redis::cmd("DBSIZE")).await?)
     }
 
     async fn lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {

@@ -14,7 +14,8 @@
 //! are bounded by the protocol's frame limits upstream. Hashes, marks and
 //! locks are few and expire. Nothing survives a restart of the process.
 
-use super::{Append, Entry, OnceBatch, Store, StoreError, StreamEntries, StreamReader};
+use crate::check::{check_batch, check_once_batches, expire_millis, ttl_millis};
+use crate::contract::{Append, Entry, OnceBatch, Store, StoreError, StreamEntries, StreamReader};
 use async_trait::async_trait;
 use meridian_proto::StreamId;
 use std::collections::{HashMap, VecDeque};
@@ -22,11 +23,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 use tokio::time::Instant;
-
-/// The longest time to live either store sets: longer ones are cut to this,
-/// which is forever in effect and keeps deadlines far from overflowing
-/// (Redis refuses expiry times that overflow its millisecond clock).
-pub const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 86_400);
 
 /// Keys kept in this process, shared by every clone.
 ///
@@ -268,44 +264,6 @@ fn first_after(entries: &VecDeque<Entry>, after: StreamId) -> usize {
     entries.partition_point(|e| e.id <= after)
 }
 
-/// Refuses entries Redis would refuse (XADD needs at least one field), before
-/// anything is stored, so both stores accept the same batches.
-pub(super) fn check_batch(batch: &[Append]) -> Result<(), StoreError> {
-    match batch.iter().find(|a| a.fields.is_empty()) {
-        Some(a) => Err(StoreError::Refused(format!(
-            "an entry for stream {:?} has no fields; a stream entry needs at least one",
-            a.key
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// [`check_batch`] for every batch of an `append_once`, and their mark TTLs:
-/// all checked before anything is stored.
-pub(super) fn check_once_batches(batches: &[OnceBatch]) -> Result<(), StoreError> {
-    for batch in batches {
-        ttl_millis("mark_ttl", batch.mark_ttl)?;
-        for (_, append) in &batch.entries {
-            check_batch(std::slice::from_ref(append))?;
-        }
-    }
-    Ok(())
-}
-
-/// A time to live in whole milliseconds as both stores set it: rounded up,
-/// at most [`MAX_TTL`]. Zero is refused: it would expire the key as it is
-/// written, which is a misconfiguration worth hearing about (`what` names
-/// the argument in the message).
-pub(super) fn ttl_millis(what: &str, ttl: Duration) -> Result<u64, StoreError> {
-    if ttl.is_zero() {
-        return Err(StoreError::Refused(format!(
-            "{what} is zero; a time to live must be positive"
-        )));
-    }
-    let ms = ttl.min(MAX_TTL).as_nanos().div_ceil(1_000_000);
-    Ok(u64::try_from(ms).unwrap_or(u64::MAX))
-}
-
 #[async_trait]
 impl Store for MemoryStore {
     async fn append(&self, batch: &[Append]) -> Result<Vec<StreamId>, StoreError> {
@@ -405,7 +363,7 @@ impl Store for MemoryStore {
         fields: &[(String, String)],
         ttl: Option<Duration>,
     ) -> Result<(), StoreError> {
-        let ttl = ttl.map(|ttl| ttl_millis("ttl", ttl)).transpose()?;
+        let ttl = expire_millis(ttl)?;
         let now = Instant::now();
         let mut keys = self.keys();
         if !fields.is_empty() {
@@ -454,7 +412,7 @@ impl Store for MemoryStore {
     }
 
     async fn expire(&self, keys: &[String], ttl: Option<Duration>) -> Result<(), StoreError> {
-        let ttl = ttl.map(|ttl| ttl_millis("ttl", ttl)).transpose()?;
+        let ttl = expire_millis(ttl)?;
         let now = Instant::now();
         let mut space = self.keys();
         for key in keys {
@@ -618,20 +576,6 @@ mod tests {
         for bad in ["", "01", "-1", "+1", "1.0", "x", "123456789012345678901"] {
             assert!(!is_sequence(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn ttls_round_up_to_milliseconds_and_zero_is_refused() {
-        assert_eq!(ttl_millis("t", Duration::from_micros(1)).unwrap(), 1);
-        assert_eq!(ttl_millis("t", Duration::from_micros(1500)).unwrap(), 2);
-        assert_eq!(
-            ttl_millis("t", Duration::MAX).unwrap(),
-            MAX_TTL.as_millis() as u64
-        );
-        assert!(matches!(
-            ttl_millis("t", Duration::ZERO),
-            Err(StoreError::Refused(_))
-        ));
     }
 
     #[tokio::test]
