@@ -761,7 +761,7 @@ mod tests {
         core.close_tick();
         let (a_out, b_out) = (a_inbox.drain(usize::MAX), b_inbox.drain(usize::MAX));
         assert_eq!(sent(&b_out), names(&[("e", 5)]));
-        assert!(Arc::ptr_eq(&a_out.ticks.last().unwrap(), &b_out.ticks[0]));
+        assert!(Arc::ptr_eq(a_out.ticks.last().unwrap(), &b_out.ticks[0]));
     }
 
     #[test]
