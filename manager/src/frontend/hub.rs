@@ -2,7 +2,7 @@
 //! one batch per tick for every set of browsers watching the same topics.
 //!
 //! The hub does the I/O and the timing; what goes to whom is decided by the
-//! fan-out core ([`Fanout`], `fanout.rs`), which it holds under its lock.
+//! fan-out core (`Fanout`, in `fanout.rs`), which it holds under its lock.
 //! Browsers subscribe through the hub. The first subscriber of a stream
 //! makes the hub fetch its last entry and start reading after it; each
 //! entry read is decoded once ([`Delivered`]) into the stream's window of

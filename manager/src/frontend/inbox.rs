@@ -1,7 +1,7 @@
 //! A browser's inbox: what waits between the hub and the browser's socket.
 //!
-//! Live data arrives as shared [`Tick`]s: the hub builds one per tick for
-//! all browsers with the same live topics, and each inbox queues the same
+//! Live data arrives as shared [`Tick`]s: the fan-out core builds one per
+//! tick for all browsers with the same live topics, and each inbox queues the same
 //! `Arc`. Everything particular to one browser is personal: replies and
 //! notices, replayed samples (last value on subscribe, recovery after a
 //! stream id), and what a lost tick leaves behind. The connection sends
