@@ -252,6 +252,44 @@ impl ServerMessage {
     }
 }
 
+/// The `gap` notice: entries of `topic` after `after` up to `resumed` are no
+/// longer stored (trimmed by retention, or past `frontend.max_replay`), so a
+/// recovering browser knows what it missed. Here, not in one frontend module,
+/// because the hub's replay and every session send it.
+pub fn gap_notice(topic: &TopicId, after: StreamId, resumed: StreamId) -> String {
+    ServerMessage::Gap {
+        topic: TopicRef::from(topic),
+        after: after.to_string(),
+        resumed: resumed.to_string(),
+    }
+    .to_json()
+}
+
+/// The `reconnect` hint: the server closes the connection after `after`
+/// (drain or rebalancing); the browser reconnects to any frontend and
+/// recovers each topic from its last id.
+pub fn reconnect_notice(reason: &str, after: std::time::Duration) -> String {
+    ServerMessage::Reconnect {
+        reason: reason.to_string(),
+        after_ms: after.as_millis() as u64,
+    }
+    .to_json()
+}
+
+/// The `stale` notice of a telemetry topic: silent for longer than its
+/// declared period allows (`stale`, with the source time `since` of its
+/// last sample and the declared `period_s`), or samples resumed (`!stale`:
+/// `since` and `period_s` are left out).
+pub fn stale_notice(topic: &TopicId, stale: bool, since: Option<f64>, period_s: Option<f64>) -> String {
+    ServerMessage::Stale {
+        topic: TopicRef::from(topic),
+        stale,
+        since: since.filter(|_| stale),
+        period_s: period_s.filter(|_| stale),
+    }
+    .to_json()
+}
+
 /// The JSON text of a data frame: `{"type":"batch","samples":[…],"lost":[…]}`.
 /// `samples` are sample objects ([`sample_message`]) spliced as they are;
 /// `lost` names each topic whose events were dropped for this slow browser,
@@ -345,6 +383,31 @@ mod tests {
         let err = ClientRequest::parse(&"x".repeat(MAX_CLIENT_MESSAGE_LEN + 1)).unwrap_err();
         assert!(err.to_string().contains("MAX_CLIENT_MESSAGE_LEN"), "{err}");
         assert!(ClientRequest::parse("\u{0}garbage").is_err());
+    }
+
+    #[test]
+    fn notices_have_the_bytes_browsers_parse() {
+        let topic = TopicId::new("MTMount:0".parse().unwrap(), Category::Event, "heartbeat").unwrap();
+        let t = r#"{"csc":"MTMount","salindex":0,"category":"event","topic":"heartbeat"}"#;
+        assert_eq!(
+            gap_notice(&topic, StreamId::new(5, 1), StreamId::new(9, 0)),
+            format!(r#"{{"type":"gap","topic":{t},"after":"5-1","resumed":"9-0"}}"#)
+        );
+        assert_eq!(
+            reconnect_notice(
+                "rebalancing: reconnect to any frontend",
+                std::time::Duration::from_micros(1_500_900)
+            ),
+            r#"{"type":"reconnect","reason":"rebalancing: reconnect to any frontend","after_ms":1500}"#
+        );
+        assert_eq!(
+            stale_notice(&topic, true, Some(1.5), Some(0.25)),
+            format!(r#"{{"type":"stale","topic":{t},"stale":true,"since":1.5,"period_s":0.25}}"#)
+        );
+        assert_eq!(
+            stale_notice(&topic, false, Some(1.5), Some(0.25)),
+            format!(r#"{{"type":"stale","topic":{t},"stale":false}}"#)
+        );
     }
 
     #[test]

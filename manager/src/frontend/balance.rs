@@ -13,7 +13,6 @@
 
 use super::hub::Hub;
 use meridian_config::FrontendConfig;
-use meridian_proto::browser::ServerMessage;
 use meridian_store::Store;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -179,15 +178,6 @@ impl Balancer {
         }
         inboxes.len()
     }
-}
-
-/// The `reconnect` hint: the server closes the connection after `after`.
-pub fn reconnect_message(reason: &str, after: Duration) -> String {
-    ServerMessage::Reconnect {
-        reason: reason.to_string(),
-        after_ms: after.as_millis() as u64,
-    }
-    .to_json()
 }
 
 fn nanos() -> u64 {

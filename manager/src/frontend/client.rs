@@ -4,11 +4,11 @@
 //! at most one batch frame per tick (`frontend.tick_ms`), so a thousand
 //! browsers cost a thousand writes per tick, not one per sample each.
 
-use super::hub::HubStats;
+use super::edge::{Edge, CLOSE_BAD_REQUEST, CLOSE_GOING_AWAY, CLOSE_LAGGED};
 use super::hub::{Hub, HubError, Selector, Start};
 use super::inbox::{FrameClock, Inbox, Kick, Limits};
 use super::plot;
-use super::{Edge, CLOSE_BAD_REQUEST, CLOSE_GOING_AWAY, CLOSE_LAGGED};
+use super::stats::HubStats;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use meridian_proto::browser::{
@@ -23,16 +23,6 @@ pub const MAX_PENDING_REQUESTS: usize = 64;
 
 /// Largest data frame, in bytes of samples; the rest waits for the next tick.
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
-
-/// A `gap` notice: data of `topic` after `after` up to `resumed` is no longer stored.
-pub fn gap_notice(topic: &TopicId, after: StreamId, resumed: StreamId) -> String {
-    ServerMessage::Gap {
-        topic: TopicRef::from(topic),
-        after: after.to_string(),
-        resumed: resumed.to_string(),
-    }
-    .to_json()
-}
 
 /// Everything one connection needs from its frontend.
 pub struct Settings {

@@ -1,7 +1,7 @@
 //! A browser's inbox: what waits between the hub and the browser's socket.
 //!
-//! Live data arrives as shared [`Tick`]s: the hub builds one per tick for
-//! all browsers with the same live topics, and each inbox queues the same
+//! Live data arrives as shared [`Tick`]s: the fan-out core builds one per
+//! tick for all browsers with the same live topics, and each inbox queues the same
 //! `Arc`. Everything particular to one browser is personal: replies and
 //! notices, replayed samples (last value on subscribe, recovery after a
 //! stream id), and what a lost tick leaves behind. The connection sends
@@ -25,6 +25,7 @@
 //! connection is bounded whatever the browser does.
 
 use super::sample::{Delivered, Tick};
+use super::stats::HubStats;
 use meridian_proto::{StreamId, TopicId};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
@@ -104,12 +105,12 @@ pub struct Inbox {
     limits: Limits,
     /// Whether the browser understands `reconnect` hints (the native protocol does).
     hints: bool,
-    stats: Arc<super::hub::HubStats>,
+    stats: Arc<HubStats>,
 }
 
 impl Inbox {
     /// An inbox for a browser; `hints` if its protocol has the `reconnect` message.
-    pub fn new(limits: Limits, hints: bool, stats: Arc<super::hub::HubStats>) -> Arc<Inbox> {
+    pub fn new(limits: Limits, hints: bool, stats: Arc<HubStats>) -> Arc<Inbox> {
         Arc::new(Inbox {
             queue: Mutex::default(),
             ready: Notify::new(),
@@ -126,7 +127,7 @@ impl Inbox {
     /// arriving at the other managers at once.
     pub fn leave(self: &Arc<Self>, reason: &str, after: Duration) {
         if self.hints {
-            self.control(super::balance::reconnect_message(reason, after));
+            self.control(meridian_proto::browser::reconnect_notice(reason, after));
         }
         let (inbox, reason) = (self.clone(), reason.to_string());
         tokio::spawn(async move {
@@ -528,7 +529,7 @@ mod tests {
 
     #[test]
     fn a_browser_behind_skips_ticks_whose_topics_newer_ones_carry() {
-        let stats = Arc::new(super::super::hub::HubStats::default());
+        let stats = Arc::new(HubStats::default());
         let inbox = Inbox::new(limits(100), true, stats.clone());
         for id in 1..=5 {
             assert!(inbox.push_tick(&covered(id)).is_empty());

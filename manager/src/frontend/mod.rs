@@ -21,23 +21,28 @@
 //! on shutdown a manager drains: every browser is told to reconnect
 //! elsewhere, then, after `frontend.drain_grace_ms`, closed with 1001.
 //!
-//! Layout:
-//! - [`hub`]: the shared reader, subscriptions, replay and history.
+//! Layout, in the one direction dependencies go (each uses only those below it):
+//! - `client`: a native-protocol connection (session); `love`: one speaking
+//!   the replaced system's protocol; `balance`: load publishing, rebalancing
+//!   hints and drain.
+//! - [`hub`]: the shared reader, subscriptions, replay and history (the I/O).
+//! - `fanout`: the fan-out core: who gets which samples each tick (no I/O).
 //! - `inbox`: one browser's bounded queue.
-//! - `sample`: a stored entry decoded once.
-//! - `client`: a native-protocol connection.
-//! - `love`: a connection speaking the replaced system's protocol.
-//! - `balance`: load publishing, rebalancing hints and drain.
+//! - `sample`: a stored entry decoded once; `stats`: the counters; `edge`:
+//!   close codes and the drain signal.
 //! - [`dashboard`]: the built dashboard at `/` and its `/dashboard-config.json`.
 
 mod balance;
 mod client;
 pub mod dashboard;
+mod edge;
+mod fanout;
 pub mod hub;
 mod inbox;
 mod love;
 mod plot;
 mod sample;
+mod stats;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -56,16 +61,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use hub::HubStats;
-
-/// WebSocket close code: the server is shutting down or rebalancing; reconnect (elsewhere) and recover.
-pub const CLOSE_GOING_AWAY: u16 = 1001;
-/// WebSocket close code: the client stayed too slow for its subscriptions; reconnect, subscribe to less.
-pub const CLOSE_LAGGED: u16 = 4001;
-/// WebSocket close code: the client misbehaved (e.g. flooded requests without reading replies).
-pub const CLOSE_BAD_REQUEST: u16 = 4002;
-/// WebSocket close code: no valid token; the reason says what was wrong.
-pub const CLOSE_UNAUTHORIZED: u16 = 4003;
+pub use edge::{Edge, CLOSE_BAD_REQUEST, CLOSE_GOING_AWAY, CLOSE_LAGGED, CLOSE_UNAUTHORIZED};
+pub use stats::HubStats;
 
 /// How long a browser that connected without a token in its URL has to send `{"op":"auth"}`.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -84,13 +81,6 @@ pub enum FrontendError {
     /// The hub's thread could not start (the process is out of threads or memory).
     #[error("cannot start the frontend's hub thread: {0}")]
     Hub(std::io::Error),
-}
-
-/// What a connection needs to know about its frontend's life.
-#[derive(Clone)]
-pub struct Edge {
-    /// Cancelled at the end of a drain: every browser still here is closed with 1001.
-    pub closing: CancellationToken,
 }
 
 /// Tokens and the scope each grants.
