@@ -6,6 +6,7 @@ use meridian_config::Config;
 use meridian_manager::frontend::hub::Hub;
 use meridian_manager::frontend::{Frontend, HubStats};
 use meridian_manager::ingest::{Ingest, IngestStats};
+use meridian_manager::love::ScriptQueueDeriver;
 use meridian_manager::store::Store;
 use meridian_manager::tls::Identity;
 use meridian_producer::{ProducerStats, ServerTrust};
@@ -71,6 +72,9 @@ impl System {
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(ingest.run(stop.clone()));
+        if let Some(deriver) = ScriptQueueDeriver::new(&config, store.clone()) {
+            tasks.spawn(deriver.run(stop.clone()));
+        }
         tasks.spawn(frontend.run(stop.clone()));
         Ok(System {
             store,
