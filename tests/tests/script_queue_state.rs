@@ -480,3 +480,32 @@ async fn one_ingest_derives_and_another_takes_over_when_it_dies() {
         .await
         .unwrap());
 }
+
+/// `meridian manager --role ingest` keeps deriving now that the deriver runs
+/// beside the ingest instead of inside it: the manager takes the deriver's
+/// lock, and on shutdown stops the deriver, which releases it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingest_manager_runs_the_deriver_beside_its_ingest() {
+    use meridian_manager::love::script_queue::LOCK;
+    use meridian_manager::store::Store;
+    use meridian_manager::{Manager, Role};
+    let redis = RedisServer::start().unwrap();
+    let mut config = test_config();
+    config.store.backend = meridian_config::StoreBackend::Redis;
+    config.store.redis_url = redis.url();
+    let manager = Manager::bind(&config, Role::Ingest).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(manager.run(stop.clone()));
+    let store = RedisStore::connect(&redis.url()).await.unwrap();
+    wait_for("the deriver's lock taken", Duration::from_secs(10), || async {
+        store.exists(LOCK).await.unwrap().then_some(())
+    })
+    .await
+    .unwrap();
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    assert!(
+        !store.exists(LOCK).await.unwrap(),
+        "the lock is released on shutdown"
+    );
+}
