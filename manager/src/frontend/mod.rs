@@ -27,6 +27,7 @@
 //! - `inbox`: one browser's bounded queue.
 //! - `sample`: a stored entry decoded once.
 //! - `client`: a native-protocol connection.
+//! - `websocket`: how a browser's WebSocket is opened (buffers, drain count), for every protocol.
 //! - `balance`: load publishing, rebalancing hints and drain.
 //! - [`dashboard`]: the built dashboard at `/` and its `/dashboard-config.json`.
 
@@ -37,6 +38,7 @@ pub mod hub;
 pub(crate) mod inbox;
 mod plot;
 pub(crate) mod sample;
+pub(crate) mod websocket;
 
 use crate::store::Store;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -54,6 +56,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use websocket::{small, upgrade};
 
 pub use hub::HubStats;
 
@@ -359,15 +362,6 @@ struct WsQuery {
     format: Option<String>,
 }
 
-/// Small buffers: an idle browser costs a few KiB, not the default ~150 KiB.
-pub(crate) fn small(ws: WebSocketUpgrade) -> WebSocketUpgrade {
-    ws.read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
-        // Requests over MAX_CLIENT_MESSAGE_LEN get a clear error; far larger
-        // ones are cut off by the WebSocket layer before they are buffered.
-        .max_message_size(4 * meridian_proto::browser::MAX_CLIENT_MESSAGE_LEN)
-}
-
 async fn ws_upgrade(
     State(state): State<Arc<AppState>>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
@@ -394,28 +388,6 @@ async fn ws_upgrade(
             state.edge.clone(),
         )
         .await
-    })
-}
-
-/// Upgrades to a WebSocket served by `serve` inside the connection's
-/// `span`, counted in `connections` (the frontend's drain waits for them).
-pub(crate) fn upgrade<F, Fut>(
-    ws: WebSocketUpgrade,
-    connections: &TaskTracker,
-    span: tracing::Span,
-    serve: F,
-) -> Response
-where
-    F: FnOnce(WebSocket) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let guard = connections.token();
-    ws.on_upgrade(move |socket| {
-        let served = async move {
-            let _guard = guard;
-            serve(socket).await
-        };
-        tracing::Instrument::instrument(served, span)
     })
 }
 

@@ -38,7 +38,8 @@ use crate::frontend::client::{kick_close, MAX_FRAME_BYTES};
 use crate::frontend::hub::{ClientId, Hub, HubError, Start};
 use crate::frontend::inbox::{FrameClock, Inbox, Limits, CONTROL_QUEUE};
 use crate::frontend::sample::Delivered;
-use crate::frontend::{self, Edge, CLOSE_GOING_AWAY, CLOSE_LAGGED, CLOSE_UNAUTHORIZED};
+use crate::frontend::websocket::{small, upgrade};
+use crate::frontend::{Edge, CLOSE_GOING_AWAY, CLOSE_LAGGED, CLOSE_UNAUTHORIZED};
 use crate::store::Store;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
@@ -135,10 +136,10 @@ pub fn router(
         connections,
     });
     Router::new()
-        .route("/manager/ws/subscription", get(upgrade))
-        .route("/manager/ws/subscription/", get(upgrade))
-        .route("/manager/{pool}/ws/subscription", get(upgrade))
-        .route("/manager/{pool}/ws/subscription/", get(upgrade))
+        .route("/manager/ws/subscription", get(open))
+        .route("/manager/ws/subscription/", get(open))
+        .route("/manager/{pool}/ws/subscription", get(open))
+        .route("/manager/{pool}/ws/subscription/", get(open))
         .with_state(mounted)
 }
 
@@ -157,7 +158,7 @@ struct Credentials {
     password: Option<String>,
 }
 
-async fn upgrade(
+async fn open(
     State(mounted): State<Arc<Mounted>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(credentials): Query<Credentials>,
@@ -165,9 +166,9 @@ async fn upgrade(
 ) -> Response {
     let span = tracing::info_span!("browser", %peer, protocol = "love");
     // The replaced system's producers send larger messages than browsers.
-    let ws = frontend::small(ws).max_message_size(MAX_WS_MESSAGE_LEN);
+    let ws = small(ws).max_message_size(MAX_WS_MESSAGE_LEN);
     let connections = mounted.connections.clone();
-    frontend::upgrade(ws, &connections, span, move |socket| async move {
+    upgrade(ws, &connections, span, move |socket| async move {
         let Credentials { token, password } = credentials;
         let (hub, settings, edge) = (
             mounted.hub.clone(),
