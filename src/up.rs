@@ -12,7 +12,7 @@
 
 use meridian_config::commander::CommanderToken;
 use meridian_config::{Config, StoreBackend};
-use meridian_manager::{frontend::Frontend, ingest::Ingest, tls::Identity};
+use meridian_manager::{frontend::Frontend, ingest::Ingest, love::ScriptQueueDeriver, tls::Identity};
 use meridian_producer::{ProducerStats, ServerTrust};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +29,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         ServerTrust::Roots(identity.chain.clone())
     };
     let ingest = Ingest::bind(&config, store.clone(), identity)?;
+    let script_queue = ScriptQueueDeriver::new(&config, store.clone());
     let producers_stop = shutdown.child_token();
     let sim = crate::cli::start_sims(&config.sim, &config.sim.cscs, &producers_stop)?;
     let middleware = Arc::new(sim.clone());
@@ -92,6 +93,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     let ingest_stop = CancellationToken::new();
     let edge_stop = CancellationToken::new();
     let ingest_task = tasks.spawn(ingest.run(ingest_stop.clone()));
+    let script_queue_task = script_queue.map(|d| tasks.spawn(d.run(ingest_stop.clone())));
     let frontend_task = tasks.spawn(frontend.run(edge_stop.clone()));
     let commander_task = tasks.spawn(commander.run(edge_stop.clone()));
     tasks.close();
@@ -104,6 +106,9 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     sim.stopped().await;
     ingest_stop.cancel();
     ingest_task.await??;
+    if let Some(task) = script_queue_task {
+        task.await?;
+    }
     edge_stop.cancel();
     frontend_task.await??;
     commander_task.await??;

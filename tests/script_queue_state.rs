@@ -356,7 +356,7 @@ async fn the_script_queue_panel_follows_a_queue_served_by_a_meridian_producer() 
         assert!(store.len(key).await.unwrap() > 0, "{key}");
         let ttl = store.ttl(key).await.unwrap();
         assert!(
-            ttl.is_some_and(|t| t <= meridian_manager::derive::DERIVED_TTL),
+            ttl.is_some_and(|t| t <= meridian_manager::love::script_queue::DERIVED_TTL),
             "{key}: TTL {ttl:?}"
         );
     }
@@ -388,7 +388,7 @@ async fn store_queue_event(store: &dyn meridian_store::Store, seq: u64, current:
 /// it dies another takes over and goes on counting where it stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_ingest_derives_and_another_takes_over_when_it_dies() {
-    use meridian_manager::derive::{self, DeriveConfig};
+    use meridian_manager::love::script_queue::{self, DeriveConfig};
     use meridian_store::Store;
     let redis = RedisServer::start().unwrap();
     let store: Arc<dyn Store> = Arc::new(RedisStore::connect(&redis.url()).await.unwrap());
@@ -404,14 +404,14 @@ async fn one_ingest_derives_and_another_takes_over_when_it_dies() {
     store_queue_event(store.as_ref(), 1, 200_000).await;
     let config = DeriveConfig {
         finished_scripts: 10,
-        ttl: derive::DERIVED_TTL,
+        ttl: script_queue::DERIVED_TTL,
     };
     let (stop_a, stop_b) = (
         tokio_util::sync::CancellationToken::new(),
         tokio_util::sync::CancellationToken::new(),
     );
-    let a = tokio::spawn(derive::run(store.clone(), config.clone(), stop_a.clone()));
-    let b = tokio::spawn(derive::run(store.clone(), config, stop_b.clone()));
+    let a = tokio::spawn(script_queue::run(store.clone(), config.clone(), stop_a.clone()));
+    let b = tokio::spawn(script_queue::run(store.clone(), config, stop_b.clone()));
     let key = "meridian:{ScriptHeartbeats:2}:event:stream";
     let reports = |store: Arc<dyn Store>| async move {
         store
@@ -445,11 +445,11 @@ async fn one_ingest_derives_and_another_takes_over_when_it_dies() {
         task.abort();
         let _ = task.await;
         if i == 1 {
-            c = Some(tokio::spawn(derive::run(
+            c = Some(tokio::spawn(script_queue::run(
                 store.clone(),
                 DeriveConfig {
                     finished_scripts: 10,
-                    ttl: derive::DERIVED_TTL,
+                    ttl: script_queue::DERIVED_TTL,
                 },
                 c_stop.clone(),
             )));
@@ -476,7 +476,36 @@ async fn one_ingest_derives_and_another_takes_over_when_it_dies() {
     }
     // A deriver that stops cleanly releases the lock.
     assert!(store
-        .lock(derive::LOCK, "probe", Duration::from_secs(1))
+        .lock(script_queue::LOCK, "probe", Duration::from_secs(1))
         .await
         .unwrap());
+}
+
+/// `meridian manager --role ingest` keeps deriving now that the deriver runs
+/// beside the ingest instead of inside it: the manager takes the deriver's
+/// lock, and on shutdown stops the deriver, which releases it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingest_manager_runs_the_deriver_beside_its_ingest() {
+    use meridian_manager::love::script_queue::LOCK;
+    use meridian_manager::{Manager, Role};
+    use meridian_store::Store;
+    let redis = RedisServer::start().unwrap();
+    let mut config = test_config();
+    config.store.backend = meridian_config::StoreBackend::Redis;
+    config.store.redis_url = redis.url();
+    let manager = Manager::bind(&config, Role::Ingest).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(manager.run(stop.clone()));
+    let store = RedisStore::connect(&redis.url()).await.unwrap();
+    wait_for("the deriver's lock taken", Duration::from_secs(10), || async {
+        store.exists(LOCK).await.unwrap().then_some(())
+    })
+    .await
+    .unwrap();
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    assert!(
+        !store.exists(LOCK).await.unwrap(),
+        "the lock is released on shutdown"
+    );
 }

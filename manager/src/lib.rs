@@ -14,11 +14,12 @@
 //! - [`tls`]: certificates and rustls/quinn configuration of the QUIC endpoint.
 //! - [`ingest`]: QUIC endpoint, producer connections, batched store writer.
 //! - [`frontend`]: WebSocket endpoint, browser connections, the shared stream reader (hub).
-//! - [`derive`]: streams derived from stored events (the replaced system's ScriptQueue pseudo-CSCs).
+//! - [`love`]: compatibility with the replaced system: its WebSocket endpoint (mounted by the
+//!   frontend) and its ScriptQueue pseudo-CSCs derived from stored events (run beside the ingest).
 
-pub mod derive;
 pub mod frontend;
 pub mod ingest;
+pub mod love;
 pub mod tls;
 
 use meridian_config::Config;
@@ -56,6 +57,8 @@ pub async fn run(config: &Config, role: Role, shutdown: CancellationToken) -> Re
 pub struct Manager {
     ingest: Option<ingest::Ingest>,
     frontend: Option<frontend::Frontend>,
+    /// Runs beside the ingest (same roles, same shutdown), not inside it.
+    script_queue: Option<love::ScriptQueueDeriver>,
 }
 
 impl Manager {
@@ -73,7 +76,15 @@ impl Manager {
             Role::Frontend | Role::All => Some(frontend::Frontend::bind(config, store.clone()).await?),
             Role::Ingest => None,
         };
-        Ok(Manager { ingest, frontend })
+        let script_queue = match role {
+            Role::Ingest | Role::All => love::ScriptQueueDeriver::new(config, store.clone()),
+            Role::Frontend => None,
+        };
+        Ok(Manager {
+            ingest,
+            frontend,
+            script_queue,
+        })
     }
 
     /// What the process's metrics listener serves: one observer per role.
@@ -106,7 +117,12 @@ impl Manager {
             }
             .inspect_err(|_| stop.cancel())
         };
-        let (a, b) = tokio::join!(ingest_task, frontend_task);
+        let script_queue_task = async {
+            if let Some(d) = self.script_queue {
+                d.run(stop.clone()).await
+            }
+        };
+        let (a, b, ()) = tokio::join!(ingest_task, frontend_task, script_queue_task);
         a.and(b)
     }
 }

@@ -35,7 +35,9 @@ pub use frame::{
     ProducerFrame, Sample, TopicSchema, MAX_FRAME_LEN, PROTOCOL_VERSION,
 };
 pub use stream_id::StreamId;
-pub use topic::{Category, Csc, CscId, NameError, SalIndex, TopicId, AGGREGATED_CSCS, CATALOG_KEY};
+pub use topic::{
+    Category, Csc, CscId, NameError, SalIndex, TopicId, AGGREGATED_CSCS, CATALOG_KEY, SCHEMAS_KEY,
+};
 pub use value::{Fields, Value, ValueKind};
 
 /// Seconds since the Unix epoch as `f64`, the timestamp unit of every

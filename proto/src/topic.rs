@@ -137,6 +137,16 @@ impl CscId {
 /// Frontends resolve wildcard subscriptions ("every topic of MTM1M3") with it.
 pub const CATALOG_KEY: &str = "meridian:catalog";
 
+/// The hash of every declared topic's field schema, written at each
+/// producer handshake next to the catalog, so a frontend can describe
+/// fields (type, units) without asking producers (the compatibility
+/// endpoint wraps every field as `{value, dataType, units}`). Field: the
+/// topic's [`TopicId::catalog_field`]; value: the JSON array of its
+/// [`crate::FieldSchema`]s (`[{"name","kind","count","units"}]`),
+/// or, for a topic the replaced system's producers send without field
+/// wrappers, `{"raw":true,"list":bool}`.
+pub const SCHEMAS_KEY: &str = "meridian:schemas";
+
 /// CSCs whose instances share one set of streams (see the module doc).
 pub const AGGREGATED_CSCS: &[&str] = &["Script"];
 

@@ -6,10 +6,11 @@ use meridian_config::Config;
 use meridian_manager::frontend::hub::Hub;
 use meridian_manager::frontend::{Frontend, HubStats};
 use meridian_manager::ingest::{Ingest, IngestStats};
+use meridian_manager::love::ScriptQueueDeriver;
+use meridian_store::Store;
 use meridian_manager::tls::Identity;
 use meridian_producer::{ProducerStats, ServerTrust};
 use meridian_sim::{Middleware, SimMiddleware, SimOptions};
-use meridian_store::Store;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -71,6 +72,9 @@ impl System {
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(ingest.run(stop.clone()));
+        if let Some(deriver) = ScriptQueueDeriver::new(&config, store.clone()) {
+            tasks.spawn(deriver.run(stop.clone()));
+        }
         tasks.spawn(frontend.run(stop.clone()));
         Ok(System {
             store,

@@ -7,8 +7,9 @@
 //!
 //! Endpoints: `GET /ws` (native protocol, `docs/protocol.md`),
 //! `GET /manager/…/ws/subscription/` (the replaced system's protocol, for
-//! its unchanged browser client and producers), `GET /` (the dashboard,
-//! [`dashboard`]), `GET /healthz`, `GET /readyz` and `GET /metrics` (Prometheus).
+//! its unchanged browser client and producers, mounted from [`crate::love`]),
+//! `GET /` (the dashboard, [`dashboard`]), `GET /healthz`, `GET /readyz` and
+//! `GET /metrics` (Prometheus).
 //!
 //! Bounds (see [`inbox`]): telemetry is conflated to one value per topic
 //! per browser; events queue up to `frontend.client_queue` /
@@ -22,9 +23,10 @@
 //! elsewhere, then, after `frontend.drain_grace_ms`, closed with 1001.
 //!
 //! Layout, in the one direction dependencies go (each uses only those below it):
-//! - `client`: a native-protocol connection (session); `love`: one speaking
-//!   the replaced system's protocol; `balance`: load publishing, rebalancing
-//!   hints and drain.
+//! - `client`: a native-protocol connection (session; the LOVE session,
+//!   [`crate::love`], sits beside it and uses what is below); `balance`: load
+//!   publishing, rebalancing hints and drain; `websocket`: how a browser's
+//!   WebSocket is opened, for every protocol.
 //! - [`hub`]: the shared reader, subscriptions, replay and history (the I/O).
 //! - `fanout`: the fan-out core: who gets which samples each tick (no I/O).
 //! - `inbox`: one browser's bounded queue.
@@ -33,16 +35,16 @@
 //! - [`dashboard`]: the built dashboard at `/` and its `/dashboard-config.json`.
 
 mod balance;
-mod client;
+pub(crate) mod client;
 pub mod dashboard;
 mod edge;
 mod fanout;
 pub mod hub;
-mod inbox;
-mod love;
+pub(crate) mod inbox;
 mod plot;
-mod sample;
+pub(crate) mod sample;
 mod stats;
+pub(crate) mod websocket;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -60,6 +62,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use websocket::{small, upgrade};
 
 pub use edge::{Edge, CLOSE_BAD_REQUEST, CLOSE_GOING_AWAY, CLOSE_LAGGED, CLOSE_UNAUTHORIZED};
 pub use stats::HubStats;
@@ -105,7 +108,6 @@ struct AppState {
     hub: hub::Hub,
     auth: Auth,
     settings: Arc<client::Settings>,
-    love: Arc<love::LoveSettings>,
     edge: Edge,
     /// Every browser connection, so a drain can wait for them.
     connections: TaskTracker,
@@ -186,7 +188,6 @@ impl Frontend {
                 tai_utc: fc.tai_utc_offset_s,
                 server: server.clone(),
             }),
-            love: Arc::new(love::LoveSettings::new(&self.config, self.store.clone())),
             edge: edge.clone(),
             connections: TaskTracker::new(),
         });
@@ -194,14 +195,17 @@ impl Frontend {
         let balance_task = tokio::spawn(balancer.clone().run(shutdown.clone()));
         let app = Router::new()
             .route("/ws", get(ws_upgrade))
-            .route("/manager/ws/subscription", get(love_upgrade))
-            .route("/manager/ws/subscription/", get(love_upgrade))
-            .route("/manager/{pool}/ws/subscription", get(love_upgrade))
-            .route("/manager/{pool}/ws/subscription/", get(love_upgrade))
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
             .with_state(state.clone())
+            .merge(crate::love::router(
+                &self.config,
+                self.store.clone(),
+                self.hub.clone(),
+                edge.clone(),
+                state.connections.clone(),
+            ))
             .merge(dashboard::router(dashboard::Dashboard::new(
                 fc.dashboard_dir.clone(),
                 fc.commander_url.clone(),
@@ -345,18 +349,8 @@ impl Observe for FrontendObserver {
 #[derive(serde::Deserialize)]
 struct WsQuery {
     token: Option<String>,
-    password: Option<String>,
     /// `json` (default) or `msgpack`: how the native protocol's data frames are encoded.
     format: Option<String>,
-}
-
-/// Small buffers: an idle browser costs a few KiB, not the default ~150 KiB.
-fn small(ws: WebSocketUpgrade) -> WebSocketUpgrade {
-    ws.read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
-        // Requests over MAX_CLIENT_MESSAGE_LEN get a clear error; far larger
-        // ones are cut off by the WebSocket layer before they are buffered.
-        .max_message_size(4 * meridian_proto::browser::MAX_CLIENT_MESSAGE_LEN)
 }
 
 async fn ws_upgrade(
@@ -366,7 +360,8 @@ async fn ws_upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     let span = tracing::info_span!("browser", %peer, protocol = "native");
-    upgrade(small(ws), state, span, |socket, state| async move {
+    let connections = state.connections.clone();
+    upgrade(small(ws), &connections, span, move |socket| async move {
         let format = match query.format.as_deref().map(str::parse::<FrameFormat>).transpose() {
             Ok(format) => format.unwrap_or_default(),
             Err(reason) => return client::refuse(socket, CLOSE_BAD_REQUEST, &reason).await,
@@ -384,38 +379,6 @@ async fn ws_upgrade(
             state.edge.clone(),
         )
         .await
-    })
-}
-
-async fn love_upgrade(
-    State(state): State<Arc<AppState>>,
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
-    Query(query): Query<WsQuery>,
-    ws: WebSocketUpgrade,
-) -> Response {
-    let span = tracing::info_span!("browser", %peer, protocol = "love");
-    // The replaced system's producers send larger messages than browsers.
-    let ws = small(ws).max_message_size(love::MAX_WS_MESSAGE_LEN);
-    upgrade(ws, state, span, |socket, state| async move {
-        let (hub, love, edge) = (state.hub.clone(), state.love.clone(), state.edge.clone());
-        love::serve(socket, query.token, query.password, hub, love, edge).await
-    })
-}
-
-/// Upgrades to a WebSocket served by `serve` inside the connection's
-/// `span`, counted in the frontend's connections (drain waits for them).
-fn upgrade<F, Fut>(ws: WebSocketUpgrade, state: Arc<AppState>, span: tracing::Span, serve: F) -> Response
-where
-    F: FnOnce(WebSocket, Arc<AppState>) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let guard = state.connections.token();
-    ws.on_upgrade(move |socket| {
-        let served = async move {
-            let _guard = guard;
-            serve(socket, state).await
-        };
-        tracing::Instrument::instrument(served, span)
     })
 }
 

@@ -27,16 +27,6 @@ pub const ACKS_IN_FLIGHT: usize = 16;
 /// Bytes asked of a QUIC stream per read.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// The hash of every declared topic's field schema, written at each
-/// producer handshake next to the catalog, so a frontend can describe
-/// fields (type, units) without asking producers (the compatibility
-/// endpoint wraps every field as `{value, dataType, units}`). Field: the
-/// topic's [`TopicId::catalog_field`]; value: the JSON array of its
-/// [`meridian_proto::FieldSchema`]s (`[{"name","kind","count","units"}]`),
-/// or, for a topic the replaced system's producers send without field
-/// wrappers, `{"raw":true,"list":bool}`.
-pub const SCHEMAS_KEY: &str = "meridian:schemas";
-
 /// Shared by all connections of an ingest manager.
 pub struct Context {
     pub writer: Writer,
@@ -360,7 +350,7 @@ async fn serve_connection(
         ttl: None,
     };
     let described = HashUpdate {
-        key: SCHEMAS_KEY.to_string(),
+        key: meridian_proto::SCHEMAS_KEY.to_string(),
         fields: schemas,
         ttl: None,
     };

@@ -20,7 +20,7 @@ mod connection;
 pub mod sweeper;
 pub mod writer;
 
-pub use connection::{ACKS_IN_FLIGHT, SCHEMAS_KEY};
+pub use connection::ACKS_IN_FLIGHT;
 
 use crate::tls::{self, Identity, TlsError};
 use meridian_config::Config;
@@ -279,13 +279,6 @@ impl Ingest {
             sweeper::SweepConfig::from(ingest),
             shutdown.clone(),
         ));
-        if ingest.script_queue_state {
-            tasks.spawn(crate::derive::run(
-                self.store.clone(),
-                crate::derive::DeriveConfig::from(ingest),
-                shutdown.clone(),
-            ));
-        }
         let limit = Arc::new(tokio::sync::Semaphore::new(self.config.ingest.max_producers));
         tracing::info!(addr = %self.local_addr(), "ingest listening (QUIC)");
         let connections = CancellationToken::new();

@@ -16,7 +16,8 @@
 //! native browsers can read them too.
 //!
 //! Where and how it runs:
-//! - in every ingest manager, but only one derives at a time: it holds the
+//! - beside every ingest ([`ScriptQueueDeriver`], started by the manager
+//!   next to its ingest role), but only one derives at a time: it holds the
 //!   lock [`LOCK`] (renewed every second, expiring after [`LOCK_TTL`]); if
 //!   it dies, another takes over within that time. It reads the store with
 //!   its own connection and writes small batches, never through the
@@ -49,9 +50,9 @@
 
 pub mod queue;
 
-use crate::ingest::SCHEMAS_KEY;
-use meridian_proto::{unix_now, Category, CscId, StreamId, TopicId, CATALOG_KEY};
 use meridian_store::{Append, Entry, Store, StoreError, StreamReader};
+use meridian_proto::SCHEMAS_KEY;
+use meridian_proto::{unix_now, Category, CscId, StreamId, TopicId, CATALOG_KEY};
 use queue::{Changed, Heartbeat, Input, QueueState, QUEUE_TOPICS, SCRIPT_TOPICS};
 use serde_json::{Map, Value as Json};
 use std::collections::{BTreeMap, HashMap};
@@ -126,6 +127,29 @@ impl From<&meridian_config::IngestConfig> for DeriveConfig {
             finished_scripts: c.finished_scripts,
             ttl: DERIVED_TTL,
         }
+    }
+}
+
+/// The deriver as the manager runs it: beside its ingest, with the same
+/// shutdown, when `ingest.script_queue_state` asks for it.
+pub struct ScriptQueueDeriver {
+    store: Arc<dyn Store>,
+    config: DeriveConfig,
+}
+
+impl ScriptQueueDeriver {
+    /// The deriver an ingest configured by `config` runs beside it on
+    /// `store`, or `None` when `ingest.script_queue_state` is off.
+    pub fn new(config: &meridian_config::Config, store: Arc<dyn Store>) -> Option<ScriptQueueDeriver> {
+        config.ingest.script_queue_state.then(|| ScriptQueueDeriver {
+            store,
+            config: DeriveConfig::from(&config.ingest),
+        })
+    }
+
+    /// Derives (while this manager holds [`LOCK`]) until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        run(self.store, self.config, shutdown).await
     }
 }
 

@@ -3,13 +3,14 @@
 //! unchanged and its producers can publish here while sites move them
 //! over one at a time (`shared/reference/love-protocol.md`,
 //! `love-research.md` §2, §3.2, §9; summary in `docs/protocol.md`).
+//! [`router`] is what the frontend mounts.
 //!
 //! - `?token=` (any of `frontend.tokens` / `command_tokens`): a browser.
 //!   It joins groups (`{"option":"subscribe"|"unsubscribe",…}`, answered
 //!   with the exact confirmation strings), asks the time
 //!   (`{"action":"get_time_data"}`), and receives one data message per
-//!   sample per group ([`group`], [`encode`]), its manager heartbeat and
-//!   CSC heartbeat reports ([`beacon`]).
+//!   sample per group ([`group`](super::group), [`encode`]), its manager
+//!   heartbeat and CSC heartbeat reports ([`heartbeat`](super::heartbeat)).
 //! - `?password=` (`frontend.love_password`): a producer; its data messages
 //!   go to the store like ingest's samples ([`publish`]); its `initial_state`
 //!   registrations and heartbeats are accepted. Meridian never asks producers
@@ -30,31 +31,33 @@
 //! leave from the connection's inbox once per tick (telemetry conflated),
 //! each message encoded once per sample and flavour and shared.
 
-mod beacon;
-mod encode;
-mod group;
-mod publish;
-mod script_log;
-mod time;
-
-use super::client::{kick_close, MAX_FRAME_BYTES};
-use super::hub::{ClientId, Hub, HubError, Start};
-use super::inbox::{FrameClock, Inbox, Limits, CONTROL_QUEUE};
-use super::sample::Delivered;
-use super::{Edge, CLOSE_GOING_AWAY, CLOSE_LAGGED, CLOSE_UNAUTHORIZED};
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use super::group::{Delivery, GroupKey, Select, Session, Subscription};
+use super::heartbeat::Beacon;
+use super::{encode, publish, script_log, time};
+use crate::frontend::client::{kick_close, MAX_FRAME_BYTES};
+use crate::frontend::hub::{ClientId, Hub, HubError, Start};
+use crate::frontend::inbox::{FrameClock, Inbox, Limits, CONTROL_QUEUE};
+use crate::frontend::sample::Delivered;
+use crate::frontend::websocket::{small, upgrade};
+use crate::frontend::{Edge, CLOSE_GOING_AWAY, CLOSE_LAGGED, CLOSE_UNAUTHORIZED};
+use meridian_store::Store;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
-use group::{Delivery, GroupKey, Select, Session, Subscription};
 use meridian_config::Config;
 use meridian_proto::love::{self, DataMessage};
 use meridian_proto::{unix_now, TopicId};
-use meridian_store::Store;
 use serde_json::Value as Json;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, Notify};
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 pub use meridian_proto::love::MAX_PRODUCER_MESSAGE_LEN;
@@ -85,7 +88,7 @@ pub struct LoveSettings {
     retention: publish::Retention,
     store: Arc<dyn Store>,
     schemas: Arc<encode::Schemas>,
-    beacon: beacon::Beacon,
+    beacon: Beacon,
 }
 
 impl LoveSettings {
@@ -110,10 +113,70 @@ impl LoveSettings {
                 event: config.store.event_maxlen,
             },
             schemas: Arc::new(encode::Schemas::new(store.clone())),
-            beacon: beacon::Beacon::new(fc.love_commander_url.as_deref(), heartbeat),
+            beacon: Beacon::new(fc.love_commander_url.as_deref(), heartbeat),
             store,
         }
     }
+}
+
+/// The routes of this endpoint, for the frontend to merge into its own:
+/// connections read from its `hub`, are told to close through `edge`, and
+/// are counted in `connections` so its drain waits for them.
+pub fn router(
+    config: &Config,
+    store: Arc<dyn Store>,
+    hub: Hub,
+    edge: Edge,
+    connections: TaskTracker,
+) -> Router {
+    let mounted = Arc::new(Mounted {
+        hub,
+        settings: Arc::new(LoveSettings::new(config, store)),
+        edge,
+        connections,
+    });
+    Router::new()
+        .route("/manager/ws/subscription", get(open))
+        .route("/manager/ws/subscription/", get(open))
+        .route("/manager/{pool}/ws/subscription", get(open))
+        .route("/manager/{pool}/ws/subscription/", get(open))
+        .with_state(mounted)
+}
+
+/// What [`router`]'s connections share.
+struct Mounted {
+    hub: Hub,
+    settings: Arc<LoveSettings>,
+    edge: Edge,
+    connections: TaskTracker,
+}
+
+/// The URL's credentials: `?token=` for a browser, `?password=` for a producer.
+#[derive(serde::Deserialize)]
+struct Credentials {
+    token: Option<String>,
+    password: Option<String>,
+}
+
+async fn open(
+    State(mounted): State<Arc<Mounted>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(credentials): Query<Credentials>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let span = tracing::info_span!("browser", %peer, protocol = "love");
+    // The replaced system's producers send larger messages than browsers.
+    let ws = small(ws).max_message_size(MAX_WS_MESSAGE_LEN);
+    let connections = mounted.connections.clone();
+    upgrade(ws, &connections, span, move |socket| async move {
+        let Credentials { token, password } = credentials;
+        let (hub, settings, edge) = (
+            mounted.hub.clone(),
+            mounted.settings.clone(),
+            mounted.edge.clone(),
+        );
+        serve(socket, token, password, hub, settings, edge).await
+    })
 }
 
 fn same_secret(a: &str, b: &str) -> bool {
@@ -198,7 +261,7 @@ fn lock(session: &Mutex<Session>) -> MutexGuard<'_, Session> {
 }
 
 /// Serves one connection until it leaves, lags, or the frontend stops.
-pub async fn serve(
+async fn serve(
     mut socket: WebSocket,
     token: Option<String>,
     password: Option<String>,

@@ -11,10 +11,10 @@
 //! the sample does not carry them. Non-finite floats are stored as `null`,
 //! so no bare `NaN` or `Infinity` ever leaves.
 
-use super::super::sample::Delivered;
-use crate::ingest::SCHEMAS_KEY;
-use meridian_proto::{unix_now, Category, CscId, FieldSchema, TopicId, ValueKind};
+use crate::frontend::sample::Delivered;
 use meridian_store::Store;
+use meridian_proto::SCHEMAS_KEY;
+use meridian_proto::{unix_now, Category, CscId, FieldSchema, TopicId, ValueKind};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value as Json;
 use std::collections::HashMap;

@@ -22,10 +22,10 @@
 //! the field and the limit, and nothing of that message is stored.
 
 use super::encode::{Schemas, Shape};
-use crate::ingest::SCHEMAS_KEY;
-use meridian_proto::love::{DataMessage, HeartbeatReport};
-use meridian_proto::{unix_now, Category, CscId, FieldSchema, TopicId, ValueKind, CATALOG_KEY};
 use meridian_store::{Append, Store};
+use meridian_proto::love::{DataMessage, HeartbeatReport};
+use meridian_proto::SCHEMAS_KEY;
+use meridian_proto::{unix_now, Category, CscId, FieldSchema, TopicId, ValueKind, CATALOG_KEY};
 use serde_json::{Map, Value as Json};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
