@@ -24,7 +24,7 @@
 //! no gap and no repeat.
 //!
 //! Wildcards (every topic of a CSC, every index) are resolved with the
-//! catalog producers' handshakes fill ([`meridian_proto::CATALOG_KEY`]),
+//! catalog producers' handshakes fill ([`meridian_proto::keys::CATALOG`]),
 //! and re-resolved every [`CATALOG_REFRESH`] so topics that appear later
 //! are added.
 
@@ -32,7 +32,7 @@ use super::inbox::Inbox;
 use super::sample::{Delivered, Tick};
 use crate::store::{Entry, Store, StoreError};
 use meridian_config::FrontendConfig;
-use meridian_proto::{Category, Csc, CscId, StreamId, TopicId, CATALOG_KEY};
+use meridian_proto::{keys, Category, Csc, CscId, StreamId, TopicId};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -358,7 +358,7 @@ impl Hub {
         start: Start,
         confirm: impl FnOnce(&[TopicId], bool),
     ) -> Result<Vec<TopicId>, HubError> {
-        let catalog = self.store.hash_get(CATALOG_KEY).await?;
+        let catalog = self.store.hash_get(keys::CATALOG).await?;
         let topics = resolve(&catalog, selector);
         let exact = selector.exact();
         let waiting = match &exact {
@@ -394,7 +394,7 @@ impl Hub {
             // A topic declared between the catalog read above and the
             // selector's registration may have been seen by the catalog
             // loop before it could match this selector: look once more.
-            let again = self.store.hash_get(CATALOG_KEY).await?;
+            let again = self.store.hash_get(keys::CATALOG).await?;
             for (topic, filter) in resolve(&again, selector) {
                 self.attach(client, &topic, filter, Start::Last, true).await?;
             }
@@ -404,14 +404,14 @@ impl Hub {
 
     /// Stops sending what `selector` names to `client`.
     pub async fn unsubscribe(&self, client: ClientId, selector: &Selector) -> Result<Vec<TopicId>, HubError> {
-        let catalog = self.store.hash_get(CATALOG_KEY).await?;
+        let catalog = self.store.hash_get(keys::CATALOG).await?;
         let topics = resolve(&catalog, selector);
         let mut state = self.lock();
         if let Some(c) = state.clients.get_mut(&client) {
             c.wildcards.remove(selector);
         }
         for (topic, filter) in &topics {
-            let key = topic.stream_key();
+            let key = keys::stream(topic);
             if let Some(c) = state.clients.get_mut(&client) {
                 c.streams.remove(&(key.clone(), *filter));
             }
@@ -460,7 +460,7 @@ impl Hub {
         start: Start,
         only_new: bool,
     ) -> Result<(), HubError> {
-        let key = topic.stream_key();
+        let key = keys::stream(topic);
         let watched = self.lock().watched.contains_key(&key);
         let tail = if watched {
             Vec::new()
@@ -544,7 +544,7 @@ impl Hub {
         cursor: StreamId,
         last: Option<&Entry>,
     ) -> &'a mut Watched {
-        let key = topic.stream_key();
+        let key = keys::stream(topic);
         watched.entry(key.clone()).or_insert_with(|| Watched {
             key: key.into(),
             // An aggregated CSC's one stream holds every instance: index 0 stands for all.
@@ -583,7 +583,7 @@ impl Hub {
         mut pos: StreamId,
         inbox: &Inbox,
     ) -> Result<(), HubError> {
-        let key = topic.stream_key();
+        let key = keys::stream(topic);
         let keep = |d: &Delivered| filter.is_none_or(|i| d.topic.csc.salindex == i);
         let chunk = self.read_count.min(inbox.limits().events / 2).max(1);
         let mut replayed = 0usize;
@@ -653,7 +653,7 @@ impl Hub {
         count: Option<usize>,
         since: Option<f64>,
     ) -> Result<(Vec<Arc<Delivered>>, bool), HubError> {
-        let key = topic.stream_key();
+        let key = keys::stream(topic);
         let limit = count.unwrap_or(self.max_replay).min(self.max_replay);
         let filter = topic.csc.is_aggregated().then_some(topic.csc.salindex);
         let entries = match since {
@@ -686,7 +686,7 @@ impl Hub {
         since: f64,
         until: f64,
     ) -> Result<(super::plot::Buckets, Option<StreamId>, bool), HubError> {
-        let key = topic.stream_key();
+        let key = keys::stream(topic);
         let filter = topic.csc.is_aggregated().then_some(topic.csc.salindex);
         let mut pos = just_before(since);
         let end = StreamId::new((until * 1000.0).max(0.0) as u64, u64::MAX);
@@ -719,7 +719,7 @@ impl Hub {
     /// Attaches waiting selectors to topics that appeared in the catalog
     /// since the last look (`known`); cheap when nothing changed.
     async fn refresh_wildcards(&self, known: &mut HashSet<String>) {
-        let Ok(catalog) = self.store.hash_get(CATALOG_KEY).await else {
+        let Ok(catalog) = self.store.hash_get(keys::CATALOG).await else {
             return;
         };
         self.learn_periods(&catalog);
@@ -1056,7 +1056,7 @@ fn notify_subscribers(state: &State, key: &str, stale: bool) {
     }
 }
 
-/// The topics of `catalog` (fields of [`CATALOG_KEY`]) that `selector`
+/// The topics of `catalog` (fields of [`keys::CATALOG`]) that `selector`
 /// names, each with its instance filter (for aggregated CSCs, whose one
 /// stream holds every instance), sorted.
 fn resolve(catalog: &[(String, String)], selector: &Selector) -> Vec<(TopicId, Option<u32>)> {

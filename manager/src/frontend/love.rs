@@ -545,7 +545,12 @@ impl Worker {
         if !script_log::is_script_log(t) || scan == 0 {
             return Start::Last;
         }
-        match self.settings.store.last(&t.stream_key(), scan + 1).await {
+        match self
+            .settings
+            .store
+            .last(&meridian_proto::keys::stream(t), scan + 1)
+            .await
+        {
             Ok(newest) => script_log::replay_start(&newest, t.csc.salindex, scan),
             Err(e) => {
                 tracing::info!(error = %e, "Script log not replayed; its last message only");
