@@ -82,7 +82,7 @@ pub const SCHEMAS: &str = "meridian:schemas";
 /// Prefix of the [`load`] hashes, for a frontend's scan of its peers.
 pub const LOAD_PREFIX: &str = "meridian:frontend:";
 
-/// Hash of one frontend manager's load (browsers, samples), expiring
+/// Hash of one frontend manager's load (`clients`, `deliveries_per_s`, `cpu`), expiring
 /// after three publishing intervals: `meridian:frontend:<server>`; no tag.
 pub fn load(server: &str) -> String {
     format!("{LOAD_PREFIX}{server}")

@@ -66,12 +66,22 @@ impl StoredSample {
     /// The entry's field/value pairs, in the order every writer has always
     /// used: `seq`, `src`, `ing`, `salindex`, `upto`, `f` (absent ones left out).
     pub fn into_fields(self) -> Vec<(String, String)> {
+        let ingest_ts = self.ingest_ts.to_string();
+        self.into_fields_stamped(&ingest_ts)
+    }
+
+    /// [`StoredSample::into_fields`] with `ingest_ts` already formatted
+    /// (`self.ingest_ts.to_string()`): the ingest stamps a whole batch with
+    /// one time, and formatting it once per batch rather than per sample
+    /// saves a float formatting (a few hundred ns) on its hot path.
+    pub fn into_fields_stamped(self, ingest_ts: &str) -> Vec<(String, String)> {
+        debug_assert_eq!(ingest_ts, self.ingest_ts.to_string());
         let mut out = Vec::with_capacity(6);
         if let Some(seq) = self.seq {
             out.push((SEQ.to_string(), seq.to_string()));
         }
         out.push((SOURCE_TS.to_string(), self.source_ts.to_string()));
-        out.push((INGEST_TS.to_string(), self.ingest_ts.to_string()));
+        out.push((INGEST_TS.to_string(), ingest_ts.to_string()));
         if let Some(index) = self.salindex {
             out.push((SALINDEX.to_string(), index.to_string()));
         }
@@ -177,7 +187,12 @@ mod tests {
     #[test]
     fn a_sample_round_trips_through_its_fields() {
         let full = sample();
-        assert_eq!(StoredSample::from_fields(&full.clone().into_fields()), Ok(full));
+        assert_eq!(
+            StoredSample::from_fields(&full.clone().into_fields()),
+            Ok(full.clone())
+        );
+        let stamped = full.clone().into_fields_stamped(&full.ingest_ts.to_string());
+        assert_eq!(stamped, full.clone().into_fields());
         let bare = StoredSample {
             seq: None,
             salindex: None,

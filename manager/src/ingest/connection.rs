@@ -85,6 +85,8 @@ impl Session {
     /// sequence number, and instance state of aggregated CSCs.
     fn write_for(&self, samples: Vec<Sample>, ctx: &Context) -> Result<Write, Fault> {
         let now = unix_now(SystemTime::now());
+        // One ingest time per batch, formatted once.
+        let ingest_ts = now.to_string();
         let stats = &ctx.stats;
         let mut write = Write::default();
         let mut events = Vec::new();
@@ -125,7 +127,7 @@ impl Session {
             let append = Append {
                 key: key.clone(),
                 maxlen: *maxlen,
-                fields: stored.into_fields(),
+                fields: stored.into_fields_stamped(&ingest_ts),
             };
             match sample.category {
                 Category::Telemetry => write.appends.push(append),
