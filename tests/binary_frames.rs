@@ -2,7 +2,7 @@
 //! data frames gets exactly the samples a JSON browser gets, with the same
 //! values, in fewer bytes; an unknown format is refused with a reason.
 
-use meridian_proto::{Category, TopicId, CATALOG_KEY};
+use meridian_proto::{keys, Category, StoredSample, TopicId};
 use meridian_store::{redis::RedisStore, Append, Store};
 use meridian_testkit::browser::{Browser, Received};
 use meridian_testkit::redis_server::RedisServer;
@@ -82,7 +82,7 @@ async fn a_msgpack_browser_gets_the_json_browser_s_samples_in_fewer_bytes() {
     let store: Arc<dyn Store> = Arc::new(RedisStore::connect(&redis.url()).await.unwrap());
     let system = System::start_with(store.clone(), test_config()).await.unwrap();
     store
-        .hash_set(CATALOG_KEY, &[(topic().catalog_field(), "0".into())], None)
+        .hash_set(keys::CATALOG, &[(topic().catalog_field(), "0".into())], None)
         .await
         .unwrap();
 
@@ -103,13 +103,17 @@ async fn a_msgpack_browser_gets_the_json_browser_s_samples_in_fewer_bytes() {
     for i in 0..EVENTS {
         let ids = store
             .append(&[Append {
-                key: topic().stream_key(),
+                key: keys::stream(&topic()),
                 maxlen: 100_000,
-                fields: vec![
-                    ("src".into(), "1764638000.5".into()),
-                    ("ing".into(), "1764638000.6".into()),
-                    ("f".into(), fields(i).to_string()),
-                ],
+                fields: StoredSample {
+                    seq: None,
+                    source_ts: 1764638000.5,
+                    ingest_ts: 1764638000.6,
+                    salindex: None,
+                    upto: None,
+                    fields: fields(i).to_string(),
+                }
+                .into_fields(),
             }])
             .await
             .unwrap();

@@ -10,11 +10,10 @@
 //! nothing, an error they cannot act on, a command missing from the
 //! night's review, or a client generated from a document that lies.
 
-use meridian_commander::audit::AUDIT_STREAM;
 use meridian_commander::routes::OPENAPI_JSON;
 use meridian_commander::Commander;
 use meridian_config::Config;
-use meridian_proto::{CscId, Value as FieldValue};
+use meridian_proto::{keys, CscId, Value as FieldValue};
 use meridian_sim::csc::SummaryState;
 use meridian_sim::{Middleware, SimMiddleware, SimOptions};
 use meridian_store::{memory::MemoryStore, redis::RedisStore, Store};
@@ -550,7 +549,7 @@ async fn every_refusal_is_answered_and_audited(store: Arc<dyn Store>) -> Vec<Val
     let store = running.store.clone();
     running.stop().await;
     // Nothing more was written by the reads.
-    assert_eq!(store.len(AUDIT_STREAM).await.unwrap(), entries.len());
+    assert_eq!(store.len(keys::AUDIT).await.unwrap(), entries.len());
     entries
 }
 
@@ -569,13 +568,13 @@ async fn every_refusal_is_answered_and_audited_in_redis() {
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let len: usize = redis::cmd("XLEN")
-        .arg(AUDIT_STREAM)
+        .arg(keys::AUDIT)
         .query_async(&mut conn)
         .await
         .unwrap();
     assert_eq!(len, entries.len());
     let kind: String = redis::cmd("TYPE")
-        .arg(AUDIT_STREAM)
+        .arg(keys::AUDIT)
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -796,11 +795,12 @@ async fn a_command_in_flight_at_shutdown_is_finished_and_audited() {
         .unwrap();
     running.sim.stopped().await;
     let entries = store
-        .range(AUDIT_STREAM, meridian_proto::StreamId::ZERO, None, 10)
+        .range(keys::AUDIT, meridian_proto::StreamId::ZERO, None, 10)
         .await
         .unwrap();
     assert_eq!(entries.len(), 1);
-    let entry: Value = serde_json::from_str(entries[0].field("entry").unwrap()).unwrap();
+    let entry: Value =
+        serde_json::from_str(entries[0].field(meridian_proto::stored::AUDIT_ENTRY).unwrap()).unwrap();
     assert_eq!(
         (entry["outcome"].as_str(), entry["result"].as_str()),
         (Some("failed"), Some("the CSC stopped"))

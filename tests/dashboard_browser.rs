@@ -170,10 +170,12 @@ fn prerequisites() -> Vec<String> {
     missing
 }
 
+/// The stream of an event topic named `CSC:index/topic` ("MTMount:0/heartbeat").
 fn stream_key(topic: &str) -> String {
-    // "MTMount:0/heartbeat" -> meridian:{MTMount:0}:event:heartbeat
     let (csc, name) = topic.split_once('/').unwrap();
-    format!("meridian:{{{csc}}}:event:{name}")
+    let topic =
+        meridian_proto::TopicId::new(csc.parse().unwrap(), meridian_proto::Category::Event, name).unwrap();
+    meridian_proto::keys::stream(&topic)
 }
 
 /// The page's event ids of each topic must be exactly the store's between its first and last,
@@ -247,7 +249,7 @@ async fn the_dashboard_shows_the_night_commands_and_recovers_from_a_frontend_res
     wait_for("Test:7's topics in the catalog", Duration::from_secs(30), || {
         let store = &store;
         async move {
-            let catalog = store.hash_get(meridian_proto::CATALOG_KEY).await.ok()?;
+            let catalog = store.hash_get(meridian_proto::keys::CATALOG).await.ok()?;
             catalog
                 .iter()
                 .any(|(field, _)| field == "Test:7/telemetry/scalars")

@@ -11,7 +11,8 @@
 
 use async_trait::async_trait;
 use meridian_proto::{
-    Category, Csc, CscId, FieldSchema, Fields, StreamId, TopicId, TopicSchema, Value, ValueKind,
+    keys, Category, Csc, CscId, FieldSchema, Fields, StoredSample, StreamId, TopicId, TopicSchema, Value,
+    ValueKind,
 };
 use meridian_sim::{CommandAcks, CscFeed, LatestTelemetry, Middleware, MiddlewareError, Published};
 use meridian_store::{redis::RedisStore, Store};
@@ -126,9 +127,7 @@ impl Middleware for FastCsc {
 }
 
 fn key(topic: &str) -> String {
-    TopicId::new(CSC.parse().unwrap(), Category::Telemetry, topic)
-        .unwrap()
-        .stream_key()
+    keys::stream(&TopicId::new(CSC.parse().unwrap(), Category::Telemetry, topic).unwrap())
 }
 
 /// Source timestamps of every stored entry of `topic`, oldest first.
@@ -139,7 +138,11 @@ async fn source_times(store: &dyn Store, topic: &str) -> Vec<f64> {
         .unwrap();
     entries
         .iter()
-        .map(|e| e.field("src").expect("src field").parse().expect("a timestamp"))
+        .map(|e| {
+            StoredSample::from_fields(&e.fields)
+                .expect("a stored sample")
+                .source_ts
+        })
         .collect()
 }
 

@@ -4,7 +4,7 @@
 //!
 //! If this fails, an operator's browser shows nothing, or wrong values.
 
-use meridian_proto::{Category, TopicId};
+use meridian_proto::{keys, Category, TopicId};
 use meridian_store::{memory::MemoryStore, redis::RedisStore, Store};
 use meridian_testkit::browser::Browser;
 use meridian_testkit::redis_server::RedisServer;
@@ -90,9 +90,7 @@ async fn sample_reaches_a_browser(store: Arc<dyn Store>, label: &str) {
     let elapsed = start.elapsed().as_secs_f64();
     let mut stored = 0;
     for topic in ["scalars", "arrays"] {
-        let key = TopicId::new("Test:1".parse().unwrap(), Category::Telemetry, topic)
-            .unwrap()
-            .stream_key();
+        let key = keys::stream(&TopicId::new("Test:1".parse().unwrap(), Category::Telemetry, topic).unwrap());
         stored += system.store.len(&key).await.unwrap();
     }
     println!(
@@ -122,9 +120,8 @@ async fn a_sample_reaches_a_browser_through_quic_and_the_memory_store() {
 /// subscription is confirmed.
 async fn a_late_subscriber_gets_the_last_value_first(store: Arc<dyn Store>) {
     let system = System::start(store.clone(), &["Test:1"], RATE_HZ).await.unwrap();
-    let key = TopicId::new("Test:1".parse().unwrap(), Category::Event, "summaryState")
-        .unwrap()
-        .stream_key();
+    let key =
+        keys::stream(&TopicId::new("Test:1".parse().unwrap(), Category::Event, "summaryState").unwrap());
     let stored = wait_for("summaryState in the store", Duration::from_secs(10), || {
         let store = store.clone();
         let key = key.clone();
@@ -237,9 +234,7 @@ async fn a_time_request_is_answered_with_utc_and_tai() {
 async fn history_returns_the_last_samples_oldest_first() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let system = System::start(store.clone(), &["Test:1"], RATE_HZ).await.unwrap();
-    let key = TopicId::new("Test:1".parse().unwrap(), Category::Telemetry, "scalars")
-        .unwrap()
-        .stream_key();
+    let key = keys::stream(&TopicId::new("Test:1".parse().unwrap(), Category::Telemetry, "scalars").unwrap());
     wait_for("50 samples stored", Duration::from_secs(10), || {
         let (store, key) = (store.clone(), key.clone());
         async move { (store.len(&key).await.ok()? >= 50).then_some(()) }

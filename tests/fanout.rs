@@ -6,7 +6,7 @@
 //! An operator would notice a failure as a missing or doubled event in the
 //! log, a stalled page, or a frontend running out of memory.
 
-use meridian_proto::{Category, StreamId, TopicId};
+use meridian_proto::{keys, Category, StoredSample, StreamId, TopicId};
 use meridian_store::redis::RedisStore;
 use meridian_store::Store;
 use meridian_testkit::browser::Browser;
@@ -36,9 +36,7 @@ async fn system_with(
 }
 
 fn key() -> String {
-    TopicId::new(CSC.parse().unwrap(), Category::Event, "scalars")
-        .unwrap()
-        .stream_key()
+    keys::stream(&TopicId::new(CSC.parse().unwrap(), Category::Event, "scalars").unwrap())
 }
 
 /// Waits until the store holds `n` events of the topic.
@@ -373,14 +371,16 @@ async fn a_browser_away_beyond_retention_is_told_of_the_gap() {
         let store = store.clone();
         async move {
             let last = store.last(&key(), 1).await.ok()?;
-            let v: Value = serde_json::from_str(last.first()?.field("f")?).ok()?;
+            let v: Value =
+                serde_json::from_str(&StoredSample::from_fields(&last.first()?.fields).ok()?.fields).ok()?;
             (v["int0"] == EVENTS).then_some(())
         }
     })
     .await
     .unwrap();
     let oldest = store.range(&key(), StreamId::ZERO, None, 1).await.unwrap()[0].clone();
-    let oldest_n = serde_json::from_str::<Value>(oldest.field("f").unwrap()).unwrap()["int0"]
+    let oldest_n = serde_json::from_str::<Value>(&StoredSample::from_fields(&oldest.fields).unwrap().fields)
+        .unwrap()["int0"]
         .as_i64()
         .unwrap();
     assert!(

@@ -142,9 +142,10 @@ async fn browsers_of_a_frontend_that_gets_sigterm_move_to_another_without_a_gap(
         }
     });
     // SIGTERM once a third of the events are stored (browsers are mid-stream).
-    let key = meridian_proto::TopicId::new(CSC.parse().unwrap(), meridian_proto::Category::Event, "scalars")
-        .unwrap()
-        .stream_key();
+    let key = meridian_proto::keys::stream(
+        &meridian_proto::TopicId::new(CSC.parse().unwrap(), meridian_proto::Category::Event, "scalars")
+            .unwrap(),
+    );
     wait_for("a third of the events stored", Duration::from_secs(60), || {
         let (store, key) = (store.clone(), key.clone());
         async move { (store.len(&key).await.ok()? > EVENTS as usize / 3).then_some(()) }

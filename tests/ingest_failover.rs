@@ -10,7 +10,7 @@
 use meridian_manager::ingest::close_code;
 use meridian_manager::tls::{server_config, Identity};
 use meridian_producer::{ProducerError, ProducerStats, ServerTrust};
-use meridian_proto::{FrameBuffer, ProducerFrame, Value};
+use meridian_proto::{keys, CscId, FrameBuffer, ProducerFrame, Value};
 use meridian_sim::{AckState, Middleware, SimMiddleware, SimOptions};
 use meridian_store::{memory::MemoryStore, Store};
 use meridian_testkit::manual_csc::ManualCsc;
@@ -167,10 +167,12 @@ async fn a_producer_skips_an_ingest_that_does_not_answer_and_uses_the_next() {
     system.stop().await;
 }
 
-/// Whether `store` holds any key of `hash_tag` (e.g. `{ATDome:0}`).
-async fn holds(store: &MemoryStore, hash_tag: &str) -> bool {
+/// Whether `store` holds any key of the instance `csc` (e.g. `ATDome:0`;
+/// any Script for `Script:0`).
+async fn holds(store: &MemoryStore, csc: &str) -> bool {
+    let csc: CscId = csc.parse().unwrap();
     !store
-        .keys_with_prefix(&format!("meridian:{hash_tag}:"), 1)
+        .keys_with_prefix(&keys::instance_keys_prefix(&csc), 1)
         .await
         .unwrap()
         .is_empty()
@@ -260,21 +262,21 @@ async fn pools_route_a_csc_and_a_script_queues_scripts_to_their_ingest() {
         || {
             let (default_store, pool_store) = (default_store.clone(), pool_store.clone());
             async move {
-                let routed = holds(&pool_store, "{ATDome:0}").await
-                    && holds(&pool_store, "{ScriptQueue:1}").await
-                    && holds(&pool_store, "{Script}").await
-                    && holds(&default_store, "{Test:1}").await;
+                let routed = holds(&pool_store, "ATDome:0").await
+                    && holds(&pool_store, "ScriptQueue:1").await
+                    && holds(&pool_store, "Script:0").await
+                    && holds(&default_store, "Test:1").await;
                 routed.then_some(())
             }
         },
     )
     .await
     .unwrap();
-    for tag in ["{ATDome:0}", "{ScriptQueue:1}", "{Script}"] {
-        assert!(!holds(&default_store, tag).await, "{tag} went to its pool only");
+    for csc in ["ATDome:0", "ScriptQueue:1", "Script:0"] {
+        assert!(!holds(&default_store, csc).await, "{csc} went to its pool only");
     }
     assert!(
-        !holds(&pool_store, "{Test:1}").await,
+        !holds(&pool_store, "Test:1").await,
         "Test has no pool: the default ingest"
     );
     // Producers first (they share the default system's stop token), then the pool's ingest.

@@ -9,7 +9,7 @@
 //! If this fails, an operator's existing LOVE dashboard shows nothing or
 //! garbage on Meridian, or a site cannot move its producers one at a time.
 
-use meridian_proto::{Category, TopicId};
+use meridian_proto::{keys, Category, StoredSample, TopicId};
 use meridian_store::{memory::MemoryStore, redis::RedisStore, Store};
 use meridian_testkit::browser::Browser;
 use meridian_testkit::love::{keys, love_url, Got, Love};
@@ -83,9 +83,8 @@ async fn start(store: Arc<dyn Store>) -> System {
 
 /// Waits until the Test CSC's `summaryState` (published once, at start) is stored.
 async fn stored_summary_state(store: &Arc<dyn Store>) {
-    let key = TopicId::new("Test:1".parse().unwrap(), Category::Event, "summaryState")
-        .unwrap()
-        .stream_key();
+    let key =
+        keys::stream(&TopicId::new("Test:1".parse().unwrap(), Category::Event, "summaryState").unwrap());
     wait_for("summaryState in the store", Duration::from_secs(10), || {
         let (store, key) = (store.clone(), key.clone());
         async move { store.last(&key, 1).await.ok().filter(|e| !e.is_empty()) }
@@ -480,14 +479,14 @@ async fn a_love_producer_reaches_both_kinds_of_browser(store: Arc<dyn Store>) {
     assert_eq!(sample["source_ts"], snd);
 
     // In the store as ingest writes it: src, ing, and the plain fields.
-    let key = TopicId::new("ATDome:0".parse().unwrap(), Category::Event, "summaryState")
-        .unwrap()
-        .stream_key();
+    let key =
+        keys::stream(&TopicId::new("ATDome:0".parse().unwrap(), Category::Event, "summaryState").unwrap());
     let stored = store.last(&key, 1).await.unwrap();
     let entry = stored.first().expect("stored");
-    assert_eq!(entry.field("src"), Some(snd.to_string().as_str()));
-    assert!(entry.field("ing").is_some());
-    let f: Value = serde_json::from_str(entry.field("f").unwrap()).unwrap();
+    let sample = StoredSample::from_fields(&entry.fields).unwrap();
+    assert_eq!(sample.source_ts.to_string(), snd.to_string());
+    assert!(sample.ingest_ts > 0.0);
+    let f: Value = serde_json::from_str(&sample.fields).unwrap();
     assert_eq!(f, json!({"summaryState": 2, "private_sndStamp": 1_732_412_382.0}));
 
     // The producer's reconnect burst re-sends its last event: stored once.

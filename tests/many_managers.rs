@@ -373,13 +373,14 @@ async fn two_ingest_and_two_frontend_processes_share_the_load_and_a_drained_fron
             })
         })
         .collect();
-    let key = meridian_proto::TopicId::new(
-        "Test:1".parse().unwrap(),
-        meridian_proto::Category::Event,
-        "scalars",
-    )
-    .unwrap()
-    .stream_key();
+    let key = meridian_proto::keys::stream(
+        &meridian_proto::TopicId::new(
+            "Test:1".parse().unwrap(),
+            meridian_proto::Category::Event,
+            "scalars",
+        )
+        .unwrap(),
+    );
     wait_for("a third of the events stored", Duration::from_secs(60), || {
         let (store, key) = (store.clone(), key.clone());
         async move { (store.len(&key).await.ok()? > EVENTS as usize / 3).then_some(()) }

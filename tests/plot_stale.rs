@@ -3,7 +3,7 @@
 //! notices (a telemetry topic silent for `frontend.stale_periods` periods
 //! of its declared rate), as a browser sees them.
 
-use meridian_proto::{unix_now, Category, TopicId, CATALOG_KEY};
+use meridian_proto::{keys, unix_now, Category, StoredSample, TopicId};
 use meridian_store::{memory::MemoryStore, redis::RedisStore, Append, Store};
 use meridian_testkit::browser::Browser;
 use meridian_testkit::redis_server::RedisServer;
@@ -20,7 +20,7 @@ fn topic() -> TopicId {
 async fn declare(store: &dyn Store, rate_hz: f64) {
     store
         .hash_set(
-            CATALOG_KEY,
+            keys::CATALOG,
             &[(topic().catalog_field(), rate_hz.to_string())],
             None,
         )
@@ -32,13 +32,17 @@ async fn declare(store: &dyn Store, rate_hz: f64) {
 async fn store_sample(store: &dyn Store, src: f64, fields: &str) -> String {
     let ids = store
         .append(&[Append {
-            key: topic().stream_key(),
+            key: keys::stream(&topic()),
             maxlen: 100_000,
-            fields: vec![
-                ("src".into(), src.to_string()),
-                ("ing".into(), src.to_string()),
-                ("f".into(), fields.to_string()),
-            ],
+            fields: StoredSample {
+                seq: None,
+                source_ts: src,
+                ingest_ts: src,
+                salindex: None,
+                upto: None,
+                fields: fields.to_string(),
+            }
+            .into_fields(),
         }])
         .await
         .unwrap();

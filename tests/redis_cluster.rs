@@ -15,7 +15,7 @@
 use anyhow::Context;
 use meridian_config::SpoolOnFull;
 use meridian_producer::ProducerStats;
-use meridian_proto::{Category, StreamId, TopicId, CATALOG_KEY};
+use meridian_proto::{keys, Category, CscId, StreamId, TopicId};
 use meridian_store::cluster::{slot, ClusterStore};
 use meridian_store::Store;
 use meridian_testkit::browser::{topic_key, Browser};
@@ -43,7 +43,7 @@ async fn telemetry_of_csc_on_different_shards_reaches_one_browser() {
         .iter()
         .map(|csc| {
             let topic = TopicId::new(csc.parse().unwrap(), Category::Telemetry, "scalars").unwrap();
-            cluster.master_of_slot(slot(&topic.stream_key())).unwrap()
+            cluster.master_of_slot(slot(&keys::stream(&topic))).unwrap()
         })
         .collect();
     assert!(
@@ -86,13 +86,14 @@ async fn scripts_forgotten_by_the_masters_are_sent_again() {
     use meridian_store::{Append, OnceBatch};
     let cluster = block_in_place(|| RedisCluster::start(3, 0)).unwrap();
     let store = ClusterStore::connect(&cluster.seeds(), 0).await.unwrap();
+    let stream = |csc: &str| keys::stream(&TopicId::new(csc.parse().unwrap(), Category::Event, "e").unwrap());
     let batch = |csc: &str, seqs: std::ops::RangeInclusive<u64>| OnceBatch {
-        dedup_key: format!("meridian:{{{csc}}}:dedup"),
+        dedup_key: keys::dedup(&csc.parse().unwrap(), 1, "events"),
         mark_ttl: Duration::from_secs(60),
         entries: seqs
             .map(|seq| {
                 let fields = vec![("seq".to_string(), seq.to_string())];
-                let key = format!("meridian:{{{csc}}}:event:e");
+                let key = stream(csc);
                 (
                     seq,
                     Append {
@@ -108,7 +109,11 @@ async fn scripts_forgotten_by_the_masters_are_sent_again() {
     let cscs = ["Test:1", "Test:2", "Test:4"];
     let masters: BTreeSet<u16> = cscs
         .iter()
-        .map(|c| cluster.master_of_slot(slot(&format!("{{{c}}}"))).unwrap())
+        .map(|c| {
+            cluster
+                .master_of_slot(slot(&keys::hash_tag(&c.parse::<CscId>().unwrap())))
+                .unwrap()
+        })
         .collect();
     assert_eq!(masters.len(), 3, "one CSC per master");
     let first: Vec<_> = cscs.iter().map(|c| batch(c, 1..=3)).collect();
@@ -121,14 +126,11 @@ async fn scripts_forgotten_by_the_masters_are_sent_again() {
         "the replay was deduplicated"
     );
     assert!(store
-        .lock("meridian:sweeper:lock", "a", Duration::from_secs(5))
+        .lock(keys::SWEEPER_LOCK, "a", Duration::from_secs(5))
         .await
         .unwrap());
     for csc in cscs {
-        assert_eq!(
-            store.len(&format!("meridian:{{{csc}}}:event:e")).await.unwrap(),
-            5
-        );
+        assert_eq!(store.len(&stream(csc)).await.unwrap(), 5);
     }
 }
 
@@ -164,7 +166,7 @@ impl Load {
         wait_for("the producer's topics in the catalog", PATIENCE, || {
             let (catalog, field) = (catalog.clone(), field.clone());
             async move {
-                let fields = catalog.hash_get(CATALOG_KEY).await.ok()?;
+                let fields = catalog.hash_get(keys::CATALOG).await.ok()?;
                 fields.iter().any(|(f, _)| *f == field).then_some(())
             }
         })
@@ -223,7 +225,7 @@ impl Load {
         let stored_ids: BTreeSet<String> = self
             .store
             .range(
-                &event_topic().stream_key(),
+                &keys::stream(&event_topic()),
                 StreamId::ZERO,
                 None,
                 count as usize + 1,
@@ -298,7 +300,9 @@ async fn a_master_killed_during_load_loses_and_repeats_no_event() {
     let publisher = load.publish(EVENTS);
     load.until_acked(EVENTS as u64 / 3).await;
 
-    let master = cluster.master_of_slot(slot(&event_topic().stream_key())).unwrap();
+    let master = cluster
+        .master_of_slot(slot(&keys::stream(&event_topic())))
+        .unwrap();
     let started = std::time::Instant::now();
     block_in_place(|| {
         cluster.kill(master)?;
@@ -325,11 +329,15 @@ async fn a_manual_failover_during_load_loses_and_repeats_no_event() {
     let publisher = load.publish(EVENTS);
     load.until_acked(EVENTS as u64 / 3).await;
 
-    let master = cluster.master_of_slot(slot(&event_topic().stream_key())).unwrap();
+    let master = cluster
+        .master_of_slot(slot(&keys::stream(&event_topic())))
+        .unwrap();
     let started = std::time::Instant::now();
     let new_master = block_in_place(|| cluster.failover(master)).unwrap();
     assert_eq!(
-        cluster.master_of_slot(slot(&event_topic().stream_key())).unwrap(),
+        cluster
+            .master_of_slot(slot(&keys::stream(&event_topic())))
+            .unwrap(),
         new_master
     );
     println!(
@@ -350,7 +358,7 @@ async fn a_resharding_during_load_loses_and_repeats_no_event() {
     let publisher = load.publish(EVENTS);
     load.until_acked(EVENTS as u64 / 3).await;
 
-    let key_slot = slot(&event_topic().stream_key());
+    let key_slot = slot(&keys::stream(&event_topic()));
     let from = cluster.master_of_slot(key_slot).unwrap();
     let to = *cluster
         .master_ports()

@@ -12,7 +12,7 @@
 //! the existing dashboard sees an empty log until the Script says
 //! something new, another Script's lines, or lines twice.
 
-use meridian_proto::{Category, CscId, Fields, TopicId, Value};
+use meridian_proto::{keys, Category, CscId, Fields, TopicId, Value};
 use meridian_store::redis::RedisStore;
 use meridian_store::Store;
 use meridian_testkit::love::Love;
@@ -129,9 +129,8 @@ async fn a_script_log_group_gets_the_last_twenty_messages_then_the_live_ones() {
             log(&scripts, b, &format!("b {}", i / 6)).await;
         }
     }
-    let key = TopicId::new(CscId::new("Script", 0).unwrap(), Category::Event, "logMessage")
-        .unwrap()
-        .stream_key();
+    let key =
+        keys::stream(&TopicId::new(CscId::new("Script", 0).unwrap(), Category::Event, "logMessage").unwrap());
     wait_for("35 log messages stored", Duration::from_secs(20), || {
         let (store, key) = (store.clone(), key.clone());
         async move { (store.len(&key).await.unwrap() >= 35).then_some(()) }

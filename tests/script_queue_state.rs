@@ -347,14 +347,14 @@ async fn the_script_queue_panel_follows_a_queue_served_by_a_meridian_producer() 
     // Four keys per queue, not per script: the derived streams, which
     // expire once no ingest derives them any more.
     for key in [
-        "meridian:{ScriptQueueState:1}:event:stateStream",
-        "meridian:{ScriptQueueState:1}:event:scriptsStream",
-        "meridian:{ScriptQueueState:1}:event:availableScriptsStream",
-        "meridian:{ScriptHeartbeats:1}:event:stream",
+        event_stream("ScriptQueueState:1", "stateStream"),
+        event_stream("ScriptQueueState:1", "scriptsStream"),
+        event_stream("ScriptQueueState:1", "availableScriptsStream"),
+        event_stream("ScriptHeartbeats:1", "stream"),
     ] {
         use meridian_store::Store;
-        assert!(store.len(key).await.unwrap() > 0, "{key}");
-        let ttl = store.ttl(key).await.unwrap();
+        assert!(store.len(&key).await.unwrap() > 0, "{key}");
+        let ttl = store.ttl(&key).await.unwrap();
         assert!(
             ttl.is_some_and(|t| t <= meridian_manager::love::script_queue::DERIVED_TTL),
             "{key}: TTL {ttl:?}"
@@ -363,21 +363,31 @@ async fn the_script_queue_panel_follows_a_queue_served_by_a_meridian_producer() 
     system.stop().await;
 }
 
+/// The store stream of event `topic` of the instance `csc` (`ScriptQueue:2`).
+fn event_stream(csc: &str, topic: &str) -> String {
+    let topic =
+        meridian_proto::TopicId::new(csc.parse().unwrap(), meridian_proto::Category::Event, topic).unwrap();
+    meridian_proto::keys::stream(&topic)
+}
+
 /// One store entry of a ScriptQueue event as ingest writes it (with `seq`).
 async fn store_queue_event(store: &dyn meridian_store::Store, seq: u64, current: u32) {
     let f = json!({"enabled": true, "running": true, "currentSalIndex": current, "length": 0,
         "salIndices": [], "pastLength": 0, "pastSalIndices": []});
-    let now = meridian_proto::unix_now(std::time::SystemTime::now()).to_string();
+    let now = meridian_proto::unix_now(std::time::SystemTime::now());
+    let sample = meridian_proto::StoredSample {
+        seq: Some(seq),
+        source_ts: now,
+        ingest_ts: now,
+        salindex: None,
+        upto: None,
+        fields: f.to_string(),
+    };
     store
         .append(&[meridian_store::Append {
-            key: "meridian:{ScriptQueue:2}:event:queue".into(),
+            key: event_stream("ScriptQueue:2", "queue"),
             maxlen: 100,
-            fields: vec![
-                ("seq".into(), seq.to_string()),
-                ("src".into(), now.clone()),
-                ("ing".into(), now),
-                ("f".into(), f.to_string()),
-            ],
+            fields: sample.into_fields(),
         }])
         .await
         .unwrap();
@@ -394,7 +404,7 @@ async fn one_ingest_derives_and_another_takes_over_when_it_dies() {
     let store: Arc<dyn Store> = Arc::new(RedisStore::connect(&redis.url()).await.unwrap());
     store
         .hash_set(
-            meridian_proto::CATALOG_KEY,
+            meridian_proto::keys::CATALOG,
             &[("ScriptQueue:2/event/queue".into(), String::new())],
             None,
         )
@@ -412,18 +422,22 @@ async fn one_ingest_derives_and_another_takes_over_when_it_dies() {
     );
     let a = tokio::spawn(script_queue::run(store.clone(), config.clone(), stop_a.clone()));
     let b = tokio::spawn(script_queue::run(store.clone(), config, stop_b.clone()));
-    let key = "meridian:{ScriptHeartbeats:2}:event:stream";
-    let reports = |store: Arc<dyn Store>| async move {
-        store
-            .last(key, 1000)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|e| {
-                let v: Json = serde_json::from_str(e.field("f").unwrap()).unwrap();
-                (e.id.ms, v["script_heartbeat"]["lost"].as_u64().unwrap())
-            })
-            .collect::<Vec<_>>()
+    let key = event_stream("ScriptHeartbeats:2", "stream");
+    let reports = |store: Arc<dyn Store>| {
+        let key = key.clone();
+        async move {
+            store
+                .last(&key, 1000)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| {
+                    let sample = meridian_proto::StoredSample::from_fields(&e.fields).unwrap();
+                    let v: Json = serde_json::from_str(&sample.fields).unwrap();
+                    (e.id.ms, v["script_heartbeat"]["lost"].as_u64().unwrap())
+                })
+                .collect::<Vec<_>>()
+        }
     };
     let enough = wait_for("four heartbeat reports", Duration::from_secs(30), || {
         let store = store.clone();
@@ -476,7 +490,11 @@ async fn one_ingest_derives_and_another_takes_over_when_it_dies() {
     }
     // A deriver that stops cleanly releases the lock.
     assert!(store
-        .lock(script_queue::LOCK, "probe", Duration::from_secs(1))
+        .lock(
+            meridian_proto::keys::DERIVER_LOCK,
+            "probe",
+            Duration::from_secs(1)
+        )
         .await
         .unwrap());
 }
@@ -486,8 +504,8 @@ async fn one_ingest_derives_and_another_takes_over_when_it_dies() {
 /// lock, and on shutdown stops the deriver, which releases it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ingest_manager_runs_the_deriver_beside_its_ingest() {
-    use meridian_manager::love::script_queue::LOCK;
     use meridian_manager::{Manager, Role};
+    use meridian_proto::keys::DERIVER_LOCK as LOCK;
     use meridian_store::Store;
     let redis = RedisServer::start().unwrap();
     let mut config = test_config();

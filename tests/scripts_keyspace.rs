@@ -21,7 +21,7 @@
 //!   crosses it after a third of the run, one of a set of streams per
 //!   Script at once.
 
-use meridian_proto::{topic::instance_key_prefix, Csc, Value};
+use meridian_proto::{keys, Category, Csc, TopicId, Value};
 use meridian_sim::interface::Interface;
 use meridian_sim::{AckState, Middleware, SimMiddleware};
 use meridian_store::{redis::RedisStore, Store};
@@ -94,7 +94,7 @@ async fn a_thousand_scripts_leave_a_bounded_keyspace_and_their_state_expires() {
         i.telemetry.len() + i.events.len()
     };
     let fixed = topics("Script") + topics("ScriptQueue") + 2 + 1 + 4 + 1;
-    let prefix = instance_key_prefix(&Csc::new("Script").unwrap());
+    let prefix = keys::instance_prefix(&Csc::new("Script").unwrap());
 
     let mut max_keys = 0;
     let mut added = Vec::with_capacity(SCRIPTS);
@@ -124,7 +124,9 @@ async fn a_thousand_scripts_leave_a_bounded_keyspace_and_their_state_expires() {
     })
     .await
     .unwrap();
-    let state_entries = store.len("meridian:{Script}:event:state").await.unwrap();
+    let state_stream =
+        keys::stream(&TopicId::new("Script:0".parse().unwrap(), Category::Event, "state").unwrap());
+    let state_entries = store.len(&state_stream).await.unwrap();
     assert!(
         state_entries >= SCRIPTS * 4,
         "every Script's states are in one stream: {state_entries}"

@@ -6,7 +6,9 @@
 //! as Script state piling up after the sweeping ingest was killed, or as
 //! ingests sweeping (and deleting) at the same time.
 
-use meridian_manager::ingest::sweeper::{self, SweepConfig, LOCK};
+use meridian_manager::ingest::sweeper::{self, SweepConfig};
+use meridian_proto::keys::{self, SWEEPER_LOCK};
+use meridian_proto::stored::InstanceState;
 use meridian_store::{redis::RedisStore, Store};
 use meridian_testkit::redis_server::RedisServer;
 use meridian_testkit::wait_for;
@@ -18,17 +20,22 @@ const INTERVAL: Duration = Duration::from_millis(200);
 
 /// The current holder of the sweeper lock, read straight from Redis.
 async fn holder(redis: &mut redis::aio::MultiplexedConnection) -> Option<String> {
-    redis::cmd("GET").arg(LOCK).query_async(redis).await.unwrap()
+    redis::cmd("GET")
+        .arg(SWEEPER_LOCK)
+        .query_async(redis)
+        .await
+        .unwrap()
 }
 
 /// Puts a Script state hash that was last updated long ago and never
 /// ended (no TTL): the sweeper must remove it.
 async fn stale_state(store: &dyn Store, index: u32) -> String {
-    let key = format!("meridian:{{Script}}:instance:{index}");
-    let fields = [
-        ("state".to_string(), "3".to_string()),
-        ("updated".to_string(), "0".to_string()),
-    ];
+    let key = keys::instance(&meridian_proto::CscId::new("Script", index).unwrap());
+    let fields = InstanceState {
+        updated: 0.0,
+        state: Some(3),
+    }
+    .into_fields();
     store.hash_set(&key, &fields, None).await.unwrap();
     key
 }
@@ -67,7 +74,7 @@ async fn one_sweeper_at_a_time_and_another_takes_over_when_it_dies() {
     .await
     .unwrap();
     let pttl: i64 = redis::cmd("PTTL")
-        .arg(LOCK)
+        .arg(SWEEPER_LOCK)
         .query_async(&mut redis)
         .await
         .unwrap();

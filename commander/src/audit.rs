@@ -1,5 +1,5 @@
 //! The audit log: one entry per request to send a command, whatever its
-//! outcome, in the store stream [`AUDIT_STREAM`] (a Redis stream in
+//! outcome, in the store stream [`keys::AUDIT`] (a Redis stream in
 //! production, the in-memory store in `meridian up`), trimmed to about
 //! `commander.audit_maxlen` entries.
 //!
@@ -15,17 +15,11 @@
 //! Unix milliseconds), oldest first, a page at a time.
 
 use crate::error::RequestError;
-use meridian_proto::StreamId;
+use meridian_proto::stored::AUDIT_ENTRY;
+use meridian_proto::{keys, StreamId};
 use meridian_store::{Append, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-
-/// The store stream of the audit log. One stream for every commander
-/// replica, so the night's operations read in one place.
-pub const AUDIT_STREAM: &str = "meridian:commander:audit";
-
-/// The field of a stream entry holding the entry's JSON.
-const ENTRY_FIELD: &str = "entry";
 
 /// Most entries one read returns (`limit`).
 pub const MAX_PAGE: usize = 1000;
@@ -160,9 +154,9 @@ impl AuditLog {
             }
         };
         let append = Append {
-            key: AUDIT_STREAM.to_string(),
+            key: keys::AUDIT.to_string(),
             maxlen: self.maxlen,
-            fields: vec![(ENTRY_FIELD.to_string(), json.clone())],
+            fields: vec![(AUDIT_ENTRY.to_string(), json.clone())],
         };
         match self.store.append(std::slice::from_ref(&append)).await {
             Ok(ids) => ids.first().copied(),
@@ -184,12 +178,12 @@ impl AuditLog {
         let until = query.until_ms.map(|ms| StreamId::new(ms, u64::MAX));
         let entries = self
             .store
-            .range(AUDIT_STREAM, after, until, query.limit.min(MAX_PAGE))
+            .range(keys::AUDIT, after, until, query.limit.min(MAX_PAGE))
             .await?;
         Ok(entries
             .into_iter()
             .filter_map(|e| {
-                let json = e.field(ENTRY_FIELD)?;
+                let json = e.field(AUDIT_ENTRY)?;
                 match serde_json::from_str(json) {
                     Ok(entry) => Some(StoredEntry {
                         id: e.id.to_string(),
@@ -206,7 +200,7 @@ impl AuditLog {
 
     /// Whether the store answers (for `/readyz`).
     pub async fn reachable(&self) -> Result<(), StoreError> {
-        self.store.len(AUDIT_STREAM).await.map(|_| ())
+        self.store.len(keys::AUDIT).await.map(|_| ())
     }
 }
 
@@ -242,7 +236,7 @@ mod tests {
         for n in 0..500 {
             log.append(&entry(n)).await.unwrap();
         }
-        let len = store.len(AUDIT_STREAM).await.unwrap();
+        let len = store.len(keys::AUDIT).await.unwrap();
         assert!((10..=10 + TRIM_SLACK).contains(&len), "{len}");
         // The newest are kept.
         let all = log

@@ -3,14 +3,16 @@
 //! This crate owns every byte that crosses a process boundary: the frames a
 //! producer and an ingest manager exchange over QUIC (bincode, length
 //! delimited), the JSON a browser and a frontend manager exchange, and the
-//! one place where topic names and store keys are spelled.
+//! one place where topic names, store keys and stored entries are spelled.
 //!
 //! It must not do I/O: no tokio, quinn, redis or tungstenite here (CI checks
 //! with `cargo tree`). Decoders take byte slices and return a typed error, so
 //! hostile input is tested without sockets.
 //!
 //! Layout:
-//! - [`topic`]: `Csc`, `SalIndex`, `Category`, `TopicId` and the store keys.
+//! - [`topic`]: `Csc`, `SalIndex`, `Category`, `TopicId`.
+//! - [`keys`]: every store key (streams, catalog, schemas, loads, locks, audit) and its hash tag.
+//! - [`stored`]: the fields of what is stored under them (`StoredSample`, a topic stream's entry).
 //! - [`value`]: field values of a sample and their JSON form.
 //! - [`frame`]: producer ↔ ingest frames, the handshake, encode/decode.
 //! - [`metrics`]: the Prometheus text every role's `/metrics` serves.
@@ -22,10 +24,12 @@
 
 pub mod browser;
 pub mod frame;
+pub mod keys;
 pub mod love;
 pub mod metrics;
 pub mod msgpack;
 pub mod spool;
+pub mod stored;
 pub mod stream_id;
 pub mod topic;
 pub mod value;
@@ -34,10 +38,9 @@ pub use frame::{
     decode_frame, encode_frame, DecodeError, EncodeError, FieldSchema, FrameBuffer, Hello, IngestFrame,
     ProducerFrame, Sample, TopicSchema, MAX_FRAME_LEN, PROTOCOL_VERSION,
 };
+pub use stored::StoredSample;
 pub use stream_id::StreamId;
-pub use topic::{
-    Category, Csc, CscId, NameError, SalIndex, TopicId, AGGREGATED_CSCS, CATALOG_KEY, SCHEMAS_KEY,
-};
+pub use topic::{Category, Csc, CscId, NameError, SalIndex, TopicId, AGGREGATED_CSCS};
 pub use value::{Fields, Value, ValueKind};
 
 /// Seconds since the Unix epoch as `f64`, the timestamp unit of every

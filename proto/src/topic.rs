@@ -1,14 +1,12 @@
 //! Topic naming, in one place.
 //!
 //! A topic is identified by the CSC that publishes it, the CSC's SAL index,
-//! its category (telemetry or event) and its name. Store keys carry a Redis
-//! Cluster hash tag per CSC instance, `{CSC:salindex}`, so every stream of one
-//! CSC lands on one shard and a pipeline of one producer's batch never spans
-//! slots.
+//! its category (telemetry or event) and its name. Their store keys are
+//! spelled in [`crate::keys`].
 //!
 //! CSCs in [`AGGREGATED_CSCS`] (Scripts: a new SAL index for every run) are
-//! the exception: all their instances share one stream per topic, keyed
-//! without the index (`meridian:{Script}:event:state`), each entry naming
+//! the exception to one stream per topic and instance: all their instances
+//! share one stream per topic, keyed without the index, each entry naming
 //! its instance, plus one small state hash per instance that expires after
 //! the instance ends. A night of Scripts then adds entries, not keys.
 
@@ -105,55 +103,14 @@ impl CscId {
             salindex,
         })
     }
-    /// The Redis Cluster hash tag shared by every key of this instance
-    /// (of every instance, for an aggregated CSC).
-    pub fn hash_tag(&self) -> String {
-        if self.is_aggregated() {
-            format!("{{{}}}", self.csc)
-        } else {
-            format!("{{{}:{}}}", self.csc, self.salindex)
-        }
-    }
-
     /// Whether all instances of this CSC share one set of streams.
     pub fn is_aggregated(&self) -> bool {
         AGGREGATED_CSCS.contains(&self.csc.as_str())
     }
-
-    /// The state hash of one instance of an aggregated CSC (e.g. a Script's
-    /// latest state), which expires once the instance has ended.
-    pub fn instance_key(&self) -> String {
-        format!("meridian:{}:instance:{}", self.hash_tag(), self.salindex)
-    }
-
-    /// Where exactly-once writes of one producer's `stream` are tracked.
-    pub fn dedup_key(&self, producer_id: u64, stream: &str) -> String {
-        format!("meridian:{}:dedup:{producer_id:016x}:{stream}", self.hash_tag())
-    }
 }
-
-/// The hash listing every topic producers have declared: field
-/// [`TopicId::catalog_field`], value the nominal rate in Hz ("" for events).
-/// Frontends resolve wildcard subscriptions ("every topic of MTM1M3") with it.
-pub const CATALOG_KEY: &str = "meridian:catalog";
-
-/// The hash of every declared topic's field schema, written at each
-/// producer handshake next to the catalog, so a frontend can describe
-/// fields (type, units) without asking producers (the compatibility
-/// endpoint wraps every field as `{value, dataType, units}`). Field: the
-/// topic's [`TopicId::catalog_field`]; value: the JSON array of its
-/// [`crate::FieldSchema`]s (`[{"name","kind","count","units"}]`),
-/// or, for a topic the replaced system's producers send without field
-/// wrappers, `{"raw":true,"list":bool}`.
-pub const SCHEMAS_KEY: &str = "meridian:schemas";
 
 /// CSCs whose instances share one set of streams (see the module doc).
 pub const AGGREGATED_CSCS: &[&str] = &["Script"];
-
-/// Prefix of every instance state hash of an aggregated CSC, for sweepers.
-pub fn instance_key_prefix(csc: &Csc) -> String {
-    format!("meridian:{{{csc}}}:instance:")
-}
 
 impl fmt::Display for CscId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -229,20 +186,7 @@ impl TopicId {
         })
     }
 
-    /// The store key of this topic's stream: `meridian:{CSC:idx}:<category>:<topic>`,
-    /// or `meridian:{CSC}:<category>:<topic>` for an aggregated CSC.
-    pub fn stream_key(&self) -> String {
-        format!(
-            "meridian:{}:{}:{}",
-            self.csc.hash_tag(),
-            self.category.as_str(),
-            self.topic
-        )
-    }
-}
-
-impl TopicId {
-    /// This topic's field in the [`CATALOG_KEY`] hash: `CSC:idx/category/topic`,
+    /// This topic's field in the [`crate::keys::CATALOG`] hash: `CSC:idx/category/topic`,
     /// with `*` for the index of an aggregated CSC (every instance).
     pub fn catalog_field(&self) -> String {
         if self.csc.is_aggregated() {
@@ -281,29 +225,6 @@ impl fmt::Display for TopicId {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stream_keys_share_one_hash_tag_per_csc_instance() {
-        let csc: CscId = "MTM1M3:0".parse().unwrap();
-        let a = TopicId::new(csc.clone(), Category::Telemetry, "forceActuatorData").unwrap();
-        let b = TopicId::new(csc, Category::Event, "heartbeat").unwrap();
-        assert_eq!(a.stream_key(), "meridian:{MTM1M3:0}:telemetry:forceActuatorData");
-        assert_eq!(b.stream_key(), "meridian:{MTM1M3:0}:event:heartbeat");
-    }
-
-    #[test]
-    fn every_script_shares_one_stream_per_topic() {
-        let a = TopicId::new("Script:100001".parse().unwrap(), Category::Event, "state").unwrap();
-        let b = TopicId::new("Script:100002".parse().unwrap(), Category::Event, "state").unwrap();
-        assert_eq!(a.stream_key(), "meridian:{Script}:event:state");
-        assert_eq!(a.stream_key(), b.stream_key());
-        assert_eq!(a.csc.instance_key(), "meridian:{Script}:instance:100001");
-        assert!(a.csc.instance_key().starts_with(&instance_key_prefix(&a.csc.csc)));
-        assert_eq!(
-            a.csc.dedup_key(255, "events"),
-            "meridian:{Script}:dedup:00000000000000ff:events"
-        );
-    }
 
     #[test]
     fn names_are_checked_and_errors_say_why() {

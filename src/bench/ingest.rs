@@ -26,6 +26,7 @@ use meridian_config::{Config, StoreBackend};
 use meridian_manager::ingest::Ingest;
 use meridian_manager::tls::Identity;
 use meridian_producer::tls::ServerTrust;
+use meridian_proto::{keys, Category, CscId, StoredSample, TopicId};
 use meridian_store::redis::RedisStore;
 use meridian_store::{Append, Store};
 use std::sync::atomic::Ordering;
@@ -294,16 +295,22 @@ fn baseline(
 
 /// An entry as the ingest writes it for a sample of `payload` bytes.
 fn ingest_shaped_fields(seq: u64, payload: usize) -> Vec<(String, String)> {
-    let ts = meridian_proto::unix_now(std::time::SystemTime::now()).to_string();
-    vec![
-        ("seq".into(), seq.to_string()),
-        ("src".into(), ts.clone()),
-        ("ing".into(), ts),
-        (
-            "f".into(),
-            format!(r#"{{"v":"{}"}}"#, "x".repeat(payload.saturating_sub(8))),
-        ),
-    ]
+    let ts = meridian_proto::unix_now(std::time::SystemTime::now());
+    StoredSample {
+        seq: Some(seq),
+        source_ts: ts,
+        ingest_ts: ts,
+        salindex: None,
+        upto: None,
+        fields: format!(r#"{{"v":"{}"}}"#, "x".repeat(payload.saturating_sub(8))),
+    }
+    .into_fields()
+}
+
+/// The stream of topic `name` of CSC instance `csc:index`, as the ingest keys it.
+fn telemetry_key(csc: &str, index: u32, name: &str) -> String {
+    let csc = CscId::new(csc, index).expect("a valid CSC name");
+    keys::stream(&TopicId::new(csc, Category::Telemetry, name).expect("a valid topic name"))
 }
 
 /// Entries per second [`RedisStore::append`] reaches with `in_flight`
@@ -322,9 +329,10 @@ async fn writer_alone(
     let batch: Arc<Vec<Append>> = Arc::new(
         (0..batch_max)
             .map(|i| Append {
-                key: format!(
-                    "meridian:{{Writer:{}}}:telemetry:payload{payload}",
-                    i % args.producers as usize
+                key: telemetry_key(
+                    "Writer",
+                    (i % args.producers as usize) as u32,
+                    &format!("payload{payload}"),
                 ),
                 maxlen: args.maxlen,
                 fields: ingest_shaped_fields(i as u64 + 1, payload),
@@ -470,11 +478,7 @@ async fn drive_producers(
     );
     let mut stored = 0;
     for i in 0..args.producers {
-        let key = format!(
-            "meridian:{{{}:{i}}}:telemetry:{}",
-            producer::CSC,
-            load.topic_name()
-        );
+        let key = telemetry_key(producer::CSC, i, &load.topic_name());
         stored += tokio::task::block_in_place(|| redis.entries_added(&key))?;
     }
     if stored < acked {

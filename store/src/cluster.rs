@@ -940,9 +940,11 @@ mod tests {
 
     #[test]
     fn one_csc_instance_is_one_slot() {
-        let csc = meridian_proto::CscId::new("MTM1M3", 0).unwrap();
-        let stream = format!("meridian:{}:telemetry:forceActuatorData", csc.hash_tag());
-        assert_eq!(slot(&stream), slot(&csc.dedup_key(7, "events")));
+        use meridian_proto::{keys, Category, CscId, TopicId};
+        let csc = CscId::new("MTM1M3", 0).unwrap();
+        let stream =
+            keys::stream(&TopicId::new(csc.clone(), Category::Telemetry, "forceActuatorData").unwrap());
+        assert_eq!(slot(&stream), slot(&keys::dedup(&csc, 7, "events")));
         let groups = by_slot(["a", "b", "a", "{a}x"].into_iter());
         assert_eq!(groups[&slot("a")], [0, 2, 3]);
         assert_eq!(groups[&slot("b")], [1]);

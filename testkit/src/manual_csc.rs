@@ -137,7 +137,7 @@ impl Middleware for ManualCsc {
 pub async fn stored_event_values(store: &dyn meridian_store::Store, csc: &str) -> Vec<i64> {
     let topic =
         meridian_proto::TopicId::new(csc.parse().expect("csc"), Category::Event, "scalars").expect("topic");
-    let key = topic.stream_key();
+    let key = meridian_proto::keys::stream(&topic);
     let mut out = Vec::new();
     let mut after = meridian_proto::StreamId::ZERO;
     loop {
@@ -148,8 +148,8 @@ pub async fn stored_event_values(store: &dyn meridian_store::Store, csc: &str) -
         let Some(last) = entries.last() else { break };
         after = last.id;
         for e in &entries {
-            let fields: serde_json::Value =
-                serde_json::from_str(e.field("f").expect("fields")).expect("json");
+            let stored = meridian_proto::StoredSample::from_fields(&e.fields).expect("a stored sample");
+            let fields: serde_json::Value = serde_json::from_str(&stored.fields).expect("json");
             out.push(fields["int0"].as_i64().expect("int0"));
         }
     }

@@ -3,7 +3,7 @@
 //! WebSockets live for hours, so a manager added by an autoscaler gets no
 //! load unless existing connections move. Every `frontend.load_interval_ms`
 //! each manager publishes its load in the store under
-//! [`LOAD_KEY_PREFIX`]`<server>` (a hash that expires after three intervals,
+//! [`keys::load`] (a hash that expires after three intervals,
 //! so a dead manager drops out by itself), reads the others', and, when it
 //! holds more than `frontend.rebalance_factor` times the average, asks its
 //! excess browsers to reconnect after a random delay (so they do not arrive
@@ -13,15 +13,13 @@
 
 use super::hub::Hub;
 use meridian_config::FrontendConfig;
+use meridian_proto::keys;
 use meridian_store::Store;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
-
-/// Prefix of the store keys where frontend managers publish their load.
-pub const LOAD_KEY_PREFIX: &str = "meridian:frontend:";
 
 /// Intervals a manager waits after moving browsers before it judges its share again.
 const REBALANCE_COOLDOWN: u32 = 3;
@@ -74,7 +72,7 @@ impl Balancer {
     }
 
     fn key(&self) -> String {
-        format!("{LOAD_KEY_PREFIX}{}", self.server)
+        keys::load(&self.server)
     }
 
     /// Publishes the load and rebalances every interval until `shutdown`,
@@ -127,7 +125,11 @@ impl Balancer {
             .await?;
         let mut total = 0usize;
         let mut managers = 0usize;
-        for key in self.store.keys_with_prefix(LOAD_KEY_PREFIX, MAX_MANAGERS).await? {
+        for key in self
+            .store
+            .keys_with_prefix(keys::LOAD_PREFIX, MAX_MANAGERS)
+            .await?
+        {
             let load = self.store.hash_get(&key).await?;
             if let Some(n) = load
                 .iter()

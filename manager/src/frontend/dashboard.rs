@@ -22,7 +22,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use meridian_proto::{TopicId, CATALOG_KEY};
+use meridian_proto::{keys, TopicId};
 use meridian_store::Store;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -131,7 +131,7 @@ struct DeclaredTopic {
 }
 
 async fn config(State(d): State<Arc<Dashboard>>) -> Response {
-    let catalog = match d.store.hash_get(CATALOG_KEY).await {
+    let catalog = match d.store.hash_get(keys::CATALOG).await {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!("dashboard config: cannot read the catalog: {e}");

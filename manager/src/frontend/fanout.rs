@@ -27,9 +27,9 @@
 use super::inbox::Inbox;
 use super::sample::{Delivered, Tick};
 use super::stats::HubStats;
-use meridian_store::{Entry, StreamEntries};
 use meridian_proto::browser::stale_notice;
-use meridian_proto::{Category, CscId, StreamId, TopicId};
+use meridian_proto::{keys, Category, CscId, StreamId, TopicId};
+use meridian_store::{Entry, StreamEntries};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -255,7 +255,7 @@ impl Fanout {
         tail: Option<&Entry>,
         now: Instant,
     ) -> Option<Attached> {
-        let key = topic.stream_key();
+        let key = keys::stream(&topic);
         let c = self.clients.get_mut(&client)?;
         if !c.streams.insert((key.clone(), filter)) && only_new {
             return None;
@@ -561,7 +561,7 @@ fn watch<'a>(
     last: Option<&Entry>,
     now: Instant,
 ) -> &'a mut Watched {
-    let key = topic.stream_key();
+    let key = keys::stream(&topic);
     watched.entry(key.clone()).or_insert_with(|| Watched {
         key: key.into(),
         // An aggregated CSC's one stream holds every instance: index 0 stands for all.
@@ -614,7 +614,7 @@ mod tests {
     /// What the reader read of `topic`: entries with these ids.
     fn read(topic: &TopicId, ids: impl IntoIterator<Item = u64>) -> StreamEntries {
         StreamEntries {
-            key: topic.stream_key(),
+            key: keys::stream(&topic),
             entries: ids.into_iter().map(entry).collect(),
         }
     }
@@ -643,7 +643,7 @@ mod tests {
         let attached = core
             .attach(client, topic, None, false, None, now)
             .expect("attached");
-        let key = topic.stream_key();
+        let key = keys::stream(&topic);
         assert_eq!(
             core.catch_up(client, &key, None, attached.cursor),
             CatchUp::Joining
@@ -738,7 +738,7 @@ mod tests {
         let now = Instant::now();
         let mut core = core(1000);
         let e = topic(Category::Event, "e");
-        let key = e.stream_key();
+        let key = keys::stream(&e);
         let (a, a_inbox) = browser(&mut core, 100);
         subscribe_live(&mut core, a, &e, now);
         core.read(vec![read(&e, [1, 2])], now);
@@ -769,7 +769,7 @@ mod tests {
         let now = Instant::now();
         let mut core = core(1000);
         let e = topic(Category::Event, "e");
-        let key = e.stream_key();
+        let key = keys::stream(&e);
         let (a, _a_inbox) = browser(&mut core, 100);
         subscribe_live(&mut core, a, &e, now);
         core.read(vec![read(&e, [1, 2])], now);
@@ -849,7 +849,7 @@ mod tests {
             [(e.clone(), StreamId::new(2, 0))],
             "told where to recover from"
         );
-        assert!(slow_inbox.is_suspended(&e.stream_key()));
+        assert!(slow_inbox.is_suspended(&keys::stream(&e)));
         core.read(vec![read(&e, [7])], now);
         core.close_tick();
         assert!(sent(&slow_inbox.drain(usize::MAX)).is_empty(), "out of the feed");
@@ -857,7 +857,7 @@ mod tests {
         // Subscribing again (the hub then replays from the lost id) ends the suspension.
         core.attach(slow, &e, None, false, None, now)
             .expect("attached again");
-        assert!(!slow_inbox.is_suspended(&e.stream_key()));
+        assert!(!slow_inbox.is_suspended(&keys::stream(&e)));
     }
 
     #[test]

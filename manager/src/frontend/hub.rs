@@ -26,7 +26,7 @@
 //! no gap and no repeat.
 //!
 //! Wildcards (every topic of a CSC, every index) are resolved with the
-//! catalog producers' handshakes fill ([`meridian_proto::CATALOG_KEY`]),
+//! catalog producers' handshakes fill ([`meridian_proto::keys::CATALOG`]),
 //! and re-resolved every [`CATALOG_REFRESH`] so topics that appear later
 //! are added.
 
@@ -34,10 +34,10 @@ use super::fanout::{CatchUp, Fanout, Staleness};
 use super::inbox::Inbox;
 use super::sample::Delivered;
 use super::stats::HubStats;
-use meridian_store::{Store, StoreError};
 use meridian_config::FrontendConfig;
 use meridian_proto::browser::gap_notice;
-use meridian_proto::{Category, Csc, CscId, StreamId, TopicId, CATALOG_KEY};
+use meridian_proto::{keys, Category, Csc, CscId, StreamId, TopicId};
+use meridian_store::{Store, StoreError};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -240,7 +240,7 @@ impl Hub {
         start: Start,
         confirm: impl FnOnce(&[TopicId], bool),
     ) -> Result<Vec<TopicId>, HubError> {
-        let catalog = self.store.hash_get(CATALOG_KEY).await?;
+        let catalog = self.store.hash_get(keys::CATALOG).await?;
         let topics = resolve(&catalog, selector);
         let exact = selector.exact();
         let waiting = match &exact {
@@ -275,7 +275,7 @@ impl Hub {
             // A topic declared between the catalog read above and the
             // selector's registration may have been seen by the catalog
             // loop before it could match this selector: look once more.
-            let again = self.store.hash_get(CATALOG_KEY).await?;
+            let again = self.store.hash_get(keys::CATALOG).await?;
             for (topic, filter) in resolve(&again, selector) {
                 self.attach(client, &topic, filter, Start::Last, true).await?;
             }
@@ -285,14 +285,14 @@ impl Hub {
 
     /// Stops sending what `selector` names to `client`.
     pub async fn unsubscribe(&self, client: ClientId, selector: &Selector) -> Result<Vec<TopicId>, HubError> {
-        let catalog = self.store.hash_get(CATALOG_KEY).await?;
+        let catalog = self.store.hash_get(keys::CATALOG).await?;
         let topics = resolve(&catalog, selector);
         let mut state = self.lock();
         if let Some(wildcards) = state.wildcards.get_mut(&client) {
             wildcards.remove(selector);
         }
         for (topic, filter) in &topics {
-            state.core.unsubscribe(client, &topic.stream_key(), *filter);
+            state.core.unsubscribe(client, &keys::stream(topic), *filter);
         }
         Ok(topics.into_iter().map(|(t, _)| t).collect())
     }
@@ -318,7 +318,7 @@ impl Hub {
         start: Start,
         only_new: bool,
     ) -> Result<(), HubError> {
-        let key = topic.stream_key();
+        let key = keys::stream(topic);
         let watched = self.lock().core.is_watched(&key);
         let tail = if watched {
             Vec::new()
@@ -380,7 +380,7 @@ impl Hub {
         mut pos: StreamId,
         inbox: &Inbox,
     ) -> Result<(), HubError> {
-        let key = topic.stream_key();
+        let key = keys::stream(topic);
         let keep = |d: &Delivered| filter.is_none_or(|i| d.topic.csc.salindex == i);
         let chunk = self.read_count.min(inbox.limits().events / 2).max(1);
         let mut replayed = 0usize;
@@ -430,7 +430,7 @@ impl Hub {
         count: Option<usize>,
         since: Option<f64>,
     ) -> Result<(Vec<Arc<Delivered>>, bool), HubError> {
-        let key = topic.stream_key();
+        let key = keys::stream(topic);
         let limit = count.unwrap_or(self.max_replay).min(self.max_replay);
         let filter = topic.csc.is_aggregated().then_some(topic.csc.salindex);
         let entries = match since {
@@ -463,7 +463,7 @@ impl Hub {
         since: f64,
         until: f64,
     ) -> Result<(super::plot::Buckets, Option<StreamId>, bool), HubError> {
-        let key = topic.stream_key();
+        let key = keys::stream(topic);
         let filter = topic.csc.is_aggregated().then_some(topic.csc.salindex);
         let mut pos = just_before(since);
         let end = StreamId::new((until * 1000.0).max(0.0) as u64, u64::MAX);
@@ -496,7 +496,7 @@ impl Hub {
     /// Attaches waiting selectors to topics that appeared in the catalog
     /// since the last look (`known`); cheap when nothing changed.
     async fn refresh_wildcards(&self, known: &mut HashSet<String>) {
-        let Ok(catalog) = self.store.hash_get(CATALOG_KEY).await else {
+        let Ok(catalog) = self.store.hash_get(keys::CATALOG).await else {
             return;
         };
         self.learn_periods(&catalog);
@@ -616,7 +616,7 @@ fn just_before(since: f64) -> StreamId {
     StreamId::new(ms.saturating_sub(1), u64::MAX)
 }
 
-/// The topics of `catalog` (fields of [`CATALOG_KEY`]) that `selector`
+/// The topics of `catalog` (fields of [`keys::CATALOG`]) that `selector`
 /// names, each with its instance filter (for aggregated CSCs, whose one
 /// stream holds every instance), sorted.
 fn resolve(catalog: &[(String, String)], selector: &Selector) -> Vec<(TopicId, Option<u32>)> {

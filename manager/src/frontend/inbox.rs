@@ -354,7 +354,7 @@ impl Inbox {
         let Queue { lost, events, .. } = &mut *q;
         let pending: HashSet<&str> = events.iter().map(|e| &*e.key).collect();
         lost.retain(|topic, from| {
-            if pending.contains(topic.stream_key().as_str()) {
+            if pending.contains(meridian_proto::keys::stream(topic).as_str()) {
                 return true;
             }
             out.lost.push((topic.clone(), *from));
@@ -412,18 +412,22 @@ impl FrameClock {
 mod tests {
     use super::*;
     use crate::frontend::sample::Tick;
-    use meridian_proto::Category;
+    use meridian_proto::{Category, StoredSample};
     use meridian_store::Entry;
 
     fn sample(category: Category, topic: &str, id: u64) -> Arc<Delivered> {
         let topic = TopicId::new("Test:1".parse().unwrap(), category, topic).unwrap();
         let entry = Entry {
             id: StreamId::new(id, 0),
-            fields: vec![
-                ("src".into(), "1.0".into()),
-                ("ing".into(), "1.0".into()),
-                ("f".into(), format!("{{\"n\":{id}}}")),
-            ],
+            fields: StoredSample {
+                seq: None,
+                source_ts: 1.0,
+                ingest_ts: 1.0,
+                salindex: None,
+                upto: None,
+                fields: format!("{{\"n\":{id}}}"),
+            }
+            .into_fields(),
         };
         Arc::new(Delivered::from_entry(&topic, &entry).unwrap())
     }

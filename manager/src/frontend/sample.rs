@@ -3,7 +3,7 @@
 
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
-use meridian_proto::{unix_now, CscId, StreamId, TopicId};
+use meridian_proto::{keys, unix_now, CscId, StoredSample, StreamId, TopicId};
 use meridian_store::Entry;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
@@ -14,7 +14,7 @@ use std::time::SystemTime;
 pub struct Delivered {
     /// The topic, of the publishing instance (for aggregated CSCs, from the entry).
     pub topic: TopicId,
-    /// `topic.stream_key()`, computed once: every browser's inbox keys on it.
+    /// `keys::stream(&topic)`, computed once: every browser's inbox keys on it.
     pub key: Arc<str>,
     /// `topic` as text (unique per instance), computed once: the key of
     /// conflated telemetry in every browser's inbox.
@@ -41,31 +41,32 @@ pub const LOVE_SLOTS: usize = 6;
 
 impl Delivered {
     /// Decodes a stream entry of `topic` (of its instance, for aggregated CSCs);
-    /// `None` (and a warning) for an entry that an ingest manager did not write.
+    /// `None` (and a warning naming the field) for an entry that no
+    /// Meridian writer wrote ([`StoredSample::from_fields`]).
     pub fn from_entry(topic: &TopicId, entry: &Entry) -> Option<Delivered> {
-        let (Some(src), Some(ing), Some(fields)) = (entry.field("src"), entry.field("ing"), entry.field("f"))
-        else {
-            tracing::warn!(key = %topic.stream_key(), id = %entry.id, "skipping a stream entry without src/ing/f fields");
-            return None;
+        let sample = match StoredSample::from_fields(&entry.fields) {
+            Ok(sample) => sample,
+            Err(e) => {
+                tracing::warn!(key = %keys::stream(topic), id = %entry.id, error = %e, "skipping a stream entry");
+                return None;
+            }
         };
         let mut topic = topic.clone();
         if topic.csc.is_aggregated() {
-            let index = entry.field("salindex").and_then(|i| i.parse().ok())?;
             topic.csc = CscId {
                 csc: topic.csc.csc.clone(),
-                salindex: index,
+                salindex: sample.salindex?,
             };
         }
-        let parse = |s: &str| s.parse::<f64>().unwrap_or(f64::NAN);
         Some(Delivered {
-            key: topic.stream_key().into(),
+            key: keys::stream(&topic).into(),
             topic_key: topic.to_string().into(),
             topic,
             id: entry.id,
-            source_ts: parse(src),
-            ingest_ts: parse(ing),
+            source_ts: sample.source_ts,
+            ingest_ts: sample.ingest_ts,
             read_ts: unix_now(SystemTime::now()),
-            fields: fields.into(),
+            fields: sample.fields.into(),
             native: OnceLock::new(),
             binary: OnceLock::new(),
             love: OnceLock::new(),

@@ -2,9 +2,10 @@
 
 use super::close_code;
 use super::writer::{HashUpdate, Write, Writer};
+use meridian_proto::stored::InstanceState;
 use meridian_proto::{
-    encode_frame, unix_now, Category, CscId, DecodeError, FrameBuffer, IngestFrame, ProducerFrame, Sample,
-    TopicId,
+    encode_frame, keys, unix_now, Category, CscId, DecodeError, FrameBuffer, IngestFrame, ProducerFrame,
+    Sample, StoredSample, TopicId,
 };
 use meridian_store::{Append, OnceBatch};
 use std::collections::HashMap;
@@ -84,6 +85,7 @@ impl Session {
     /// sequence number, and instance state of aggregated CSCs.
     fn write_for(&self, samples: Vec<Sample>, ctx: &Context) -> Result<Write, Fault> {
         let now = unix_now(SystemTime::now());
+        // One ingest time per batch, formatted once.
         let ingest_ts = now.to_string();
         let stats = &ctx.stats;
         let mut write = Write::default();
@@ -104,27 +106,28 @@ impl Session {
             };
             received.fetch_add(1, Ordering::Relaxed);
             lag.observe(now - sample.source_ts);
-            let mut fields = Vec::with_capacity(5);
-            fields.push(("seq".to_string(), sample.seq.to_string()));
-            fields.push(("src".to_string(), sample.source_ts.to_string()));
-            fields.push(("ing".to_string(), ingest_ts.clone()));
+            let mut salindex = None;
             if aggregated {
                 let instance = self.instance(&sample);
-                fields.push(("salindex".to_string(), instance.salindex.to_string()));
+                salindex = Some(instance.salindex);
                 if sample.category == Category::Event && sample.topic == "state" {
                     write
                         .hashes
-                        .push(instance_state(&instance, &sample, &ingest_ts, ctx.instance_ttl));
+                        .push(instance_state(&instance, &sample, now, ctx.instance_ttl));
                 }
             }
-            fields.push((
-                "f".to_string(),
-                meridian_proto::value::fields_to_json(&sample.fields),
-            ));
+            let stored = StoredSample {
+                seq: Some(sample.seq),
+                source_ts: sample.source_ts,
+                ingest_ts: now,
+                salindex,
+                upto: None,
+                fields: meridian_proto::value::fields_to_json(&sample.fields),
+            };
             let append = Append {
                 key: key.clone(),
                 maxlen: *maxlen,
-                fields,
+                fields: stored.into_fields_stamped(&ingest_ts),
             };
             match sample.category {
                 Category::Telemetry => write.appends.push(append),
@@ -133,7 +136,7 @@ impl Session {
         }
         if !events.is_empty() {
             write.once = Some(OnceBatch {
-                dedup_key: self.csc.dedup_key(self.producer_id, "events"),
+                dedup_key: keys::dedup(&self.csc, self.producer_id, "events"),
                 mark_ttl: ctx.dedup_ttl,
                 entries: events,
             });
@@ -144,7 +147,7 @@ impl Session {
 
 /// The state hash of a Script after its `state` event: its state, and a TTL
 /// once it has ended, so a night of Scripts leaves no keys behind.
-fn instance_state(instance: &CscId, sample: &Sample, ingest_ts: &str, ttl: Duration) -> HashUpdate {
+fn instance_state(instance: &CscId, sample: &Sample, ingest_ts: f64, ttl: Duration) -> HashUpdate {
     let state = sample
         .fields
         .iter()
@@ -153,13 +156,14 @@ fn instance_state(instance: &CscId, sample: &Sample, ingest_ts: &str, ttl: Durat
             meridian_proto::Value::Int(i) => Some(*i),
             _ => None,
         });
-    let mut fields = vec![("updated".to_string(), ingest_ts.to_string())];
-    if let Some(state) = state {
-        fields.push(("state".to_string(), state.to_string()));
-    }
     let ended = state.is_some_and(|s| FINAL_SCRIPT_STATES.contains(&s));
+    let fields = InstanceState {
+        updated: ingest_ts,
+        state,
+    }
+    .into_fields();
     HashUpdate {
-        key: instance.instance_key(),
+        key: keys::instance(instance),
         fields,
         ttl: ended.then_some(ttl),
     }
@@ -290,11 +294,11 @@ async fn serve_connection(
             for t in &hello.topics {
                 let id = TopicId::new(csc.clone(), t.category, &t.name)
                     .map_err(|e| Fault::Refused(format!("hello.topics: {e}")))?;
-                let (keys, maxlen) = match t.category {
+                let (by_name, maxlen) = match t.category {
                     Category::Telemetry => (&mut telemetry_keys, ctx.telemetry_maxlen),
                     Category::Event => (&mut event_keys, ctx.event_maxlen),
                 };
-                keys.insert(t.name.clone(), (id.stream_key(), maxlen));
+                by_name.insert(t.name.clone(), (keys::stream(&id), maxlen));
             }
             Arc::new(Session {
                 csc,
@@ -345,12 +349,12 @@ async fn serve_connection(
         })
         .collect();
     let update = HashUpdate {
-        key: meridian_proto::CATALOG_KEY.to_string(),
+        key: keys::CATALOG.to_string(),
         fields: catalog,
         ttl: None,
     };
     let described = HashUpdate {
-        key: meridian_proto::SCHEMAS_KEY.to_string(),
+        key: keys::SCHEMAS.to_string(),
         fields: schemas,
         ttl: None,
     };

@@ -195,7 +195,12 @@ impl Observe for IngestObserver {
 
     fn ready(&self) -> ReadyCheck<'_> {
         Box::pin(async move {
-            match tokio::time::timeout(READY_TIMEOUT, self.store.exists("meridian:readyz")).await {
+            match tokio::time::timeout(
+                READY_TIMEOUT,
+                self.store.exists(meridian_proto::keys::READY_PROBE),
+            )
+            .await
+            {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(e)) => Err(format!("store unreachable: {e}")),
                 Err(_) => Err(format!(

@@ -3,19 +3,17 @@
 //! last state arrived, so no TTL was set.
 //!
 //! Every ingest manager runs one, but only one sweeps at a time: each
-//! round it takes (or renews) a lock in the store with an expiry of three
+//! round it takes (or renews) the lock [`keys::SWEEPER_LOCK`] with an expiry of three
 //! intervals; if its holder dies, the lock expires and another ingest takes
 //! over. What a sweep reads is bounded by [`MAX_KEYS_PER_SWEEP`].
 
 use meridian_config::IngestConfig;
-use meridian_proto::{topic::instance_key_prefix, unix_now, Csc, AGGREGATED_CSCS};
+use meridian_proto::stored::InstanceState;
+use meridian_proto::{keys, unix_now, Csc, AGGREGATED_CSCS};
 use meridian_store::Store;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
-
-/// The store key of the sweeper lock.
-pub const LOCK: &str = "meridian:sweeper:lock";
 
 /// Instance keys examined per sweep at most; the rest wait for the next one.
 pub const MAX_KEYS_PER_SWEEP: usize = 10_000;
@@ -56,7 +54,7 @@ pub async fn run(store: Arc<dyn Store>, config: SweepConfig, shutdown: Cancellat
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        match store.lock(LOCK, &me, config.interval * 3).await {
+        match store.lock(keys::SWEEPER_LOCK, &me, config.interval * 3).await {
             Ok(true) => {
                 if !holding {
                     tracing::info!(holder = %me, "this ingest is now the sweeper");
@@ -73,7 +71,7 @@ pub async fn run(store: Arc<dyn Store>, config: SweepConfig, shutdown: Cancellat
         }
     }
     if holding {
-        let _ = store.unlock(LOCK, &me).await;
+        let _ = store.unlock(keys::SWEEPER_LOCK, &me).await;
     }
 }
 
@@ -85,17 +83,14 @@ pub async fn sweep(store: &dyn Store, max_age: Duration) -> Result<usize, meridi
     for name in AGGREGATED_CSCS {
         let Ok(csc) = Csc::new(*name) else { continue };
         for key in store
-            .keys_with_prefix(&instance_key_prefix(&csc), MAX_KEYS_PER_SWEEP)
+            .keys_with_prefix(&keys::instance_prefix(&csc), MAX_KEYS_PER_SWEEP)
             .await?
         {
             if store.ttl(&key).await?.is_some() {
                 continue; // ended: it expires by itself
             }
             let fields = store.hash_get(&key).await?;
-            let updated = fields
-                .iter()
-                .find(|(k, _)| k == "updated")
-                .and_then(|(_, v)| v.parse::<f64>().ok());
+            let updated = InstanceState::from_fields(&fields).ok().map(|s| s.updated);
             if updated.is_none_or(|u| now - u > max_age.as_secs_f64()) {
                 stale.push(key);
             }
@@ -110,6 +105,7 @@ pub async fn sweep(store: &dyn Store, max_age: Duration) -> Result<usize, meridi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meridian_proto::CscId;
     use meridian_store::memory::MemoryStore;
 
     async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
@@ -121,17 +117,18 @@ mod tests {
     }
 
     fn state(updated: f64) -> Vec<(String, String)> {
-        vec![
-            ("state".into(), "3".into()),
-            ("updated".into(), updated.to_string()),
-        ]
+        InstanceState {
+            updated,
+            state: Some(3),
+        }
+        .into_fields()
     }
 
     #[tokio::test]
     async fn only_stale_state_without_a_ttl_is_swept() {
         let store = MemoryStore::new();
         let now = unix_now(SystemTime::now());
-        let key = |i: u32| format!("meridian:{{Script}}:instance:{i}");
+        let key = |i: u32| keys::instance(&CscId::new("Script", i).unwrap());
         store.hash_set(&key(1), &state(now - 7200.0), None).await.unwrap(); // stale, never ended
         store.hash_set(&key(2), &state(now), None).await.unwrap(); // running now
         store
@@ -153,7 +150,10 @@ mod tests {
         };
         let first = tokio::spawn(run(store.clone(), config.clone(), CancellationToken::new()));
         wait_until("the first sweeper holds the lock", async || {
-            !store.lock(LOCK, "probe", Duration::from_millis(1)).await.unwrap()
+            !store
+                .lock(keys::SWEEPER_LOCK, "probe", Duration::from_millis(1))
+                .await
+                .unwrap()
         })
         .await;
         let second_stop = CancellationToken::new();
@@ -161,7 +161,7 @@ mod tests {
         // The first dies without releasing its lock (a killed process).
         first.abort();
         // A stale Script state appears; only a live sweeper can remove it.
-        let stale = "meridian:{Script}:instance:7".to_string();
+        let stale = keys::instance(&CscId::new("Script", 7).unwrap());
         store.hash_set(&stale, &state(0.0), None).await.unwrap();
         wait_until("the second sweeper took over and swept", async || {
             !store.exists(&stale).await.unwrap()
@@ -170,6 +170,9 @@ mod tests {
         second_stop.cancel();
         second.await.unwrap();
         // A sweeper that stops cleanly releases the lock.
-        assert!(store.lock(LOCK, "probe", Duration::from_secs(1)).await.unwrap());
+        assert!(store
+            .lock(keys::SWEEPER_LOCK, "probe", Duration::from_secs(1))
+            .await
+            .unwrap());
     }
 }

@@ -4,7 +4,7 @@
 //! Every field is wrapped as `{"value","dataType","units"}`; an event is a
 //! one-element list of such fields, telemetry a bare dict
 //! (`love-research.md` §2.3). Types and units come from the schemas
-//! producers declare at their handshake ([`SCHEMAS_KEY`]), cached here;
+//! producers declare at their handshake ([`keys::SCHEMAS`]), cached here;
 //! a topic without one gets types inferred from its values and no units.
 //! The middleware's private time stamps the replaced client plots against
 //! (`private_sndStamp`, `private_rcvStamp`, TAI Unix seconds) are added when
@@ -12,9 +12,8 @@
 //! so no bare `NaN` or `Infinity` ever leaves.
 
 use crate::frontend::sample::Delivered;
+use meridian_proto::{keys, unix_now, Category, CscId, FieldSchema, TopicId, ValueKind};
 use meridian_store::Store;
-use meridian_proto::SCHEMAS_KEY;
-use meridian_proto::{unix_now, Category, CscId, FieldSchema, TopicId, ValueKind};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value as Json;
 use std::collections::HashMap;
@@ -75,7 +74,7 @@ pub enum Shape {
 }
 
 impl Shape {
-    /// Reads a value of the [`SCHEMAS_KEY`] hash.
+    /// Reads a value of the [`keys::SCHEMAS`] hash.
     pub fn parse(json: &str) -> Option<Shape> {
         if let Ok(fields) = serde_json::from_str::<Vec<FieldSchema>>(json) {
             return Some(Shape::from_fields(&fields));
@@ -128,7 +127,7 @@ fn inferred_type(value: &Json) -> String {
     }
 }
 
-/// The field schemas of every topic, from [`SCHEMAS_KEY`], cached in
+/// The field schemas of every topic, from [`keys::SCHEMAS`], cached in
 /// process and keyed like the catalog (an aggregated CSC's topics under
 /// index 0). Looking up a known topic takes a read lock and no allocation;
 /// a topic the store has no schema for is remembered as such until the
@@ -199,7 +198,7 @@ impl Schemas {
         if !self.due(topics.iter().copied()) {
             return;
         }
-        let hash = match self.store.hash_get(SCHEMAS_KEY).await {
+        let hash = match self.store.hash_get(keys::SCHEMAS).await {
             Ok(hash) => hash,
             Err(e) => {
                 tracing::debug!(error = %e, "field schemas unreadable; types are inferred meanwhile");
@@ -446,18 +445,22 @@ pub fn error(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meridian_proto::StreamId;
+    use meridian_proto::{StoredSample, StreamId};
     use meridian_store::Entry;
 
     fn sample(category: Category, fields: &str) -> Delivered {
         let topic = TopicId::new("ATDome:0".parse().unwrap(), category, "position").unwrap();
         let entry = Entry {
             id: StreamId::new(5, 0),
-            fields: vec![
-                ("src".into(), "100.5".into()),
-                ("ing".into(), "101".into()),
-                ("f".into(), fields.into()),
-            ],
+            fields: StoredSample {
+                seq: None,
+                source_ts: 100.5,
+                ingest_ts: 101.0,
+                salindex: None,
+                upto: None,
+                fields: fields.into(),
+            }
+            .into_fields(),
         };
         Delivered::from_entry(&topic, &entry).unwrap()
     }

@@ -40,7 +40,6 @@ use crate::frontend::inbox::{FrameClock, Inbox, Limits, CONTROL_QUEUE};
 use crate::frontend::sample::Delivered;
 use crate::frontend::websocket::{small, upgrade};
 use crate::frontend::{Edge, CLOSE_GOING_AWAY, CLOSE_LAGGED, CLOSE_UNAUTHORIZED};
-use meridian_store::Store;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::response::Response;
@@ -51,6 +50,7 @@ use futures_util::{SinkExt, StreamExt};
 use meridian_config::Config;
 use meridian_proto::love::{self, DataMessage};
 use meridian_proto::{unix_now, TopicId};
+use meridian_store::Store;
 use serde_json::Value as Json;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -608,7 +608,12 @@ impl Worker {
         if !script_log::is_script_log(t) || scan == 0 {
             return Start::Last;
         }
-        match self.settings.store.last(&t.stream_key(), scan + 1).await {
+        match self
+            .settings
+            .store
+            .last(&meridian_proto::keys::stream(t), scan + 1)
+            .await
+        {
             Ok(newest) => script_log::replay_start(&newest, t.csc.salindex, scan),
             Err(e) => {
                 tracing::info!(error = %e, "Script log not replayed; its last message only");

@@ -362,11 +362,15 @@ mod tests {
         let topic = TopicId::new("ATDome:0".parse().unwrap(), category, topic).unwrap();
         let entry = Entry {
             id: StreamId::new(id, 0),
-            fields: vec![
-                ("src".into(), ingest.to_string()),
-                ("ing".into(), ingest.to_string()),
-                ("f".into(), "{}".into()),
-            ],
+            fields: meridian_proto::StoredSample {
+                seq: None,
+                source_ts: ingest,
+                ingest_ts: ingest,
+                salindex: None,
+                upto: None,
+                fields: "{}".into(),
+            }
+            .into_fields(),
         };
         Arc::new(Delivered::from_entry(&topic, &entry).unwrap())
     }

@@ -7,7 +7,8 @@
 //! a payload is a dict of fields (telemetry) or a list of them (events);
 //! each field is `{"value","dataType","units"}`. Per stream, the entry has
 //! the ingest manager's fields: `src` (`producer_snd`), `ing` (now), `f`
-//! (the plain values as a JSON object) and, for an aggregated CSC, `salindex`;
+//! (the plain values as a JSON object) and, for an aggregated CSC, `salindex`
+//! (a [`StoredSample`] without `seq`);
 //! streams are trimmed like ingest's (`store.*_maxlen`). Each new topic is
 //! added to the catalog and its field types and units to the schemas.
 //!
@@ -22,10 +23,9 @@
 //! the field and the limit, and nothing of that message is stored.
 
 use super::encode::{Schemas, Shape};
-use meridian_store::{Append, Store};
 use meridian_proto::love::{DataMessage, HeartbeatReport};
-use meridian_proto::SCHEMAS_KEY;
-use meridian_proto::{unix_now, Category, CscId, FieldSchema, TopicId, ValueKind, CATALOG_KEY};
+use meridian_proto::{keys, unix_now, Category, CscId, FieldSchema, StoredSample, TopicId, ValueKind};
+use meridian_store::{Append, Store};
 use serde_json::{Map, Value as Json};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -86,13 +86,16 @@ impl Publisher {
             let last = match self.last_events.get(key) {
                 Some(last) => Some(*last),
                 // First of this stream on this connection: compare with what is stored.
-                None if !aggregated(&key.0) => {
+                None if !keys::is_aggregated(&key.0) => {
                     let stored = self
                         .store
                         .last(&key.0, 1)
                         .await
                         .map_err(|e| format!("{e} (nothing stored; send it again)"))?;
-                    stored.first().map(|e| entry_digest(e.field("src"), e.field("f")))
+                    stored
+                        .first()
+                        .and_then(|e| StoredSample::from_fields(&e.fields).ok())
+                        .map(|s| entry_digest(Some(&s.source_ts.to_string()), Some(&s.fields)))
                 }
                 None => None,
             };
@@ -112,13 +115,13 @@ impl Publisher {
         if !fresh.is_empty() {
             let unavailable = |e: meridian_store::StoreError| format!("{e} (nothing stored; send it again)");
             self.store
-                .hash_set(SCHEMAS_KEY, &fresh, None)
+                .hash_set(keys::SCHEMAS, &fresh, None)
                 .await
                 .map_err(unavailable)?;
             let catalog: Vec<(String, String)> =
                 fresh.iter().map(|(f, _)| (f.clone(), String::new())).collect();
             self.store
-                .hash_set(CATALOG_KEY, &catalog, None)
+                .hash_set(keys::CATALOG, &catalog, None)
                 .await
                 .map_err(unavailable)?;
             for (topic, field, json, shape) in batch.topics.drain(..) {
@@ -196,22 +199,22 @@ impl Publisher {
             Category::Telemetry => self.retention.telemetry,
             Category::Event => self.retention.event,
         };
-        let mut fields = vec![
-            ("src".to_string(), source.to_string()),
-            ("ing".to_string(), now.to_string()),
-        ];
-        if topic.csc.is_aggregated() {
-            fields.push(("salindex".to_string(), topic.csc.salindex.to_string()));
-        }
+        let sample = StoredSample {
+            seq: None,
+            source_ts: source,
+            ingest_ts: now,
+            salindex: topic.csc.is_aggregated().then_some(topic.csc.salindex),
+            upto: None,
+            fields: f,
+        };
         if let Some(digest) = once {
-            let key = (topic.stream_key(), topic.csc.salindex);
+            let key = (keys::stream(topic), topic.csc.salindex);
             batch.events.push((batch.appends.len(), key, digest));
         }
-        fields.push(("f".to_string(), f));
         batch.appends.push(Append {
-            key: topic.stream_key(),
+            key: keys::stream(topic),
             maxlen,
-            fields,
+            fields: sample.into_fields(),
         });
         let field = topic.catalog_field();
         if !batch.topics.iter().any(|(_, f, _, _)| *f == field) {
@@ -238,11 +241,14 @@ impl Publisher {
         )
         .map_err(|e| e.to_string())?;
         let src = last.to_string();
-        if batch
-            .appends
-            .iter()
-            .any(|a| a.key == topic.stream_key() && a.fields[0].1 == src)
-        {
+        let key = keys::stream(&topic);
+        let same = |a: &Append| {
+            a.key == key
+                && a.fields
+                    .iter()
+                    .any(|(k, v)| k == meridian_proto::stored::SOURCE_TS && *v == src)
+        };
+        if batch.appends.iter().any(same) {
             return Ok(());
         }
         let schema = vec![FieldSchema {
@@ -350,13 +356,6 @@ fn entry_digest(src: Option<&str>, f: Option<&str>) -> u64 {
     let heartbeat = f == Some(r#"{"heartbeat":true}"#);
     (heartbeat.then_some(src).flatten(), f).hash(&mut h);
     h.finish()
-}
-
-/// Whether a stream key is an aggregated CSC's (one stream for every instance).
-fn aggregated(key: &str) -> bool {
-    meridian_proto::AGGREGATED_CSCS
-        .iter()
-        .any(|c| key.starts_with(&format!("meridian:{{{c}}}:")))
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@
 //! the current Script's), and whichever producer published the messages.
 
 use crate::frontend::hub::Start;
-use meridian_proto::{Category, StreamId, TopicId};
+use meridian_proto::{Category, StoredSample, StreamId, TopicId};
 use meridian_store::Entry;
 
 /// Log messages of a Script sent when a browser joins its `logMessage`
@@ -58,7 +58,7 @@ pub fn replay_start(newest: &[Entry], salindex: u32, scanned: usize) -> Start {
     // predecessor is unknown, so the replay cannot start before it.
     let first = usize::from(newest.len() > scanned);
     let own: Vec<usize> = (first..newest.len())
-        .filter(|&i| newest[i].field("salindex").and_then(|s| s.parse::<u32>().ok()) == Some(salindex))
+        .filter(|&i| StoredSample::from_fields(&newest[i].fields).is_ok_and(|s| s.salindex == Some(salindex)))
         .collect();
     let Some(&oldest) = own.get(own.len().saturating_sub(SCRIPT_LOG_REPLAY)) else {
         return Start::Last;
@@ -80,7 +80,15 @@ mod tests {
             .enumerate()
             .map(|(i, s)| Entry {
                 id: StreamId::new(1000 + i as u64, 0),
-                fields: vec![("salindex".into(), s.to_string()), ("f".into(), "{}".into())],
+                fields: StoredSample {
+                    seq: Some(1),
+                    source_ts: 1.0,
+                    ingest_ts: 1.0,
+                    salindex: Some(*s),
+                    upto: None,
+                    fields: "{}".into(),
+                }
+                .into_fields(),
             })
             .collect()
     }

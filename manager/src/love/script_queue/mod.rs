@@ -18,7 +18,7 @@
 //! Where and how it runs:
 //! - beside every ingest ([`ScriptQueueDeriver`], started by the manager
 //!   next to its ingest role), but only one derives at a time: it holds the
-//!   lock [`LOCK`] (renewed every second, expiring after [`LOCK_TTL`]); if
+//!   lock [`keys::DERIVER_LOCK`] (renewed every second, expiring after [`LOCK_TTL`]); if
 //!   it dies, another takes over within that time. It reads the store with
 //!   its own connection and writes small batches, never through the
 //!   ingest's writer, so it adds nothing to the ingest path.
@@ -50,9 +50,8 @@
 
 pub mod queue;
 
+use meridian_proto::{keys, unix_now, Category, CscId, StoredSample, StreamId, TopicId};
 use meridian_store::{Append, Entry, Store, StoreError, StreamReader};
-use meridian_proto::SCHEMAS_KEY;
-use meridian_proto::{unix_now, Category, CscId, StreamId, TopicId, CATALOG_KEY};
 use queue::{Changed, Heartbeat, Input, QueueState, QUEUE_TOPICS, SCRIPT_TOPICS};
 use serde_json::{Map, Value as Json};
 use std::collections::{BTreeMap, HashMap};
@@ -60,9 +59,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-
-/// The store key of the deriver lock.
-pub const LOCK: &str = "meridian:derive:ScriptQueue:lock";
 
 /// How long the lock outlives its holder's last renewal.
 pub const LOCK_TTL: Duration = Duration::from_secs(5);
@@ -173,7 +169,7 @@ fn outputs(index: u32) -> [TopicId; 4] {
 
 /// The stream keys of queue `index`'s derived topics.
 fn output_keys(index: u32) -> Vec<String> {
-    outputs(index).iter().map(TopicId::stream_key).collect()
+    outputs(index).iter().map(keys::stream).collect()
 }
 
 /// Where an input stream's entries go.
@@ -186,13 +182,14 @@ enum Source {
 }
 
 fn event_key(csc: &str, index: u32, topic: &str) -> String {
-    TopicId::new(
-        CscId::new(csc, index).expect("a valid name"),
-        Category::Event,
-        topic,
+    keys::stream(
+        &TopicId::new(
+            CscId::new(csc, index).expect("a valid name"),
+            Category::Event,
+            topic,
+        )
+        .expect("a valid name"),
     )
-    .expect("a valid name")
-    .stream_key()
 }
 
 /// The id just before `id`, so a read "after" it returns `id` too.
@@ -212,7 +209,7 @@ fn holder() -> String {
     format!("derive-{}-{:016x}", std::process::id(), h.finish())
 }
 
-/// Derives while this ingest holds [`LOCK`], until `shutdown`.
+/// Derives while this ingest holds [`keys::DERIVER_LOCK`], until `shutdown`.
 pub async fn run(store: Arc<dyn Store>, config: DeriveConfig, shutdown: CancellationToken) {
     let me = holder();
     let mut deriver: Option<Deriver> = None;
@@ -220,7 +217,7 @@ pub async fn run(store: Arc<dyn Store>, config: DeriveConfig, shutdown: Cancella
     loop {
         if Instant::now() >= next_lock {
             next_lock = Instant::now() + LOCK_RENEW;
-            match store.lock(LOCK, &me, LOCK_TTL).await {
+            match store.lock(keys::DERIVER_LOCK, &me, LOCK_TTL).await {
                 Ok(true) if deriver.is_none() => match Deriver::start(store.clone(), &config).await {
                     Ok(d) => {
                         tracing::info!(holder = %me, queues = d.queues.len(), "this ingest now derives the ScriptQueue pseudo-CSCs");
@@ -261,7 +258,7 @@ pub async fn run(store: Arc<dyn Store>, config: DeriveConfig, shutdown: Cancella
         }
     }
     if deriver.is_some() {
-        let _ = store.unlock(LOCK, &me).await;
+        let _ = store.unlock(keys::DERIVER_LOCK, &me).await;
     }
 }
 
@@ -292,7 +289,18 @@ struct Deriver {
 struct Item {
     id: StreamId,
     source: Source,
-    entry: Entry,
+    /// The entry read; `None` if no Meridian writer wrote it.
+    sample: Option<StoredSample>,
+}
+
+impl Item {
+    fn new(entry: Entry, source: Source) -> Item {
+        Item {
+            id: entry.id,
+            source,
+            sample: StoredSample::from_fields(&entry.fields).ok(),
+        }
+    }
 }
 
 impl Deriver {
@@ -324,7 +332,7 @@ impl Deriver {
     /// Follows ScriptQueues new in the catalog.
     async fn discover(&mut self) -> Result<(), StoreError> {
         self.next_discover = Instant::now() + DISCOVER;
-        let catalog = self.store.hash_get(CATALOG_KEY).await?;
+        let catalog = self.store.hash_get(keys::CATALOG).await?;
         let mut found: Vec<u32> = catalog
             .iter()
             .filter_map(|(field, _)| {
@@ -359,27 +367,26 @@ impl Deriver {
         let mut stored: Vec<Option<String>> = Vec::new();
         let mut upto: Option<StreamId> = None;
         for t in [&state_t, &scripts_t, &available_t] {
-            let last = self.store.last(&t.stream_key(), 1).await?;
-            let entry = last.first();
+            let last = self.store.last(&keys::stream(t), 1).await?;
+            let entry = last
+                .first()
+                .and_then(|e| StoredSample::from_fields(&e.fields).ok());
             // Only what this deriver wrote says how far it got.
-            if let Some(u) = entry
-                .and_then(|e| e.field("upto"))
-                .and_then(|u| u.parse::<StreamId>().ok())
-            {
+            if let Some(u) = entry.as_ref().and_then(|e| e.upto) {
                 upto = upto.max(Some(u));
             }
-            stored.push(entry.and_then(|e| e.field("f")).map(str::to_string));
+            stored.push(entry.map(|e| e.fields));
         }
         if upto.is_some() {
             state.restore(stored[0].as_deref(), stored[1].as_deref(), stored[2].as_deref());
             for entry in self
                 .store
-                .last(&heartbeat_t.stream_key(), HEARTBEAT_MAXLEN)
+                .last(&keys::stream(&heartbeat_t), HEARTBEAT_MAXLEN)
                 .await?
             {
-                let Some(v) = entry
-                    .field("f")
-                    .and_then(|f| serde_json::from_str::<Json>(f).ok())
+                let Some(v) = StoredSample::from_fields(&entry.fields)
+                    .ok()
+                    .and_then(|e| serde_json::from_str::<Json>(&e.fields).ok())
                 else {
                     continue;
                 };
@@ -494,11 +501,7 @@ impl Deriver {
             };
             for entry in stream.entries {
                 *at = (*at).max(entry.id);
-                items.push(Item {
-                    id: entry.id,
-                    source: source.clone(),
-                    entry,
-                });
+                items.push(Item::new(entry, source.clone()));
             }
         }
         items.sort_by_key(|i| i.id);
@@ -506,11 +509,7 @@ impl Deriver {
         let mut appends = Vec::new();
         let mut changes: BTreeMap<u32, (Changed, f64, StreamId)> = BTreeMap::new();
         for item in &items {
-            let src = item
-                .entry
-                .field("src")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(now);
+            let src = item.sample.as_ref().map_or(now, |s| s.source_ts);
             let targets: Vec<u32> = match item.source {
                 Source::Queue(i, _) => vec![i],
                 Source::Script(_) => self.queues.keys().copied().collect(),
@@ -600,11 +599,7 @@ async fn replay(
         let full = page.len() == REPLAY_PAGE;
         for entry in page {
             after = entry.id;
-            items.push(Item {
-                id: entry.id,
-                source: source.clone(),
-                entry,
-            });
+            items.push(Item::new(entry, source.clone()));
         }
         if !full {
             break;
@@ -616,15 +611,14 @@ async fn replay(
 /// Applies one input to a queue; what changed (nothing while a producer
 /// of the replaced system serves the queue).
 fn apply(q: &mut Followed, item: &Item) -> Changed {
-    let Some(fields) = item
-        .entry
-        .field("f")
-        .and_then(|f| serde_json::from_str::<Map<String, Json>>(f).ok())
-    else {
+    let Some(sample) = &item.sample else {
+        return Changed::default();
+    };
+    let Ok(fields) = serde_json::from_str::<Map<String, Json>>(&sample.fields) else {
         return Changed::default();
     };
     // Meridian's ingest numbers every entry; the replaced system's producers do not.
-    let meridian = item.entry.field("seq").is_some();
+    let meridian = sample.seq.is_some();
     let input = match &item.source {
         Source::Queue(_, topic) => {
             if *topic == "queue" {
@@ -636,12 +630,7 @@ fn apply(q: &mut Followed, item: &Item) -> Changed {
             Input::from_queue(topic, &fields)
         }
         Source::Script(topic) => {
-            let index = item.entry.field("salindex").and_then(|i| i.parse().ok());
-            let at = item
-                .entry
-                .field("ing")
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(0.0);
+            let (index, at) = (sample.salindex, sample.ingest_ts);
             match (meridian, index) {
                 (true, Some(index)) => Input::from_script(topic, index, at, &fields),
                 _ => None,
@@ -655,20 +644,20 @@ fn apply(q: &mut Followed, item: &Item) -> Changed {
 }
 
 /// One derived entry, as a replaced producer's pseudo-CSC is stored
-/// (`src`, `ing`, `f`), plus `upto`: the last input applied.
+/// (no `seq`), plus `upto`: the last input applied.
 fn derived(t: &TopicId, maxlen: usize, src: f64, now: f64, f: String, upto: Option<StreamId>) -> Append {
-    let mut fields = vec![
-        ("src".to_string(), src.to_string()),
-        ("ing".to_string(), now.to_string()),
-    ];
-    if let Some(u) = upto {
-        fields.push(("upto".to_string(), u.to_string()));
-    }
-    fields.push(("f".to_string(), f));
+    let sample = StoredSample {
+        seq: None,
+        source_ts: src,
+        ingest_ts: now,
+        salindex: None,
+        upto,
+        fields: f,
+    };
     Append {
-        key: t.stream_key(),
+        key: keys::stream(t),
         maxlen,
-        fields,
+        fields: sample.into_fields(),
     }
 }
 
@@ -685,8 +674,8 @@ async fn register(store: &dyn Store, index: u32) -> Result<(), StoreError> {
         .iter()
         .map(|t| (t.catalog_field(), String::new()))
         .collect();
-    store.hash_set(SCHEMAS_KEY, &schemas, None).await?;
-    store.hash_set(CATALOG_KEY, &catalog, None).await
+    store.hash_set(keys::SCHEMAS, &schemas, None).await?;
+    store.hash_set(keys::CATALOG, &catalog, None).await
 }
 
 #[cfg(test)]
@@ -705,7 +694,7 @@ mod tests {
     async fn declare_queue(store: &dyn Store, index: u32) {
         let field = format!("ScriptQueue:{index}/event/queue");
         store
-            .hash_set(CATALOG_KEY, &[(field, String::new())], None)
+            .hash_set(keys::CATALOG, &[(field, String::new())], None)
             .await
             .unwrap();
     }
@@ -715,30 +704,28 @@ mod tests {
             "Script" => (0, Some(index)),
             _ => (index, None),
         };
-        let mut fields = Vec::new();
-        if seq {
-            fields.push(("seq".to_string(), "1".to_string()));
-        }
-        fields.push(("src".to_string(), "1.0".to_string()));
-        fields.push(("ing".to_string(), unix_now(SystemTime::now()).to_string()));
-        if let Some(i) = salindex {
-            fields.push(("salindex".to_string(), i.to_string()));
-        }
-        fields.push(("f".to_string(), f.to_string()));
+        let sample = StoredSample {
+            seq: seq.then_some(1),
+            source_ts: 1.0,
+            ingest_ts: unix_now(SystemTime::now()),
+            salindex,
+            upto: None,
+            fields: f.to_string(),
+        };
         store
             .append(&[Append {
                 key: event_key(csc, csc_index, topic),
                 maxlen: 1000,
-                fields,
+                fields: sample.into_fields(),
             }])
             .await
             .unwrap();
     }
 
     async fn last_f(store: &dyn Store, t: &TopicId) -> Option<Json> {
-        let last = store.last(&t.stream_key(), 1).await.unwrap();
-        last.first()
-            .and_then(|e| serde_json::from_str(e.field("f")?).ok())
+        let last = store.last(&keys::stream(t), 1).await.unwrap();
+        let sample = StoredSample::from_fields(&last.first()?.fields).ok()?;
+        serde_json::from_str(&sample.fields).ok()
     }
 
     async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
@@ -834,7 +821,7 @@ mod tests {
         };
         let deriver = tokio::spawn(run(store.clone(), config, stop.clone()));
         let [state_t, .., heartbeat_t] = outputs(1);
-        let (state, heartbeat) = (state_t.stream_key(), heartbeat_t.stream_key());
+        let (state, heartbeat) = (keys::stream(&state_t), keys::stream(&heartbeat_t));
         wait_for("the state and a heartbeat report, with a TTL", async || {
             let mut ok = true;
             for key in [&state, &heartbeat] {
@@ -890,7 +877,7 @@ mod tests {
         d.next_heartbeat = Instant::now();
         d.round(Instant::now()).await.unwrap();
         for t in outputs(3) {
-            assert_eq!(store.len(&t.stream_key()).await.unwrap(), 0, "{t}");
+            assert_eq!(store.len(&keys::stream(&t)).await.unwrap(), 0, "{t}");
         }
         // A Meridian producer takes the queue over.
         event(
