@@ -9,7 +9,7 @@
 //!
 //! Layout:
 //! - [`store`]: the `Store` trait, Redis streams and the in-memory store.
-//! - [`tls`]: certificates and rustls/quinn configuration of the QUIC endpoint.
+//! - [`tls`]: re-export of `meridian_quic::tls` (the QUIC endpoint's certificates).
 //! - [`ingest`]: QUIC endpoint, producer connections, batched store writer.
 //! - [`frontend`]: WebSocket endpoint, browser connections, the shared stream reader (hub).
 //! - [`derive`]: streams derived from stored events (the replaced system's ScriptQueue pseudo-CSCs).
@@ -18,7 +18,9 @@ pub mod derive;
 pub mod frontend;
 pub mod ingest;
 pub mod store;
-pub mod tls;
+/// TLS lives in `meridian-quic`, shared with the producer; re-exported for
+/// callers that still name it here (the benchmark).
+pub use meridian_quic::tls;
 
 use meridian_config::Config;
 use meridian_proto::metrics::Observe;

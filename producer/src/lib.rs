@@ -21,14 +21,16 @@
 //! It must not know about the store or browsers: its whole output is frames.
 //!
 //! Layout:
-//! - [`tls`]: which ingest certificates to trust, and the producer's own.
+//! - [`tls`]: re-export of `meridian_quic::tls` (which ingest certificates to trust, and the producer's own).
 //! - [`sampler`]: per-topic telemetry rates.
 //! - [`session`]: one QUIC connection: handshake, stream writers, acknowledgements.
 //! - [`run`]: the producer's loop: feed, spool, sampler, reconnects.
 
 pub mod sampler;
 pub mod session;
-pub mod tls;
+/// TLS lives in `meridian-quic`, shared with the ingest; re-exported for
+/// callers that still name it here (the benchmark, `bad_input`).
+pub use meridian_quic::tls;
 
 use meridian_config::{Config, SpoolOnFull};
 use meridian_proto::metrics::{Exposition, Histogram, Observe, ReadyCheck};
@@ -55,8 +57,8 @@ pub enum ProducerError {
     #[error(transparent)]
     Middleware(#[from] MiddlewareError),
     /// The TLS configuration is unusable; the message names the key.
-    #[error("{0}")]
-    Tls(String),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("cannot open a UDP socket for QUIC: {0}")]
     Socket(std::io::Error),
     /// The ingest refused this producer (identity, protocol version):

@@ -120,7 +120,10 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// The CA producers' client certificates must be signed by (`tls.ca`), if set.
 pub fn client_roots(tls: &TlsConfig) -> Result<Option<Vec<CertificateDer<'static>>>, TlsError> {
-    tls.ca.as_deref().map(|path| certificates("tls.ca", path)).transpose()
+    tls.ca
+        .as_deref()
+        .map(|path| certificates("tls.ca", path))
+        .transpose()
 }
 
 /// A quinn server config for the ingest endpoint; with `client_roots`,

@@ -69,7 +69,10 @@ async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
 async fn frames_arrive_in_order_then_a_clean_end() {
     let mut s = stream().await;
     let mut writer = FramedSend::new(s.send);
-    writer.write_frame(&IngestFrame::Ack { up_to_seq: 1 }).await.unwrap();
+    writer
+        .write_frame(&IngestFrame::Ack { up_to_seq: 1 })
+        .await
+        .unwrap();
     writer.write_encoded(&ack(2)).await.unwrap();
     writer.finish().unwrap();
     s.send = writer.into_stream();
@@ -100,8 +103,17 @@ async fn a_stream_ending_inside_a_frame_is_truncated_not_a_clean_end() {
         matches!(err, FrameError::Truncated { buffered } if buffered == whole.len() - 1),
         "{err:?}"
     );
-    assert!(!err.is_lost(), "a truncated frame is the peer's fault, not a lost connection");
-    assert_eq!(err.to_string(), format!("stream ended inside a frame ({} bytes left over)", whole.len() - 1));
+    assert!(
+        !err.is_lost(),
+        "a truncated frame is the peer's fault, not a lost connection"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "stream ended inside a frame ({} bytes left over)",
+            whole.len() - 1
+        )
+    );
 }
 
 /// A length prefix alone (the stream ends before any payload) is truncated too.
@@ -146,7 +158,10 @@ async fn a_reset_stream_is_lost_not_malformed() {
     let mut reader = s.reader().await;
     s.send.reset(5u32.into()).unwrap();
     let err = within(reader.read_frame::<IngestFrame>()).await.unwrap_err();
-    assert!(matches!(err, FrameError::Read(quinn::ReadError::Reset(_))), "{err:?}");
+    assert!(
+        matches!(err, FrameError::Read(quinn::ReadError::Reset(_))),
+        "{err:?}"
+    );
     assert!(err.is_lost());
 }
 
@@ -159,10 +174,17 @@ async fn an_oversized_frame_is_not_written() {
     };
     let err = writer.write_frame(&huge).await.unwrap_err();
     assert!(matches!(err, FrameError::Encode(_)), "{err:?}");
-    writer.write_frame(&IngestFrame::Ack { up_to_seq: 3 }).await.unwrap();
+    writer
+        .write_frame(&IngestFrame::Ack { up_to_seq: 3 })
+        .await
+        .unwrap();
     writer.finish().unwrap();
     s.send = writer.into_stream();
     let mut reader = s.reader().await;
     let frame: Option<IngestFrame> = within(reader.read_frame()).await.unwrap();
-    assert_eq!(frame, Some(IngestFrame::Ack { up_to_seq: 3 }), "nothing of the refused frame went out");
+    assert_eq!(
+        frame,
+        Some(IngestFrame::Ack { up_to_seq: 3 }),
+        "nothing of the refused frame went out"
+    );
 }

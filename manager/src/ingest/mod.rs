@@ -23,9 +23,9 @@ pub mod writer;
 pub use connection::{ACKS_IN_FLIGHT, SCHEMAS_KEY};
 
 use crate::store::Store;
-use crate::tls::{self, Identity, TlsError};
 use meridian_config::Config;
 use meridian_proto::metrics::{Exposition, Histogram, Observe, ReadyCheck};
+use meridian_quic::tls::{self, Identity, TlsError};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
