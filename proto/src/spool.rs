@@ -180,6 +180,12 @@ impl Spool {
         self.entries.is_empty()
     }
 
+    /// The sequence number of the newest spooled event: a replay after a
+    /// reconnect is over once it is acknowledged.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.entries.back().map(|(sample, _)| sample.seq)
+    }
+
     /// Events sent on this connection and not yet acknowledged.
     pub fn in_flight(&self) -> usize {
         self.sent

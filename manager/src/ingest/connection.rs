@@ -3,7 +3,7 @@
 use super::close_code;
 use super::writer::{HashUpdate, Write, Writer};
 use crate::store::{Append, OnceBatch};
-use meridian_proto::{unix_now, Category, CscId, DecodeError, IngestFrame, ProducerFrame, Sample, TopicId};
+use meridian_proto::{unix_now, Category, CscId, IngestFrame, ProducerFrame, Sample, TopicId};
 use meridian_quic::{FrameError, FramedRecv, FramedSend};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -205,12 +205,6 @@ enum Fault {
     Refused(String),
     #[error("connection lost: {0}")]
     Lost(String),
-}
-
-impl From<DecodeError> for Fault {
-    fn from(e: DecodeError) -> Self {
-        Fault::Protocol(e.to_string())
-    }
 }
 
 impl From<FrameError> for Fault {
