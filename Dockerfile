@@ -18,6 +18,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock rustfmt.toml ./
 COPY proto proto
 COPY config config
+COPY quic quic
 COPY sim sim
 COPY producer producer
 COPY manager manager
