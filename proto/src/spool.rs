@@ -222,6 +222,19 @@ mod tests {
         }
     }
 
+    #[test]
+    fn last_seq_is_the_newest_event_until_it_is_acknowledged() {
+        let mut spool = Spool::new(10, 1 << 20, OnFull::Block);
+        assert_eq!(spool.last_seq(), None);
+        spool.push(event(1));
+        spool.push(event(2));
+        assert_eq!(spool.last_seq(), Some(2));
+        spool.ack(1);
+        assert_eq!(spool.last_seq(), Some(2));
+        spool.ack(2);
+        assert_eq!(spool.last_seq(), None);
+    }
+
     fn seqs(v: &[Sample]) -> Vec<u64> {
         v.iter().map(|s| s.seq).collect()
     }
