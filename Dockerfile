@@ -19,6 +19,7 @@ COPY Cargo.toml Cargo.lock rustfmt.toml ./
 COPY proto proto
 COPY config config
 COPY store store
+COPY quic quic
 COPY sim sim
 COPY producer producer
 COPY manager manager

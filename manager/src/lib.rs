@@ -11,7 +11,7 @@
 //! `meridian-store` crate), opened once per process.
 //!
 //! Layout:
-//! - [`tls`]: certificates and rustls/quinn configuration of the QUIC endpoint.
+//! - [`tls`]: re-export of `meridian_quic::tls` (the QUIC endpoint's certificates).
 //! - [`ingest`]: QUIC endpoint, producer connections, batched store writer.
 //! - [`frontend`]: WebSocket endpoint, browser connections, the shared stream reader (hub).
 //! - [`love`]: compatibility with the replaced system: its WebSocket endpoint (mounted by the
@@ -20,7 +20,9 @@
 pub mod frontend;
 pub mod ingest;
 pub mod love;
-pub mod tls;
+/// TLS lives in `meridian-quic`, shared with the producer; re-exported for
+/// callers that still name it here (the benchmark).
+pub use meridian_quic::tls;
 
 use meridian_config::Config;
 use meridian_proto::metrics::Observe;

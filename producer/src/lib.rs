@@ -21,15 +21,20 @@
 //! It must not know about the store or browsers: its whole output is frames.
 //!
 //! Layout:
-//! - [`tls`]: which ingest certificates to trust, and the producer's own.
+//! - [`tls`]: re-export of `meridian_quic::tls` (which ingest certificates to trust, and the producer's own).
 //! - [`sampler`]: per-topic telemetry rates.
 //! - [`session`]: one QUIC connection: handshake, stream writers, acknowledgements.
+//! - [`link`]: when to connect, back off, replay the spool, give up or stop (no I/O).
 //! - [`run`]: the producer's loop: feed, spool, sampler, reconnects.
 
+pub mod link;
 pub mod sampler;
 pub mod session;
-pub mod tls;
+/// TLS lives in `meridian-quic`, shared with the ingest; re-exported for
+/// callers that still name it here (the benchmark, `bad_input`).
+pub use meridian_quic::tls;
 
+use link::{Action, Input, Link};
 use meridian_config::{Config, SpoolOnFull};
 use meridian_proto::metrics::{Exposition, Histogram, Observe, ReadyCheck};
 use meridian_proto::spool::{OnFull, Pushed, Spool};
@@ -55,8 +60,8 @@ pub enum ProducerError {
     #[error(transparent)]
     Middleware(#[from] MiddlewareError),
     /// The TLS configuration is unusable; the message names the key.
-    #[error("{0}")]
-    Tls(String),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("cannot open a UDP socket for QUIC: {0}")]
     Socket(std::io::Error),
     /// The ingest refused this producer (identity, protocol version):
@@ -280,11 +285,11 @@ async fn produce(
     let mut tick = tokio::time::interval(state.sampler.tick());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut session: Option<Session> = None;
+    let mut link = Link::new(random_id(), DRAIN_TIMEOUT);
+    // The link starts in `Connecting`: the first attempt, at once.
     let mut connecting: Option<Connecting> = Some(connect(&endpoint));
-    let mut retry_at = tokio::time::Instant::now();
-    let mut backoff = Backoff::new();
-    let mut down_logged = false;
     let mut feed_open = true;
+    let now = || tokio::time::Instant::now().into_std();
 
     loop {
         if let Some(s) = &session {
@@ -292,18 +297,23 @@ async fn produce(
         }
         let read_feed = feed_open && state.held.is_none();
         let flush_at = state.flush_timer(session.is_some());
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
+        let wake_at = link.timeout().map(tokio::time::Instant::from_std);
+        let action = tokio::select! {
+            _ = shutdown.cancelled() => link.handle(Input::Shutdown { spool_empty: state.spool.is_empty() }, now()),
             // A partial batch waited `producer.batch_delay_ms`: the loop's top sends it.
-            _ = tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)), if flush_at.is_some() => {}
-            event = feed.events.recv(), if read_feed => match event {
-                Some(event) => state.push_event(event),
-                None => feed_open = false,
-            },
+            _ = tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)), if flush_at.is_some() => Action::Nothing,
+            event = feed.events.recv(), if read_feed => {
+                match event {
+                    Some(event) => state.push_event(event),
+                    None => feed_open = false,
+                }
+                Action::Nothing
+            }
             _ = tick.tick() => {
                 if let Some(s) = &session {
                     state.send_telemetry(s, &feed);
                 }
+                Action::Nothing
             }
             result = async { connecting.as_mut().expect("guarded").await }, if connecting.is_some() => {
                 connecting = None;
@@ -312,48 +322,56 @@ async fn produce(
                         stats.connections.fetch_add(1, Ordering::Relaxed);
                         stats.connected.store(1, Ordering::Relaxed);
                         tracing::info!(ingest = %s.addr, spooled = state.spool.len(), "connected to ingest");
-                        backoff.reset();
-                        down_logged = false;
-                        state.rewind();
                         session = Some(s);
+                        link.handle(Input::Connected { spooled_up_to: state.spool.last_seq() }, now())
                     }
                     Err(ConnectError::Refused { addr, reason }) => {
                         tracing::error!(ingest = %addr, %reason, "ingest refused this producer");
-                        return Err(ProducerError::Refused(format!("{addr} refused this producer: {reason}")));
+                        link.handle(Input::Refused(format!("{addr} refused this producer: {reason}")), now())
                     }
                     Err(e) => {
-                        if !down_logged {
+                        let action = link.handle(Input::Unreachable, now());
+                        if let Action::Retry { first_failure: true, .. } = action {
                             tracing::warn!(error = %e, spooled = state.spool.len(), "cannot reach an ingest manager; spooling events and retrying with backoff");
-                            down_logged = true;
                         }
-                        retry_at = tokio::time::Instant::now() + backoff.next_delay();
+                        action
                     }
                 }
             }
-            _ = tokio::time::sleep_until(retry_at), if session.is_none() && connecting.is_none() => {
-                connecting = Some(connect(&endpoint));
+            _ = tokio::time::sleep_until(wake_at.unwrap_or_else(tokio::time::Instant::now)), if wake_at.is_some() => {
+                link.handle(Input::Timeout, now())
             }
             report = async { session.as_mut().expect("guarded").report().await }, if session.is_some() => {
                 match report {
-                    Report::EventsStored(seq) => state.events_stored(seq),
-                    Report::TelemetryStored(_) => {}
+                    Report::EventsStored(seq) => {
+                        state.events_stored(seq);
+                        link.handle(Input::Acked { up_to_seq: seq, spool_empty: state.spool.is_empty() }, now())
+                    }
+                    Report::TelemetryStored(_) => Action::Nothing,
                     Report::Refused(reason) => {
                         tracing::error!(%reason, "ingest refused a batch; reconnecting");
-                        stats.connected.store(0, Ordering::Relaxed);
-                        session = None;
-                        state.rewind();
-                        retry_at = tokio::time::Instant::now() + backoff.next_delay();
+                        link.handle(Input::BatchRefused, now())
                     }
                     Report::Lost(reason) => {
                         tracing::warn!(%reason, spooled = state.spool.len(), "lost the ingest manager; spooling events and reconnecting");
-                        down_logged = true;
-                        stats.connected.store(0, Ordering::Relaxed);
-                        session = None;
-                        state.rewind();
-                        retry_at = tokio::time::Instant::now() + backoff.next_delay();
+                        link.handle(Input::Lost, now())
                     }
                 }
             }
+        };
+        match action {
+            Action::Nothing => {}
+            Action::Connect => connecting = Some(connect(&endpoint)),
+            // Everything unacknowledged goes again on the new connection.
+            Action::Replay => state.rewind(),
+            Action::Retry { .. } => {
+                if session.take().is_some() {
+                    stats.connected.store(0, Ordering::Relaxed);
+                    state.rewind();
+                }
+            }
+            Action::Drain { .. } | Action::Stop => break,
+            Action::GiveUp(reason) => return Err(ProducerError::Refused(reason)),
         }
         state
             .stats
@@ -361,18 +379,27 @@ async fn produce(
             .store(state.spool.len() as u64, Ordering::Relaxed);
     }
 
-    // Shutdown: hand the ingest what is spooled and wait (bounded) for it to be stored.
+    // Shutdown: hand the ingest what is spooled and wait (bounded by the
+    // link's drain deadline) for it to be stored.
     if let Some(mut s) = session {
-        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-        while !state.spool.is_empty() {
+        while let Some(deadline) = link.timeout() {
             // Nothing waits for a batch to fill any more.
             state.flush_at = Some(tokio::time::Instant::now());
             state.flush_events(&s, tokio::time::Instant::now());
-            match tokio::time::timeout_at(deadline, s.report()).await {
-                Ok(Report::EventsStored(seq)) => state.events_stored(seq),
-                Ok(Report::TelemetryStored(_)) => {}
-                Ok(_) | Err(_) => break,
-            }
+            let input = match tokio::time::timeout_at(deadline.into(), s.report()).await {
+                Ok(Report::EventsStored(seq)) => {
+                    state.events_stored(seq);
+                    Input::Acked {
+                        up_to_seq: seq,
+                        spool_empty: state.spool.is_empty(),
+                    }
+                }
+                Ok(Report::TelemetryStored(_)) => continue,
+                Ok(Report::Refused(_)) => Input::BatchRefused,
+                Ok(Report::Lost(_)) => Input::Lost,
+                Err(_) => Input::Timeout,
+            };
+            link.handle(input, now());
         }
         s.close("producer shutting down");
         stats.connected.store(0, Ordering::Relaxed);
@@ -570,37 +597,4 @@ fn random_id() -> u64 {
             .map_or(0, |d| d.as_nanos()),
     );
     h.finish()
-}
-
-/// Exponential backoff from 100 ms to 5 s with ±25 % jitter, so producers
-/// restarted together do not reconnect in lockstep.
-struct Backoff {
-    delay: Duration,
-    state: u64,
-}
-
-impl Backoff {
-    const MIN: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(5);
-
-    fn new() -> Self {
-        Backoff {
-            delay: Self::MIN,
-            state: random_id() | 1,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.delay = Self::MIN;
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        self.state ^= self.state << 13;
-        self.state ^= self.state >> 7;
-        self.state ^= self.state << 17;
-        let jitter = 0.75 + (self.state % 1000) as f64 / 2000.0;
-        let d = self.delay.mul_f64(jitter);
-        self.delay = (self.delay * 2).min(Self::MAX);
-        d
-    }
 }

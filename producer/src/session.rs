@@ -11,9 +11,8 @@
 //! resampled at the next tick.
 
 use meridian_proto::frame::close_code;
-use meridian_proto::{
-    encode_frame, CscId, FrameBuffer, Hello, IngestFrame, ProducerFrame, TopicSchema, PROTOCOL_VERSION,
-};
+use meridian_proto::{encode_frame, CscId, Hello, IngestFrame, ProducerFrame, TopicSchema, PROTOCOL_VERSION};
+use meridian_quic::{FramedRecv, FramedSend};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -155,10 +154,11 @@ impl Session {
             )),
             other => unreachable(other.to_string()),
         };
-        let (mut events, mut recv) = conn.open_bi().await.map_err(closed_reason)?;
+        let (events, recv) = conn.open_bi().await.map_err(closed_reason)?;
         events
             .set_priority(EVENT_STREAM_PRIORITY)
             .map_err(|e| unreachable(e.to_string()))?;
+        let (mut events, mut recv) = (FramedSend::new(events), FramedRecv::new(recv));
         let hello = ProducerFrame::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
             producer_id: identity.producer_id,
@@ -167,11 +167,11 @@ impl Session {
             all_indices: identity.all_indices,
             topics: identity.schemas.clone(),
         });
-        write(&mut events, &encode(&hello).map_err(unreachable)?)
+        events
+            .write_frame(&hello)
             .await
-            .map_err(unreachable)?;
-        let mut frames = FrameBuffer::new();
-        let answer = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut recv, &mut frames))
+            .map_err(|e| unreachable(e.to_string()))?;
+        let answer = tokio::time::timeout(HANDSHAKE_TIMEOUT, recv.read_frame::<IngestFrame>())
             .await
             .map_err(|_| unreachable("no answer to the hello".into()))?;
         match answer {
@@ -193,11 +193,13 @@ impl Session {
         let mut tasks = JoinSet::new();
         let span = tracing::Span::current();
         tasks.spawn(write_frames(events, events_rx, report_tx.clone()).instrument(span.clone()));
-        tasks.spawn(write_frames(telemetry, telemetry_rx, report_tx.clone()).instrument(span.clone()));
-        tasks.spawn(read_acks(recv, frames, Stream::Events, report_tx.clone()).instrument(span.clone()));
         tasks.spawn(
-            read_acks(telemetry_recv, FrameBuffer::new(), Stream::Telemetry, report_tx).instrument(span),
+            write_frames(FramedSend::new(telemetry), telemetry_rx, report_tx.clone())
+                .instrument(span.clone()),
         );
+        tasks.spawn(read_acks(recv, Stream::Events, report_tx.clone()).instrument(span.clone()));
+        tasks
+            .spawn(read_acks(FramedRecv::new(telemetry_recv), Stream::Telemetry, report_tx).instrument(span));
         Ok(Session {
             addr: addr.to_string(),
             conn,
@@ -245,56 +247,31 @@ fn tls_rejection(e: &quinn::ConnectionError) -> bool {
 }
 
 /// Encodes a frame; a frame over the size limit is an error to log, not to send.
-pub fn encode(frame: &ProducerFrame) -> Result<Vec<u8>, String> {
+pub fn encode(frame: &ProducerFrame) -> Result<Vec<u8>, meridian_proto::EncodeError> {
     let mut buf = Vec::new();
-    encode_frame(frame, &mut buf).map_err(|e| e.to_string())?;
+    encode_frame(frame, &mut buf)?;
     Ok(buf)
-}
-
-async fn write(send: &mut quinn::SendStream, bytes: &[u8]) -> Result<(), String> {
-    send.write_all(bytes).await.map_err(|e| e.to_string())
 }
 
 /// Writes queued frames to one stream until the queue closes or the stream fails.
 async fn write_frames(
-    mut send: quinn::SendStream,
+    mut send: FramedSend,
     mut frames: mpsc::Receiver<Vec<u8>>,
     reports: mpsc::Sender<Report>,
 ) {
     while let Some(frame) = frames.recv().await {
-        if let Err(reason) = write(&mut send, &frame).await {
-            let _ = reports.send(Report::Lost(reason)).await;
+        if let Err(e) = send.write_encoded(&frame).await {
+            let _ = reports.send(Report::Lost(e.to_string())).await;
             return;
         }
     }
     let _ = send.finish();
 }
 
-async fn read_frame(
-    recv: &mut quinn::RecvStream,
-    frames: &mut FrameBuffer,
-) -> Result<Option<IngestFrame>, String> {
-    loop {
-        if let Some(frame) = frames.next_frame().map_err(|e| e.to_string())? {
-            return Ok(Some(frame));
-        }
-        match recv.read_chunk(64 * 1024, true).await {
-            Ok(Some(chunk)) => frames.extend(&chunk.bytes),
-            Ok(None) => return Ok(None),
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-}
-
 /// Reports acknowledgements of one stream until it ends.
-async fn read_acks(
-    mut recv: quinn::RecvStream,
-    mut frames: FrameBuffer,
-    stream: Stream,
-    reports: mpsc::Sender<Report>,
-) {
+async fn read_acks(mut recv: FramedRecv, stream: Stream, reports: mpsc::Sender<Report>) {
     let report = loop {
-        match read_frame(&mut recv, &mut frames).await {
+        match recv.read_frame::<IngestFrame>().await {
             Ok(Some(IngestFrame::Ack { up_to_seq })) => {
                 let r = match stream {
                     Stream::Events => Report::EventsStored(up_to_seq),
@@ -307,8 +284,58 @@ async fn read_acks(
             Ok(Some(IngestFrame::Error { reason })) => break Report::Refused(reason),
             Ok(Some(other)) => break Report::Lost(format!("unexpected frame from ingest: {other:?}")),
             Ok(None) => break Report::Lost(format!("ingest closed the {stream:?} stream")),
-            Err(reason) => break Report::Lost(reason),
+            // A truncated or malformed ack is as final as a lost stream:
+            // the spool replays what it did not acknowledge.
+            Err(e) => break Report::Lost(e.to_string()),
         }
     };
     let _ = reports.send(report).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meridian_quic::tls::{client_config, server_config, Identity as TlsIdentity, ServerTrust};
+
+    /// An ingest that acknowledges seq 3, then dies in the middle of the
+    /// next acknowledgement (its stream ends inside a frame): the producer
+    /// must report the connection lost because of a truncated frame, not a
+    /// stream the ingest closed cleanly.
+    #[tokio::test]
+    async fn an_ack_stream_ending_inside_a_frame_is_reported_as_truncated() {
+        let identity = TlsIdentity::self_signed("localhost").unwrap();
+        let trust = ServerTrust::Roots(identity.chain.clone());
+        let server =
+            quinn::Endpoint::server(server_config(identity, None).unwrap(), ([127, 0, 0, 1], 0).into())
+                .unwrap();
+        let mut client = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).unwrap();
+        client.set_default_client_config(client_config(&trust, &Default::default()).unwrap());
+        let addr = server.local_addr().unwrap();
+        let ingest = tokio::spawn(async move {
+            let conn = server.accept().await.unwrap().await.unwrap();
+            let (mut send, _recv) = conn.accept_bi().await.unwrap();
+            let mut bytes = Vec::new();
+            encode_frame(&IngestFrame::Ack { up_to_seq: 3 }, &mut bytes).unwrap();
+            let mut next = Vec::new();
+            encode_frame(&IngestFrame::Ack { up_to_seq: 4 }, &mut next).unwrap();
+            bytes.extend_from_slice(&next[..next.len() - 2]);
+            send.write_all(&bytes).await.unwrap();
+            send.finish().unwrap();
+            let _ = send.stopped().await;
+            (conn, server)
+        });
+        let conn = client.connect(addr, "localhost").unwrap().await.unwrap();
+        let (mut send, recv) = conn.open_bi().await.unwrap();
+        send.write_all(b"x").await.unwrap();
+        let (tx, mut reports) = mpsc::channel(4);
+        tokio::spawn(read_acks(FramedRecv::new(recv), Stream::Events, tx));
+        let first = reports.recv().await.unwrap();
+        assert!(matches!(first, Report::EventsStored(3)), "{first:?}");
+        let second = reports.recv().await.unwrap();
+        match second {
+            Report::Lost(reason) => assert!(reason.contains("stream ended inside a frame"), "{reason}"),
+            other => panic!("expected a lost connection, got {other:?}"),
+        }
+        drop(ingest);
+    }
 }

@@ -180,6 +180,12 @@ impl Spool {
         self.entries.is_empty()
     }
 
+    /// The sequence number of the newest spooled event: a replay after a
+    /// reconnect is over once it is acknowledged.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.entries.back().map(|(sample, _)| sample.seq)
+    }
+
     /// Events sent on this connection and not yet acknowledged.
     pub fn in_flight(&self) -> usize {
         self.sent
@@ -214,6 +220,19 @@ mod tests {
             source_ts: seq as f64,
             fields: vec![("heartbeat".into(), Value::Bool(true))],
         }
+    }
+
+    #[test]
+    fn last_seq_is_the_newest_event_until_it_is_acknowledged() {
+        let mut spool = Spool::new(10, 1 << 20, OnFull::Block);
+        assert_eq!(spool.last_seq(), None);
+        spool.push(event(1));
+        spool.push(event(2));
+        assert_eq!(spool.last_seq(), Some(2));
+        spool.ack(1);
+        assert_eq!(spool.last_seq(), Some(2));
+        spool.ack(2);
+        assert_eq!(spool.last_seq(), None);
     }
 
     fn seqs(v: &[Sample]) -> Vec<u64> {

@@ -4,9 +4,9 @@ use super::close_code;
 use super::writer::{HashUpdate, Write, Writer};
 use meridian_proto::stored::InstanceState;
 use meridian_proto::{
-    encode_frame, keys, unix_now, Category, CscId, DecodeError, FrameBuffer, IngestFrame, ProducerFrame,
-    Sample, StoredSample, TopicId,
+    keys, unix_now, Category, CscId, IngestFrame, ProducerFrame, Sample, StoredSample, TopicId,
 };
+use meridian_quic::{FrameError, FramedRecv, FramedSend};
 use meridian_store::{Append, OnceBatch};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -24,9 +24,6 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// stored, so a producer's unstored batches held here are bounded whatever
 /// the writer's queues hold.
 pub const ACKS_IN_FLIGHT: usize = 16;
-
-/// Bytes asked of a QUIC stream per read.
-const READ_CHUNK: usize = 64 * 1024;
 
 /// Shared by all connections of an ingest manager.
 pub struct Context {
@@ -206,9 +203,14 @@ enum Fault {
     Lost(String),
 }
 
-impl From<DecodeError> for Fault {
-    fn from(e: DecodeError) -> Self {
-        Fault::Protocol(e.to_string())
+impl From<FrameError> for Fault {
+    /// A lost stream is lost; anything else (a truncated, oversized or
+    /// malformed frame) is the producer's protocol error.
+    fn from(e: FrameError) -> Self {
+        match e.is_lost() {
+            true => Fault::Lost(e.to_string()),
+            false => Fault::Protocol(e.to_string()),
+        }
     }
 }
 
@@ -252,7 +254,7 @@ async fn serve_connection(
     // protocol violation: the connection is dropped as lost, which the
     // producer retries. (A PROTOCOL_ERROR close is final for a producer: a
     // slow moment while an ingest restarts must not stop it for good.)
-    let (mut send, mut recv) = tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.accept_bi())
+    let (send, recv) = tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.accept_bi())
         .await
         .map_err(|_| {
             Fault::Lost(format!(
@@ -261,8 +263,8 @@ async fn serve_connection(
             ))
         })?
         .map_err(|e| Fault::Lost(e.to_string()))?;
-    let mut frames = FrameBuffer::new();
-    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut recv, &mut frames))
+    let (mut send, mut recv) = (FramedSend::new(send), FramedRecv::new(recv));
+    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, recv.read_frame())
         .await
         .map_err(|_| Fault::Lost(format!("no hello within {} s", HANDSHAKE_TIMEOUT.as_secs())))??;
     let hello = match first {
@@ -313,14 +315,12 @@ async fn serve_connection(
             let reason = match &fault {
                 Fault::Refused(r) | Fault::Protocol(r) | Fault::Lost(r) => r.clone(),
             };
-            if write_frame(
-                &mut send,
-                &IngestFrame::Refused {
+            if send
+                .write_frame(&IngestFrame::Refused {
                     reason: reason.clone(),
-                },
-            )
-            .await
-            .is_ok()
+                })
+                .await
+                .is_ok()
             {
                 finish(send).await;
             }
@@ -374,32 +374,29 @@ async fn serve_connection(
     ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
     ctx.stats.producers.fetch_add(1, Ordering::Relaxed);
     let _connected = Connected(&ctx.stats);
-    write_frame(
-        &mut send,
-        &IngestFrame::Welcome {
-            session: conn.stable_id() as u64,
-        },
-    )
+    send.write_frame(&IngestFrame::Welcome {
+        session: conn.stable_id() as u64,
+    })
     .await?;
 
     let (fault_tx, mut fault_rx) = mpsc::channel::<Fault>(1);
     let streams = tokio_util::task::TaskTracker::new();
-    let spawn_stream = |send, recv, frames| {
+    let spawn_stream = |send, recv| {
         let (ctx, session, fault_tx) = (ctx.clone(), session.clone(), fault_tx.clone());
         streams.spawn(
             async move {
-                if let Err(fault) = serve_stream(send, recv, frames, &ctx, &session).await {
+                if let Err(fault) = serve_stream(send, recv, &ctx, &session).await {
                     let _ = fault_tx.try_send(fault);
                 }
             }
             .in_current_span(),
         );
     };
-    spawn_stream(send, recv, frames);
+    spawn_stream(send, recv);
     let outcome = loop {
         tokio::select! {
             accepted = conn.accept_bi() => match accepted {
-                Ok((send, recv)) => spawn_stream(send, recv, FrameBuffer::new()),
+                Ok((send, recv)) => spawn_stream(FramedSend::new(send), FramedRecv::new(recv)),
                 Err(quinn::ConnectionError::ApplicationClosed(_)) | Err(quinn::ConnectionError::LocallyClosed) => break Ok(()),
                 Err(e) => break Err(Fault::Lost(e.to_string())),
             },
@@ -436,9 +433,8 @@ enum Reply {
 
 /// Reads batches from one stream until it ends; acknowledges each once stored.
 async fn serve_stream(
-    send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
-    mut frames: FrameBuffer,
+    send: FramedSend,
+    mut recv: FramedRecv,
     ctx: &Context,
     session: &Session,
 ) -> Result<(), Fault> {
@@ -448,7 +444,7 @@ async fn serve_stream(
     let (replies, reply_rx) = mpsc::channel(ACKS_IN_FLIGHT + 1);
     let acks = tokio::spawn(acknowledge(send, reply_rx).in_current_span());
     let result = async {
-        while let Some(frame) = read_frame(&mut recv, &mut frames).await? {
+        while let Some(frame) = recv.read_frame().await? {
             let samples = match frame {
                 ProducerFrame::Batch(samples) => samples,
                 ProducerFrame::Hello(_) => return Err(Fault::Protocol("hello sent twice".into())),
@@ -488,7 +484,7 @@ async fn serve_stream(
 }
 
 /// Writes acknowledgements in order as batches reach the store.
-async fn acknowledge(mut send: quinn::SendStream, mut replies: mpsc::Receiver<Reply>) {
+async fn acknowledge(mut send: FramedSend, mut replies: mpsc::Receiver<Reply>) {
     while let Some(reply) = replies.recv().await {
         let frame = match reply {
             Reply::Stored {
@@ -501,7 +497,7 @@ async fn acknowledge(mut send: quinn::SendStream, mut replies: mpsc::Receiver<Re
             Reply::Error(reason) => IngestFrame::Error { reason },
         };
         let fatal = matches!(frame, IngestFrame::Error { .. });
-        if write_frame(&mut send, &frame).await.is_err() {
+        if send.write_frame(&frame).await.is_err() {
             return;
         }
         if fatal {
@@ -513,37 +509,8 @@ async fn acknowledge(mut send: quinn::SendStream, mut replies: mpsc::Receiver<Re
 
 /// Ends a stream and waits (briefly) until the peer has read it, so a last
 /// error or refusal is not discarded when the connection closes right after.
-async fn finish(mut send: quinn::SendStream) {
+async fn finish(mut send: FramedSend) {
     if send.finish().is_ok() {
-        let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), send.stream_mut().stopped()).await;
     }
-}
-
-/// The next frame of a stream; `None` when the peer finished it cleanly.
-async fn read_frame(
-    recv: &mut quinn::RecvStream,
-    frames: &mut FrameBuffer,
-) -> Result<Option<ProducerFrame>, Fault> {
-    loop {
-        if let Some(frame) = frames.next_frame()? {
-            return Ok(Some(frame));
-        }
-        match recv.read_chunk(READ_CHUNK, true).await {
-            Ok(Some(chunk)) => frames.extend(&chunk.bytes),
-            Ok(None) if frames.buffered() == 0 => return Ok(None),
-            Ok(None) => {
-                return Err(Fault::Protocol(format!(
-                    "stream ended inside a frame ({} bytes left over)",
-                    frames.buffered()
-                )))
-            }
-            Err(e) => return Err(Fault::Lost(e.to_string())),
-        }
-    }
-}
-
-async fn write_frame(send: &mut quinn::SendStream, frame: &IngestFrame) -> Result<(), Fault> {
-    let mut buf = Vec::with_capacity(64);
-    encode_frame(frame, &mut buf).map_err(|e| Fault::Protocol(e.to_string()))?;
-    send.write_all(&buf).await.map_err(|e| Fault::Lost(e.to_string()))
 }

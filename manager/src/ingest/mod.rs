@@ -22,9 +22,9 @@ pub mod writer;
 
 pub use connection::ACKS_IN_FLIGHT;
 
-use crate::tls::{self, Identity, TlsError};
 use meridian_config::Config;
 use meridian_proto::metrics::{Exposition, Histogram, Observe, ReadyCheck};
+use meridian_quic::tls::{self, Identity, TlsError};
 use meridian_store::Store;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
