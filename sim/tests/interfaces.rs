@@ -11,7 +11,7 @@
 //! skipped, and fail where `CI` is set (see `site_xml`).
 
 use meridian_proto::{Category, FieldSchema, ValueKind};
-use meridian_sim::interface::{Interface, InterfaceError};
+use meridian_sim::interface::{Interface, InterfaceError, Part};
 use meridian_sim::xml;
 use std::path::Path;
 
@@ -94,6 +94,11 @@ fn facts_of_the_site_come_through() {
         (z.kind, z.count, z.units.as_str()),
         (ValueKind::Float, Some(156), "N")
     );
+    assert!(
+        m1m3.float32
+            .contains(Part::Telemetry, "forceActuatorData", "zForce"),
+        "zForce is a 32-bit float"
+    );
     assert_eq!(
         forces.rate_hz,
         Some(50.0),
@@ -112,6 +117,12 @@ fn facts_of_the_site_come_through() {
     assert_eq!(
         (p.kind, p.count, p.units.as_str()),
         (ValueKind::Float, None, "deg")
+    );
+    assert!(
+        !mount
+            .float32
+            .contains(Part::Telemetry, "azimuth", "actualPosition"),
+        "the mount's actualPosition is a double"
     );
     assert!(
         mount.event("clockOffset").is_none(),
@@ -215,6 +226,25 @@ fn builtin_interfaces_agree_with_the_sites_xml() {
                     .map(|p| format!("{csc} {p}")),
             );
         }
+        // Float widths: `float` (32-bit) and `double` as the site types them.
+        let parts = [
+            (
+                Part::Telemetry,
+                builtin.telemetry.iter().map(|t| &t.name).collect::<Vec<_>>(),
+            ),
+            (Part::Event, builtin.events.iter().map(|e| &e.name).collect()),
+            (Part::Command, builtin.commands.iter().map(|c| &c.name).collect()),
+        ];
+        for (part, names) in parts {
+            for name in names {
+                let (ours, theirs) = (builtin.float32.of(part, name), site.float32.of(part, name));
+                if ours != theirs {
+                    problems.push(format!(
+                        "{csc} {part:?} {name}: 32-bit floats builtin {ours:?}, site {theirs:?}"
+                    ));
+                }
+            }
+        }
         // Rates are ours (the XML has none), and from_xml_dir borrows them.
         for t in &builtin.telemetry {
             assert_eq!(
@@ -238,6 +268,11 @@ fn builtin_generics_are_exactly_the_sites() {
     let (events, commands) = xml::read_generics(&dir).expect("SALGenerics.xml");
     let generics = Interface::parse_compact("generics", include_str!("../interfaces/generics.txt"))
         .expect("generics.txt");
+    assert_eq!(
+        generics.float32,
+        xml::generics(&dir).expect("SALGenerics.xml").float32,
+        "32-bit floats of the generics"
+    );
     let mut ours: Vec<_> = generics.events.iter().map(|e| (&e.name, &e.fields)).collect();
     let mut theirs: Vec<_> = events.iter().map(|e| (&e.name, &e.fields)).collect();
     ours.sort_by_key(|(name, _)| name.as_str());
