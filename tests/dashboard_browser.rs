@@ -8,6 +8,11 @@
 //! A plot opened mid-run shows the last minutes at once (server-side
 //! backfill) and continues live; when a producer (a separate process) stops,
 //! its plot is greyed as stale, and it comes back when the producer does.
+//! What the operator reads is readable: structured event fields (the
+//! ScriptQueue's lists of scripts) as JSON, never `[object Object]`, the
+//! whole line a click away; event log columns (time, CSC, topic, message)
+//! that don't overlap; y labels on every plot that differ from each other
+//! (never `-0`); time labels whose boxes don't overlap.
 //! A screenshot is saved to `target/e2e/dashboard.png`.
 //!
 //! The browser side is `web/e2e/dashboard.mjs` (playwright-core driving

@@ -2,7 +2,7 @@
 //! events, heartbeats, command acknowledgements, and a drift-free telemetry
 //! schedule. What differs between CSCs lives in a [`Behaviour`].
 
-use crate::interface::Interface;
+use crate::interface::{Interface, Part};
 use crate::middleware::{Ack, AckState, CscFeed, LatestTelemetry, Published, EVENT_FEED_CAPACITY};
 use crate::signal::{fields_for, Rng, TopicSignal};
 use crate::sim::SimMiddleware;
@@ -156,7 +156,9 @@ impl SimCsc {
     }
 
     /// Publishes a telemetry value: it replaces the topic's latest value.
-    pub fn publish_telemetry(&self, topic: &str, fields: Fields) {
+    /// Its 32-bit `float` fields are rounded to f32, as the site's would be.
+    pub fn publish_telemetry(&self, topic: &str, mut fields: Fields) {
+        self.interface.narrow(Part::Telemetry, topic, &mut fields);
         self.telemetry.publish(Published {
             salindex: self.id.salindex,
             topic: topic.to_string(),
@@ -177,8 +179,10 @@ impl SimCsc {
     }
 
     /// Publishes an event to every subscriber, waiting for room in their
-    /// feeds: a simulated CSC slows down rather than lose an event.
-    pub async fn publish_event(&self, topic: &str, fields: Fields) {
+    /// feeds: a simulated CSC slows down rather than lose an event. Its
+    /// 32-bit `float` fields are rounded to f32, as the site's would be.
+    pub async fn publish_event(&self, topic: &str, mut fields: Fields) {
+        self.interface.narrow(Part::Event, topic, &mut fields);
         let sample = Published {
             salindex: self.id.salindex,
             topic: topic.to_string(),

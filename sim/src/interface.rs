@@ -32,6 +32,14 @@
 //! `Count` above 1 makes an array of that length, except for strings, whose
 //! `Count` is a length: strings are always scalars.
 //!
+//! # 32-bit floats
+//! proto has one `Float` kind, carried as f64, for `float` and `double`
+//! alike; the interface keeps which fields are 32-bit `float`
+//! ([`Float32Fields`]), and [`Interface::narrow`] rounds their values to f32
+//! as they are published. A simulated `float` then carries what the
+//! observatory's would, and proto's MessagePack encoder writes it in 4 bytes
+//! (a `double` keeps 8).
+//!
 //! # The compact format
 //! Line-based; `#` starts a comment; blank lines are ignored. A line that
 //! does not start with whitespace opens a topic or command, an indented line
@@ -41,19 +49,20 @@
 //! # comment
 //! telemetry forceActuatorData 50      # name, nominal rate in Hz
 //!   zForce    float[156] N            # name, kind[count], units (rest of the line)
-//!   timestamp float      s
+//!   timestamp double     s
 //! event heartbeat
 //!   heartbeat bool                    # no units: unitless
 //! command moveToTarget
 //!   azimuth   float deg
 //! ```
 //!
-//! Kinds are `bool`, `int`, `float` and `string`; `[n]` (n ≥ 2) makes an
+//! Kinds are `bool`, `int`, `float` (32-bit), `double` and `string`, as the
+//! site types them (its integer types are all `int`); `[n]` (n ≥ 2) makes an
 //! array of `n`; strings cannot be arrays. Names are identifiers (letters,
 //! digits, `_`). A topic may have no fields. Errors name the line.
 
 use meridian_proto::{Category, FieldSchema, Fields, TopicSchema, Value, ValueKind};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -68,6 +77,65 @@ pub struct Interface {
     pub events: Vec<TopicSchema>,
     /// The generic commands included.
     pub commands: Vec<CommandSchema>,
+    /// Which `Float` fields and parameters are 32-bit `float` at the site (the others are `double`).
+    pub float32: Float32Fields,
+}
+
+/// Which part of an interface a topic or command is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Telemetry,
+    Event,
+    Command,
+}
+
+/// The fields (parameters, for a command) the site types 32-bit `float`,
+/// by part and topic: proto's [`ValueKind::Float`] does not tell them from
+/// `double`, so the interface keeps it (see the module doc).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Float32Fields {
+    telemetry: BTreeMap<String, BTreeSet<String>>,
+    events: BTreeMap<String, BTreeSet<String>>,
+    commands: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Float32Fields {
+    fn part(&self, part: Part) -> &BTreeMap<String, BTreeSet<String>> {
+        match part {
+            Part::Telemetry => &self.telemetry,
+            Part::Event => &self.events,
+            Part::Command => &self.commands,
+        }
+    }
+
+    /// Marks `field` of `topic` (a command's parameter, for [`Part::Command`]) as 32-bit.
+    pub fn insert(&mut self, part: Part, topic: &str, field: &str) {
+        let map = match part {
+            Part::Telemetry => &mut self.telemetry,
+            Part::Event => &mut self.events,
+            Part::Command => &mut self.commands,
+        };
+        map.entry(topic.to_string())
+            .or_default()
+            .insert(field.to_string());
+    }
+
+    /// The 32-bit fields of `topic`, if it has any.
+    pub fn of(&self, part: Part, topic: &str) -> Option<&BTreeSet<String>> {
+        self.part(part).get(topic)
+    }
+
+    /// Whether `field` of `topic` is 32-bit.
+    pub fn contains(&self, part: Part, topic: &str, field: &str) -> bool {
+        self.of(part, topic).is_some_and(|f| f.contains(field))
+    }
+
+    /// Takes `topic`'s marks from `other` (a generic topic merged in).
+    fn copy_topic(&mut self, other: &Float32Fields, part: Part, topic: &str) {
+        for field in other.of(part, topic).into_iter().flatten() {
+            self.insert(part, topic, field);
+        }
+    }
 }
 
 /// A command and its parameters (every one required, see [`Interface::check_params`]).
@@ -153,7 +221,7 @@ fn builtins() -> &'static HashMap<&'static str, Interface> {
             .map(|&(csc, text)| {
                 let mut interface = Interface::parse_compact(csc, text)
                     .unwrap_or_else(|e| panic!("sim/interfaces/{csc}.txt: {e}"));
-                interface.merge_generics(&generics.events, &generics.commands);
+                interface.merge_generics(&generics);
                 (csc, interface)
             })
             .collect()
@@ -185,6 +253,7 @@ impl Interface {
             telemetry: Vec::new(),
             events: Vec::new(),
             commands: Vec::new(),
+            float32: Float32Fields::default(),
         };
         // What indented lines add fields to.
         let mut open = Open::Nothing;
@@ -200,11 +269,20 @@ impl Interface {
                 continue;
             }
             if content.starts_with([' ', '\t']) {
-                let field = parse_field(content).map_err(err)?;
-                let (owner, fields) = match open {
-                    Open::Telemetry => interface.telemetry.last_mut().map(|t| (&t.name, &mut t.fields)),
-                    Open::Event => interface.events.last_mut().map(|t| (&t.name, &mut t.fields)),
-                    Open::Command => interface.commands.last_mut().map(|c| (&c.name, &mut c.params)),
+                let (field, is_float32) = parse_field(content).map_err(err)?;
+                let (part, owner, fields) = match open {
+                    Open::Telemetry => interface
+                        .telemetry
+                        .last_mut()
+                        .map(|t| (Part::Telemetry, &t.name, &mut t.fields)),
+                    Open::Event => interface
+                        .events
+                        .last_mut()
+                        .map(|t| (Part::Event, &t.name, &mut t.fields)),
+                    Open::Command => interface
+                        .commands
+                        .last_mut()
+                        .map(|c| (Part::Command, &c.name, &mut c.params)),
                     Open::Nothing => None,
                 }
                 .ok_or_else(|| {
@@ -216,6 +294,9 @@ impl Interface {
                 })?;
                 if fields.iter().any(|f| f.name == field.name) {
                     return Err(err(format!("{owner} has field {} twice", field.name)));
+                }
+                if is_float32 {
+                    interface.float32.insert(part, owner, &field.name);
                 }
                 fields.push(field);
                 continue;
@@ -360,18 +441,47 @@ impl Interface {
         Ok(())
     }
 
-    /// Adds the generic `events` and `commands` this interface does not define itself.
-    pub(crate) fn merge_generics(&mut self, events: &[TopicSchema], commands: &[CommandSchema]) {
-        for event in events {
+    /// Rounds the values of `topic`'s 32-bit `float` fields to f32 (the
+    /// site's precision), before they are published; every other field,
+    /// `double` ones included, is left as it is.
+    pub fn narrow(&self, part: Part, topic: &str, fields: &mut Fields) {
+        let Some(float32) = self.float32.of(part, topic) else {
+            return;
+        };
+        for (name, value) in fields.iter_mut() {
+            if float32.contains(name.as_str()) {
+                to_f32(value);
+            }
+        }
+    }
+
+    /// Adds the generic events and commands (those of `generics`) this
+    /// interface does not define itself, with their 32-bit marks.
+    pub(crate) fn merge_generics(&mut self, generics: &Interface) {
+        for event in &generics.events {
             if self.event(&event.name).is_none() {
                 self.events.push(event.clone());
+                self.float32
+                    .copy_topic(&generics.float32, Part::Event, &event.name);
             }
         }
-        for command in commands {
+        for command in &generics.commands {
             if self.command(&command.name).is_none() {
                 self.commands.push(command.clone());
+                self.float32
+                    .copy_topic(&generics.float32, Part::Command, &command.name);
             }
         }
+    }
+}
+
+/// A float value, or each of a float array's, rounded to the nearest f32.
+fn to_f32(value: &mut Value) {
+    let round = |x: f64| x as f32 as f64;
+    match value {
+        Value::Float(x) => *x = round(*x),
+        Value::Floats(xs) => xs.iter_mut().for_each(|x| *x = round(*x)),
+        _ => {}
     }
 }
 
@@ -430,8 +540,8 @@ fn split_word(s: &str) -> (&str, &str) {
     }
 }
 
-/// A field line: `name kind[count] units…`.
-fn parse_field(line: &str) -> Result<FieldSchema, String> {
+/// A field line: `name kind[count] units…`, and whether it is a 32-bit `float`.
+fn parse_field(line: &str) -> Result<(FieldSchema, bool), String> {
     let (name, rest) = split_word(line);
     check_name(name)?;
     let (kind_word, units) = split_word(rest);
@@ -458,14 +568,15 @@ fn parse_field(line: &str) -> Result<FieldSchema, String> {
             }
         }
     };
-    let kind = match kind_name {
-        "bool" => ValueKind::Bool,
-        "int" => ValueKind::Int,
-        "float" => ValueKind::Float,
-        "string" => ValueKind::Str,
+    let (kind, is_float32) = match kind_name {
+        "bool" => (ValueKind::Bool, false),
+        "int" => (ValueKind::Int, false),
+        "float" => (ValueKind::Float, true),
+        "double" => (ValueKind::Float, false),
+        "string" => (ValueKind::Str, false),
         other => {
             return Err(format!(
-                "field {name}: unknown kind `{other}`: expected bool, int, float or string"
+                "field {name}: unknown kind `{other}`: expected bool, int, float, double or string"
             ))
         }
     };
@@ -473,12 +584,13 @@ fn parse_field(line: &str) -> Result<FieldSchema, String> {
         return Err(format!("field {name}: strings cannot be arrays"));
     }
     let units = units.trim();
-    Ok(FieldSchema {
+    let field = FieldSchema {
         name: name.to_string(),
         kind,
         count,
         units: if units.is_empty() { "unitless" } else { units }.to_string(),
-    })
+    };
+    Ok((field, is_float32))
 }
 
 #[cfg(test)]
@@ -636,7 +748,7 @@ mod tests {
             "event heartbeat\n  heartbeat bool\nevent logLevel\ncommand start\n  a int\n",
         )
         .expect("valid");
-        own.merge_generics(&generics.events, &generics.commands);
+        own.merge_generics(&generics);
         assert_eq!(own.events.len(), 2);
         assert_eq!(own.event("heartbeat").expect("own").fields[0].name, "mine");
         assert!(own.command("start").expect("own").params.is_empty());

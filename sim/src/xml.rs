@@ -13,7 +13,7 @@
 //! error is an [`InterfaceError::Xml`] naming the file, the line and what is
 //! wrong or missing.
 
-use crate::interface::{CommandSchema, Interface, InterfaceError};
+use crate::interface::{CommandSchema, Float32Fields, Interface, InterfaceError, Part};
 use meridian_proto::{Category, FieldSchema, TopicSchema, ValueKind};
 use std::io;
 use std::path::Path;
@@ -36,39 +36,32 @@ pub const MAX_COUNT: u32 = 65_536;
 /// to it. `sim/interfaces/generics.txt` makes the same choice.
 pub const MERGED_GENERIC_CATEGORIES: &[&str] = &["mandatory", "csc", "configurable"];
 
-/// The three kinds of topic a CSC's XML defines, one file each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TopicKind {
-    Telemetry,
-    Event,
-    Command,
-}
-
-impl TopicKind {
+/// Where each part of an interface is in the XML: a CSC's folder has one file per part.
+impl Part {
     /// The element that defines one topic of this kind.
     pub fn element(self) -> &'static str {
         match self {
-            TopicKind::Telemetry => "SALTelemetry",
-            TopicKind::Event => "SALEvent",
-            TopicKind::Command => "SALCommand",
+            Part::Telemetry => "SALTelemetry",
+            Part::Event => "SALEvent",
+            Part::Command => "SALCommand",
         }
     }
 
     /// What follows `<CSC>_` in an `EFDB_Topic` of this kind.
     pub fn infix(self) -> &'static str {
         match self {
-            TopicKind::Telemetry => "",
-            TopicKind::Event => "logevent_",
-            TopicKind::Command => "command_",
+            Part::Telemetry => "",
+            Part::Event => "logevent_",
+            Part::Command => "command_",
         }
     }
 
     /// The file of a CSC's folder holding topics of this kind.
     pub fn file_name(self, csc: &str) -> String {
         let suffix = match self {
-            TopicKind::Telemetry => "Telemetry",
-            TopicKind::Event => "Events",
-            TopicKind::Command => "Commands",
+            Part::Telemetry => "Telemetry",
+            Part::Event => "Events",
+            Part::Command => "Commands",
         };
         format!("{csc}_{suffix}.xml")
     }
@@ -82,10 +75,13 @@ pub struct XmlTopic {
     /// `Category` of a generic topic (see [`MERGED_GENERIC_CATEGORIES`]); `None` if absent.
     pub category: Option<String>,
     pub fields: Vec<FieldSchema>,
+    /// The fields typed `float` (32-bit); the other `Float` fields are `double`.
+    pub float32: Vec<String>,
 }
 
 /// The element kind of an IDL type, `None` if it is not one the site uses.
-/// Every integer type becomes `Int` (i64 holds them all), both float types `Float`.
+/// Every integer type becomes `Int` (i64 holds them all), both float types
+/// `Float` (the interface keeps which are 32-bit, see [`Float32Fields`]).
 pub fn idl_kind(idl_type: &str) -> Option<ValueKind> {
     let normalized: Vec<&str> = idl_type.split_whitespace().collect();
     Some(match normalized.join(" ").as_str() {
@@ -122,8 +118,10 @@ pub fn load(dir: &Path, csc: &str) -> Result<Interface, InterfaceError> {
         });
     }
     let rate = |topic: &str| crate::interface::builtin_rate(csc, topic).unwrap_or(DEFAULT_RATE_HZ);
-    let telemetry = read_file(&folder, csc, TopicKind::Telemetry)?
+    let mut float32 = Float32Fields::default();
+    let telemetry = read_file(&folder, csc, Part::Telemetry)?
         .into_iter()
+        .map(|t| mark_float32(&mut float32, Part::Telemetry, t))
         .map(|t| TopicSchema {
             rate_hz: Some(rate(&t.name)),
             name: t.name,
@@ -131,28 +129,43 @@ pub fn load(dir: &Path, csc: &str) -> Result<Interface, InterfaceError> {
             fields: t.fields,
         })
         .collect();
-    let events = read_file(&folder, csc, TopicKind::Event)?
+    let events = read_file(&folder, csc, Part::Event)?
         .into_iter()
-        .map(event_schema)
+        .map(|t| event_schema(mark_float32(&mut float32, Part::Event, t)))
         .collect();
-    let commands = read_file(&folder, csc, TopicKind::Command)?
+    let commands = read_file(&folder, csc, Part::Command)?
         .into_iter()
-        .map(command_schema)
+        .map(|t| command_schema(mark_float32(&mut float32, Part::Command, t)))
         .collect();
     let mut interface = Interface {
         csc: csc.to_string(),
         telemetry,
         events,
         commands,
+        float32,
     };
-    let (generic_events, generic_commands) = read_generics(dir)?;
-    interface.merge_generics(&generic_events, &generic_commands);
+    interface.merge_generics(&generics(dir)?);
     Ok(interface)
+}
+
+/// Records `topic`'s 32-bit fields in `float32`, and hands the topic on.
+fn mark_float32(float32: &mut Float32Fields, part: Part, topic: XmlTopic) -> XmlTopic {
+    for field in &topic.float32 {
+        float32.insert(part, &topic.name, field);
+    }
+    topic
 }
 
 /// The generic events and commands of `<dir>/SALGenerics.xml` that every CSC
 /// gets (see [`MERGED_GENERIC_CATEGORIES`]).
 pub fn read_generics(dir: &Path) -> Result<(Vec<TopicSchema>, Vec<CommandSchema>), InterfaceError> {
+    let generics = generics(dir)?;
+    Ok((generics.events, generics.commands))
+}
+
+/// The same generics as an interface named `generics`, which keeps which of
+/// their fields are 32-bit (see [`read_generics`]).
+pub fn generics(dir: &Path) -> Result<Interface, InterfaceError> {
     let path = dir.join("SALGenerics.xml");
     let text = read_text(&path)?;
     let merged = |t: &XmlTopic| {
@@ -160,17 +173,24 @@ pub fn read_generics(dir: &Path) -> Result<(Vec<TopicSchema>, Vec<CommandSchema>
             .as_deref()
             .is_some_and(|c| MERGED_GENERIC_CATEGORIES.contains(&c))
     };
-    let events = parse_topics(&path, &text, "SALGeneric", TopicKind::Event)?
+    let mut float32 = Float32Fields::default();
+    let events = parse_topics(&path, &text, "SALGeneric", Part::Event)?
         .into_iter()
         .filter(merged)
-        .map(event_schema)
+        .map(|t| event_schema(mark_float32(&mut float32, Part::Event, t)))
         .collect();
-    let commands = parse_topics(&path, &text, "SALGeneric", TopicKind::Command)?
+    let commands = parse_topics(&path, &text, "SALGeneric", Part::Command)?
         .into_iter()
         .filter(merged)
-        .map(command_schema)
+        .map(|t| command_schema(mark_float32(&mut float32, Part::Command, t)))
         .collect();
-    Ok((events, commands))
+    Ok(Interface {
+        csc: "generics".to_string(),
+        telemetry: Vec::new(),
+        events,
+        commands,
+        float32,
+    })
 }
 
 fn event_schema(t: XmlTopic) -> TopicSchema {
@@ -190,7 +210,7 @@ fn command_schema(t: XmlTopic) -> CommandSchema {
 }
 
 /// The topics of one kind of a CSC's folder; none if its file does not exist.
-fn read_file(folder: &Path, csc: &str, kind: TopicKind) -> Result<Vec<XmlTopic>, InterfaceError> {
+fn read_file(folder: &Path, csc: &str, kind: Part) -> Result<Vec<XmlTopic>, InterfaceError> {
     let path = folder.join(kind.file_name(csc));
     match std::fs::read_to_string(&path) {
         Ok(text) => parse_topics(&path, &text, csc, kind),
@@ -215,7 +235,7 @@ pub fn parse_topics(
     path: &Path,
     text: &str,
     subsystem: &str,
-    kind: TopicKind,
+    kind: Part,
 ) -> Result<Vec<XmlTopic>, InterfaceError> {
     let err = |reason: String| InterfaceError::Xml {
         path: path.to_path_buf(),
@@ -249,8 +269,9 @@ pub fn parse_topics(
             return Err(err(format!("line {at}: topic {full} is defined twice")));
         }
         let mut fields: Vec<FieldSchema> = Vec::new();
+        let mut float32 = Vec::new();
         for item in node.children().filter(|n| n.has_tag_name("item")) {
-            let field =
+            let (field, is_float32) =
                 parse_item(item).map_err(|reason| err(format!("line {}: {full}: {reason}", line(item))))?;
             if fields.iter().any(|f| f.name == field.name) {
                 return Err(err(format!(
@@ -259,6 +280,9 @@ pub fn parse_topics(
                     field.name
                 )));
             }
+            if is_float32 {
+                float32.push(field.name.clone());
+            }
             fields.push(field);
         }
         let category = child_text(node, "Category").map(str::to_string);
@@ -266,6 +290,7 @@ pub fn parse_topics(
             name: name.to_string(),
             category,
             fields,
+            float32,
         });
     }
     Ok(topics)
@@ -273,8 +298,9 @@ pub fn parse_topics(
 
 /// One `<item>`: `EFDB_Name` and `IDL_Type` are required; `Count` defaults
 /// to 1 (a scalar) and `Units` to `unitless`. A string's `Count` is its
-/// length, not an array: strings are always scalars.
-fn parse_item(item: roxmltree::Node) -> Result<FieldSchema, String> {
+/// length, not an array: strings are always scalars. Also whether the type
+/// is a 32-bit `float`.
+fn parse_item(item: roxmltree::Node) -> Result<(FieldSchema, bool), String> {
     let name = child_text(item, "EFDB_Name").ok_or("an <item> has no <EFDB_Name>")?;
     let idl_type = child_text(item, "IDL_Type").ok_or_else(|| format!("item {name} has no <IDL_Type>"))?;
     let kind = idl_kind(idl_type).ok_or_else(|| format!("item {name}: unknown <IDL_Type> {idl_type:?}"))?;
@@ -290,12 +316,14 @@ fn parse_item(item: roxmltree::Node) -> Result<FieldSchema, String> {
         },
     };
     let units = child_text(item, "Units").unwrap_or("unitless");
-    Ok(FieldSchema {
+    let field = FieldSchema {
         name: name.to_string(),
         kind,
         count: (count > 1 && kind != ValueKind::Str).then_some(count),
         units: units.to_string(),
-    })
+    };
+    let float32 = idl_type.split_whitespace().eq(["float"]);
+    Ok((field, float32))
 }
 
 /// The trimmed text of the first child element `name`, `None` if absent or empty.
@@ -311,7 +339,7 @@ fn child_text<'a>(node: roxmltree::Node<'a, '_>, name: &str) -> Option<&'a str> 
 mod tests {
     use super::*;
 
-    fn parse(text: &str, kind: TopicKind) -> Result<Vec<XmlTopic>, InterfaceError> {
+    fn parse(text: &str, kind: Part) -> Result<Vec<XmlTopic>, InterfaceError> {
         parse_topics(Path::new("X/X_Events.xml"), text, "X", kind)
     }
 
@@ -341,7 +369,7 @@ mod tests {
 
     #[test]
     fn reads_names_kinds_counts_and_units() {
-        let topics = parse(EVENTS, TopicKind::Event).expect("valid");
+        let topics = parse(EVENTS, Part::Event).expect("valid");
         assert_eq!(topics.len(), 2);
         assert_eq!(topics[0].name, "moved");
         let f = &topics[0].fields;
@@ -396,9 +424,9 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_naming_the_file() {
-        assert!(reason(parse("<SALEventSet><SALEvent>", TopicKind::Event)).starts_with("not well-formed XML"));
-        assert!(reason(parse("", TopicKind::Event)).starts_with("not well-formed XML"));
-        let r = reason(parse("<html/>", TopicKind::Event));
+        assert!(reason(parse("<SALEventSet><SALEvent>", Part::Event)).starts_with("not well-formed XML"));
+        assert!(reason(parse("", Part::Event)).starts_with("not well-formed XML"));
+        let r = reason(parse("<html/>", Part::Event));
         assert!(r.contains("<html>") && r.contains("<SALEventSet>"), "{r}");
     }
 
@@ -406,29 +434,29 @@ mod tests {
     fn missing_or_wrong_elements_are_named_with_their_line() {
         let r = reason(parse(
             "<SALEventSet>\n<SALEvent><Subsystem>X</Subsystem></SALEvent>\n</SALEventSet>",
-            TopicKind::Event,
+            Part::Event,
         ));
         assert_eq!(r, "line 2: <SALEvent> has no <EFDB_Topic>");
         let r = reason(parse(
             "<SALEventSet><SALEvent><EFDB_Topic>Y_logevent_a</EFDB_Topic></SALEvent></SALEventSet>",
-            TopicKind::Event,
+            Part::Event,
         ));
         assert!(r.contains("Y_logevent_a does not start with X_logevent_"), "{r}");
         let item = |body: &str| {
             format!("<SALEventSet><SALEvent><EFDB_Topic>X_logevent_a</EFDB_Topic>\n<item>{body}</item></SALEvent></SALEventSet>")
         };
-        let r = reason(parse(&item("<IDL_Type>int</IDL_Type>"), TopicKind::Event));
+        let r = reason(parse(&item("<IDL_Type>int</IDL_Type>"), Part::Event));
         assert_eq!(r, "line 2: X_logevent_a: an <item> has no <EFDB_Name>");
-        let r = reason(parse(&item("<EFDB_Name>v</EFDB_Name>"), TopicKind::Event));
+        let r = reason(parse(&item("<EFDB_Name>v</EFDB_Name>"), Part::Event));
         assert_eq!(r, "line 2: X_logevent_a: item v has no <IDL_Type>");
         let r = reason(parse(
             &item("<EFDB_Name>v</EFDB_Name><IDL_Type>quad</IDL_Type>"),
-            TopicKind::Event,
+            Part::Event,
         ));
         assert!(r.contains("item v: unknown <IDL_Type> \"quad\""), "{r}");
         for count in ["0", "-1", "many", "99999999999"] {
             let body = format!("<EFDB_Name>v</EFDB_Name><IDL_Type>int</IDL_Type><Count>{count}</Count>");
-            let r = reason(parse(&item(&body), TopicKind::Event));
+            let r = reason(parse(&item(&body), Part::Event));
             assert!(r.contains("item v: <Count>"), "{r}");
         }
     }
@@ -437,7 +465,7 @@ mod tests {
     fn duplicates_are_errors() {
         let twice = "<SALEventSet><SALEvent><EFDB_Topic>X_logevent_a</EFDB_Topic></SALEvent>\
                      <SALEvent><EFDB_Topic>X_logevent_a</EFDB_Topic></SALEvent></SALEventSet>";
-        assert!(reason(parse(twice, TopicKind::Event)).contains("defined twice"));
+        assert!(reason(parse(twice, Part::Event)).contains("defined twice"));
     }
 
     #[test]
@@ -445,13 +473,13 @@ mod tests {
         let text = "<SALObjects><SALCommandSet><SALCommand><EFDB_Topic>X_command_go</EFDB_Topic>\
                     <Category>csc</Category></SALCommand></SALCommandSet><SALEventSet><SALEvent>\
                     <EFDB_Topic>X_logevent_went</EFDB_Topic></SALEvent></SALEventSet></SALObjects>";
-        let commands = parse(text, TopicKind::Command).expect("valid");
+        let commands = parse(text, Part::Command).expect("valid");
         assert_eq!(commands.len(), 1);
         assert_eq!(
             (commands[0].name.as_str(), commands[0].category.as_deref()),
             ("go", Some("csc"))
         );
-        let events = parse(text, TopicKind::Event).expect("valid");
+        let events = parse(text, Part::Event).expect("valid");
         assert_eq!(
             (events[0].name.as_str(), events[0].category.as_deref()),
             ("went", None)

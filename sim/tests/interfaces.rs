@@ -7,27 +7,15 @@
 //!
 //! The XML is not part of the repository: it is expected in `shared/`
 //! beside it (`<repo>/../shared/reference/ts_xml`), or where
-//! `MERIDIAN_TS_XML` points. Without it these tests fail rather than pass
-//! silently.
+//! `MERIDIAN_TS_XML` points. Without it these tests print why they were
+//! skipped, and fail where `CI` is set (see `site_xml`).
 
 use meridian_proto::{Category, FieldSchema, ValueKind};
-use meridian_sim::interface::{Interface, InterfaceError};
+use meridian_sim::interface::{Interface, InterfaceError, Part};
 use meridian_sim::xml;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// The site's XML: `$MERIDIAN_TS_XML`, or `shared/reference/ts_xml` beside the repository.
-fn ts_xml() -> PathBuf {
-    let dir = std::env::var_os("MERIDIAN_TS_XML")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/ts_xml"));
-    assert!(
-        dir.join("SALGenerics.xml").is_file(),
-        "the site's XML interface definitions are missing: expected {} (ts_xml, in the `shared` \
-         folder beside the repository, or set MERIDIAN_TS_XML)",
-        dir.display()
-    );
-    dir
-}
+mod site_xml;
 
 /// Every CSC folder of the XML directory, sorted.
 fn csc_folders(dir: &Path) -> Vec<String> {
@@ -41,8 +29,8 @@ fn csc_folders(dir: &Path) -> Vec<String> {
     names
 }
 
-fn load(csc: &str) -> Interface {
-    Interface::from_xml_dir(&ts_xml(), csc).unwrap_or_else(|e| panic!("{csc}: {e}"))
+fn load(dir: &Path, csc: &str) -> Interface {
+    Interface::from_xml_dir(dir, csc).unwrap_or_else(|e| panic!("{csc}: {e}"))
 }
 
 fn field<'a>(fields: &'a [FieldSchema], name: &str) -> &'a FieldSchema {
@@ -54,7 +42,7 @@ fn field<'a>(fields: &'a [FieldSchema], name: &str) -> &'a FieldSchema {
 
 #[test]
 fn every_csc_of_the_site_loads() {
-    let dir = ts_xml();
+    let Some(dir) = site_xml::dir() else { return };
     let cscs = csc_folders(&dir);
     assert!(
         cscs.len() >= 50,
@@ -97,12 +85,19 @@ fn every_csc_of_the_site_loads() {
 
 #[test]
 fn facts_of_the_site_come_through() {
+    let Some(dir) = site_xml::dir() else { return };
+    let load = |csc: &str| load(&dir, csc);
     let m1m3 = load("MTM1M3");
     let forces = m1m3.telemetry("forceActuatorData").expect("forceActuatorData");
     let z = field(&forces.fields, "zForce");
     assert_eq!(
         (z.kind, z.count, z.units.as_str()),
         (ValueKind::Float, Some(156), "N")
+    );
+    assert!(
+        m1m3.float32
+            .contains(Part::Telemetry, "forceActuatorData", "zForce"),
+        "zForce is a 32-bit float"
     );
     assert_eq!(
         forces.rate_hz,
@@ -122,6 +117,12 @@ fn facts_of_the_site_come_through() {
     assert_eq!(
         (p.kind, p.count, p.units.as_str()),
         (ValueKind::Float, None, "deg")
+    );
+    assert!(
+        !mount
+            .float32
+            .contains(Part::Telemetry, "azimuth", "actualPosition"),
+        "the mount's actualPosition is a double"
     );
     assert!(
         mount.event("clockOffset").is_none(),
@@ -149,7 +150,7 @@ fn facts_of_the_site_come_through() {
     assert!(generics_only.telemetry.is_empty());
     assert!(generics_only.event("summaryState").is_some());
 
-    match Interface::from_xml_dir(&ts_xml(), "NoSuchCsc") {
+    match Interface::from_xml_dir(&dir, "NoSuchCsc") {
         Err(InterfaceError::NoDefinition { csc, .. }) => assert_eq!(csc, "NoSuchCsc"),
         other => panic!("expected NoDefinition, got {other:?}"),
     }
@@ -196,10 +197,11 @@ fn differences(kind: &str, name: &str, builtin: &[FieldSchema], site: Option<&[F
 
 #[test]
 fn builtin_interfaces_agree_with_the_sites_xml() {
+    let Some(dir) = site_xml::dir() else { return };
     let mut problems = Vec::new();
     for csc in Interface::builtin_cscs() {
         let builtin = Interface::builtin(csc).expect("builtin");
-        let site = load(csc);
+        let site = load(&dir, csc);
         for t in &builtin.telemetry {
             let s = site.telemetry(&t.name).map(|s| s.fields.as_slice());
             problems.extend(
@@ -224,6 +226,25 @@ fn builtin_interfaces_agree_with_the_sites_xml() {
                     .map(|p| format!("{csc} {p}")),
             );
         }
+        // Float widths: `float` (32-bit) and `double` as the site types them.
+        let parts = [
+            (
+                Part::Telemetry,
+                builtin.telemetry.iter().map(|t| &t.name).collect::<Vec<_>>(),
+            ),
+            (Part::Event, builtin.events.iter().map(|e| &e.name).collect()),
+            (Part::Command, builtin.commands.iter().map(|c| &c.name).collect()),
+        ];
+        for (part, names) in parts {
+            for name in names {
+                let (ours, theirs) = (builtin.float32.of(part, name), site.float32.of(part, name));
+                if ours != theirs {
+                    problems.push(format!(
+                        "{csc} {part:?} {name}: 32-bit floats builtin {ours:?}, site {theirs:?}"
+                    ));
+                }
+            }
+        }
         // Rates are ours (the XML has none), and from_xml_dir borrows them.
         for t in &builtin.telemetry {
             assert_eq!(
@@ -243,9 +264,15 @@ fn builtin_interfaces_agree_with_the_sites_xml() {
 
 #[test]
 fn builtin_generics_are_exactly_the_sites() {
-    let (events, commands) = xml::read_generics(&ts_xml()).expect("SALGenerics.xml");
+    let Some(dir) = site_xml::dir() else { return };
+    let (events, commands) = xml::read_generics(&dir).expect("SALGenerics.xml");
     let generics = Interface::parse_compact("generics", include_str!("../interfaces/generics.txt"))
         .expect("generics.txt");
+    assert_eq!(
+        generics.float32,
+        xml::generics(&dir).expect("SALGenerics.xml").float32,
+        "32-bit floats of the generics"
+    );
     let mut ours: Vec<_> = generics.events.iter().map(|e| (&e.name, &e.fields)).collect();
     let mut theirs: Vec<_> = events.iter().map(|e| (&e.name, &e.fields)).collect();
     ours.sort_by_key(|(name, _)| name.as_str());

@@ -166,6 +166,9 @@ async function main() {
     step("the ScriptQueue shows scripts");
     await page.waitForFunction(() => /current: \d+/.test(document.querySelector('.queue[data-queue="1"] .q-current')?.textContent ?? "") || /past \([1-9]/.test(document.querySelector('.queue[data-queue="1"]')?.textContent ?? ""), null, { timeout: 60_000 });
 
+    step("the event log and the plots are readable");
+    await readable(page);
+
     if (consoleErrors.length) throw new Error(`the page logged errors: ${consoleErrors.join(" | ")}`);
     mkdirSync(dirname(screenshot), { recursive: true });
     await page.screenshot({ path: screenshot, fullPage: true });
@@ -177,6 +180,77 @@ async function main() {
   } finally {
     await browser.close();
   }
+}
+
+/**
+ * What an operator reads: structured event fields as JSON (never
+ * `[object Object]`), shortened with the whole line a click away; log
+ * columns that don't overlap; y labels that differ from each other (never
+ * `-0`); time labels whose boxes don't overlap.
+ */
+async function readable(page) {
+  // The ScriptQueue's derived `scriptsStream` event carries lists of objects.
+  const structured = '#log li[data-csc^="ScriptQueueState:"]';
+  await page
+    .waitForFunction((sel) => [...document.querySelectorAll(sel)].some((li) => li.querySelector(".topic")?.textContent === "scriptsStream"), structured, { timeout: T })
+    .catch((e) => {
+      throw new Error(`a ScriptQueueState scriptsStream event in the log: ${e.message.split("\n")[0]}`);
+    });
+  const log = await page.evaluate(() => {
+    const rows = [...document.querySelectorAll("#log li")];
+    const box = (e) => e?.getBoundingClientRect();
+    const overlaps = [];
+    for (const li of rows.slice(0, 300)) {
+      const cells = ["time", ".csc", ".topic", ".msg"].map((s) => box(li.querySelector(s)));
+      for (let i = 0; i + 1 < cells.length; i++) {
+        if (!cells[i] || !cells[i + 1] || cells[i].right > cells[i + 1].left + 0.5) {
+          overlaps.push(`${li.querySelector(".csc")?.textContent} ${li.querySelector(".topic")?.textContent}: cell ${i} ends at ${cells[i]?.right}, cell ${i + 1} starts at ${cells[i + 1]?.left}`);
+          break;
+        }
+      }
+    }
+    const texts = rows.flatMap((li) => [li.textContent ?? "", li.querySelector(".msg")?.title ?? ""]);
+    return { rows: rows.length, overlaps, objects: texts.filter((t) => t.includes("[object")).slice(0, 3) };
+  });
+  if (log.rows === 0) throw new Error("the event log is empty");
+  if (log.objects.length) throw new Error(`the event log shows [object …]: ${log.objects.join(" | ")}`);
+  if (log.overlaps.length) throw new Error(`event log columns overlap: ${log.overlaps.slice(0, 3).join(" | ")}`);
+
+  // The structured row: JSON on the line, the whole of it in the tooltip and when clicked.
+  // Element handles, not locators: new rows arrive on top meanwhile.
+  const row = await page.locator(structured, { has: page.locator(".topic", { hasText: /^scriptsStream$/ }) }).first().elementHandle();
+  const msg = await row.$(".msg");
+  const shown = await msg.textContent();
+  const title = await msg.getAttribute("title");
+  if (!/current_scripts=\[/.test(shown ?? "")) throw new Error(`scriptsStream's fields are not shown as JSON: ${shown}`);
+  // The tooltip's current_scripts is whole JSON: some prefix of what follows `=` parses.
+  const rest = (title ?? "").split("current_scripts=")[1] ?? "";
+  const ends = [...rest.matchAll(/\]/g)].map((m) => m.index + 1);
+  if (!ends.some((end) => { try { return Array.isArray(JSON.parse(rest.slice(0, end))); } catch { return false; } })) {
+    throw new Error(`scriptsStream's tooltip lacks the whole current_scripts: ${title}`);
+  }
+  await row.click();
+  if ((await msg.textContent()) !== title) throw new Error("a clicked row does not show its whole line");
+  await row.click();
+
+  // Every plot's labels as uPlot drew them.
+  const plots = await page.evaluate(() =>
+    window.meridian.plots.all().map((p) => ({ name: `${p.topic.csc}:${p.topic.salindex}/${p.topic.topic}`, ...p.drawnLabels() })),
+  );
+  for (const p of plots) {
+    if (p.value.length < 2) throw new Error(`${p.name}: fewer than two y labels (${JSON.stringify(p.value)})`);
+    if (new Set(p.value).size !== p.value.length) throw new Error(`${p.name}: y labels repeat: ${JSON.stringify(p.value)}`);
+    const minusZero = p.value.find((v) => /^-0(\.0*)?$/.test(v));
+    if (minusZero) throw new Error(`${p.name}: a y label reads ${minusZero}: ${JSON.stringify(p.value)}`);
+    if (p.time.length < 2) throw new Error(`${p.name}: fewer than two time labels (${JSON.stringify(p.time)})`);
+    const time = [...p.time].sort((a, b) => a.left - b.left);
+    for (let i = 0; i + 1 < time.length; i++) {
+      if (time[i].right > time[i + 1].left) {
+        throw new Error(`${p.name}: time labels overlap: ${JSON.stringify(time[i])} and ${JSON.stringify(time[i + 1])}`);
+      }
+    }
+  }
+  step(`readable: ${log.rows} log rows, ${plots.length} plots (${plots.map((p) => `${p.value.length} y / ${p.time.length} time labels`).join(", ")})`);
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

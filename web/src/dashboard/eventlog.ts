@@ -4,6 +4,7 @@
 
 import type { Sample } from "../client";
 import { $, cscLabel, el, fmtTime, SCRIPT_STATES, SUMMARY_STATES } from "./config";
+import { formatFields } from "./format";
 
 export const MAX_ROWS = 2000;
 
@@ -16,11 +17,14 @@ export interface LogEntry {
   id: string;
   time: number;
   severity: number;
+  /** The line as shown (long values shortened). */
   text: string;
+  /** The whole line, when `text` is shortened (shown as the row's tooltip and when it is clicked). */
+  full?: string;
 }
 
-/** What one event means to an operator, and how bad it is. */
-export function describe(s: Sample): { severity: number; text: string } {
+/** What one event means to an operator, and how bad it is; `full` when `text` was shortened. */
+export function describe(s: Sample): { severity: number; text: string; full?: string } {
   const f = s.fields;
   switch (s.topic) {
     case "logMessage": {
@@ -43,11 +47,9 @@ export function describe(s: Sample): { severity: number; text: string } {
       }
       break;
   }
-  const text = Object.entries(f)
-    .filter(([, v]) => !Array.isArray(v) || v.length <= 8)
-    .map(([k, v]) => `${k}=${typeof v === "string" ? JSON.stringify(v) : String(v)}`)
-    .join(" ");
-  return { severity: SEVERITY.info, text: `${s.topic}: ${text.length > 160 ? text.slice(0, 160) + "…" : text}` };
+  // Any other event: its fields, structured ones as compact JSON.
+  const { short, full } = formatFields(f);
+  return short === full ? { severity: SEVERITY.info, text: short } : { severity: SEVERITY.info, text: short, full };
 }
 
 export class EventLog {
@@ -75,8 +77,8 @@ export class EventLog {
     if (ids.length > this.maxIdsPerTopic) ids.splice(0, ids.length - this.maxIdsPerTopic);
     this.idsByTopic.set(key, ids);
     if (s.topic === "heartbeat") return;
-    const { severity, text } = describe(s);
-    this.add({ csc: cscLabel(s.csc, s.salindex), topic: s.topic, id: s.id, time: s.sourceTs, severity, text });
+    const { severity, text, full } = describe(s);
+    this.add({ csc: cscLabel(s.csc, s.salindex), topic: s.topic, id: s.id, time: s.sourceTs, severity, text, full });
   }
 
   /** A line of the log's own (a gap, a lost notice, a reconnect). */
@@ -124,7 +126,16 @@ export class EventLog {
   private row(e: LogEntry): HTMLElement {
     const sev = e.severity >= 40 ? "error" : e.severity >= 30 ? "warning" : e.severity >= 20 ? "info" : "debug";
     const li = el("li", { class: `sev-${sev}`, "data-csc": e.csc, "data-id": e.id });
-    li.append(el("time", {}, fmtTime(e.time)), el("span", { class: "csc" }, e.csc), el("span", { class: "msg" }, e.text));
+    const msg = el("span", { class: "msg" }, e.text);
+    li.append(el("time", {}, fmtTime(e.time)), el("span", { class: "csc" }, e.csc), el("span", { class: "topic" }, e.topic), msg);
+    // The whole line in the tooltip, and in the row when it is clicked
+    // (shortened values whole, a long message wrapped).
+    const full = e.full ?? e.text;
+    msg.title = full;
+    li.addEventListener("click", () => {
+      const open = li.classList.toggle("expanded");
+      msg.textContent = open ? full : e.text;
+    });
     return li;
   }
 }

@@ -12,6 +12,7 @@ import "uplot/dist/uPlot.min.css";
 import type { MeridianClient, Sample, TopicRef } from "../client";
 import { topicKey } from "../client";
 import { el, fmtTime } from "./config";
+import { TIME_TICK_SPACE_PX, timeLabels, valueAxisSize, valueLabels } from "./format";
 import { fieldValue, mergeBuckets } from "./series";
 
 /** How far back a new plot starts, s. */
@@ -61,8 +62,22 @@ export class Plot {
         cursor: { show: false },
         scales: { x: { time: true } },
         axes: [
-          { stroke: "#aaa", grid: { stroke: "#333" }, ticks: { stroke: "#333" } },
-          { stroke: "#aaa", grid: { stroke: "#333" }, ticks: { stroke: "#333" }, size: 60 },
+          {
+            stroke: "#aaa",
+            grid: { stroke: "#333" },
+            ticks: { stroke: "#333" },
+            // UTC like the event log; ticks far enough apart for their labels.
+            space: TIME_TICK_SPACE_PX,
+            values: (_u, splits, _axis, _space, incr) => timeLabels(splits, incr),
+          },
+          {
+            stroke: "#aaa",
+            grid: { stroke: "#333" },
+            ticks: { stroke: "#333" },
+            // As many digits as the ticks' spacing needs, and wide enough for them.
+            values: (_u, splits, _axis, _space, incr) => valueLabels(splits, incr),
+            size: (_u, values) => valueAxisSize(values),
+          },
         ],
         series: [{}, ...fields.map((f, i) => ({ label: f, stroke: COLOURS[i % COLOURS.length], width: 1, spanGaps: false }))],
       },
@@ -134,6 +149,25 @@ export class Plot {
     this.dirty = false;
     if (!this.root.classList.contains("stale")) this.status.textContent = `live · ${this.received} samples`;
     this.chart.setData([this.xs, ...this.ys] as uPlot.AlignedData);
+  }
+
+  /**
+   * The axis labels as last drawn (for the browser test): the time labels
+   * with their left and right edges in CSS px, the value labels as text.
+   */
+  drawnLabels(): { time: { text: string; left: number; right: number }[]; value: string[] } {
+    // uPlot keeps each axis's drawn splits and labels (`_splits`, `_values`).
+    const [x, y] = this.chart.axes as unknown as { _splits?: number[]; _values?: (string | null)[]; font?: [string, number, number] }[];
+    // The axis font is kept scaled to device pixels; measure at CSS pixels.
+    const ctx = document.createElement("canvas").getContext("2d");
+    if (ctx && x.font) ctx.font = x.font[0].replace(/\d+(\.\d+)?px/, `${x.font[2]}px`);
+    const time = (x._values ?? []).flatMap((label, i) => {
+      if (label == null || x._splits?.[i] == null) return [];
+      const at = this.chart.valToPos(x._splits[i], "x");
+      const width = Math.max(...String(label).split("\n").map((line) => ctx?.measureText(line).width ?? 0));
+      return [{ text: String(label), left: at - width / 2, right: at + width / 2 }];
+    });
+    return { time, value: (y._values ?? []).filter((v): v is string => v != null).map(String) };
   }
 
   destroy(): void {
