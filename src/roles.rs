@@ -119,7 +119,7 @@ pub struct Deps {
 pub enum RolesError {
     /// The store could not be opened: check `store.*` and that it runs.
     #[error("store: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// A simulated CSC could not start: check `sim.cscs` and `sim.interfaces`.
     #[error("sim.cscs: {csc:?}: {reason}")]
     Sim { csc: String, reason: String },
@@ -127,10 +127,10 @@ pub enum RolesError {
     #[error(transparent)]
     Manager(#[from] ManagerError),
     #[error("commander: {0}")]
-    Commander(#[from] CommanderError),
+    Commander(CommanderError),
     /// One producer (the message names its CSC).
-    #[error("producer {csc}: {source}")]
-    Producer { csc: String, source: ProducerError },
+    #[error("producer {csc}: {error}")]
+    Producer { csc: String, error: ProducerError },
     /// Which ingest certificates producers trust (`tls.ca`, `tls.dev_self_signed`).
     #[error("producer: {0}")]
     Trust(ProducerError),
@@ -140,6 +140,20 @@ pub enum RolesError {
     /// A role's task panicked (a bug): restart the process and report it.
     #[error("{role}: panicked")]
     Panicked { role: String },
+}
+
+// Not `#[from]`: the message already carries the cause, and a source would
+// print it twice in an error chain.
+impl From<StoreError> for RolesError {
+    fn from(e: StoreError) -> Self {
+        RolesError::Store(e)
+    }
+}
+
+impl From<CommanderError> for RolesError {
+    fn from(e: CommanderError) -> Self {
+        RolesError::Commander(e)
+    }
 }
 
 /// Bound roles, not yet serving; [`Roles::run`] serves them.
@@ -168,15 +182,16 @@ impl Roles {
             (None, true) => Some(store::open(&config.store).await?),
             (None, false) => None,
         };
-        let sims_stop = CancellationToken::new();
+        // Guarded from the start: a later step failing stops the CSCs already started.
+        let sims_token = CancellationToken::new();
+        let sims_stop = sims_token.clone().drop_guard();
         let (sim, middleware) = match deps.middleware {
             Some(middleware) => (None, middleware),
             None => {
-                let sim = start_sims(&config.sim, &set.sims, &sims_stop)?;
+                let sim = start_sims(&config.sim, &set.sims, &sims_token)?;
                 (Some(sim.clone()), Arc::new(sim) as Arc<dyn Middleware>)
             }
         };
-        let sims_stop = sims_stop.drop_guard();
         let commander = match (set.commander, &store) {
             (true, Some(store)) => Some(Commander::bind(&config, middleware.clone(), store.clone()).await?),
             _ => None,
@@ -217,10 +232,10 @@ impl Roles {
                 producer_config.producer.ingest = vec![addr.to_string()];
             }
             let trust = trust.clone().expect("set with producers");
-            let producer = Producer::bind(&producer_config, middleware.clone(), trust).map_err(|source| {
+            let producer = Producer::bind(&producer_config, middleware.clone(), trust).map_err(|error| {
                 RolesError::Producer {
                     csc: csc.clone(),
-                    source,
+                    error,
                 }
             })?;
             producers.push(producer);
@@ -308,7 +323,7 @@ impl Roles {
             let role = format!("producer {csc}");
             let run = producer.run(producers_stop.clone());
             let task =
-                tasks.spawn(async move { run.await.map_err(|source| RolesError::Producer { csc, source }) });
+                tasks.spawn(async move { run.await.map_err(|error| RolesError::Producer { csc, error }) });
             roles.insert(task.id(), (Stage::Producers, role));
         }
         if let Some(manager) = self.manager {

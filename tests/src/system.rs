@@ -1,5 +1,6 @@
 //! The whole pipeline in this process, every hop over real sockets:
 //! simulated CSCs → producers → QUIC → ingest → store → frontend → WebSocket.
+//! Ingest and frontend are bound and run by `meridian::roles`, as in the binary.
 
 use anyhow::Context;
 use meridian::roles::{Deps, RoleSet, Roles, RolesError};
