@@ -30,7 +30,8 @@
 //! makes producers wait: the producer pays, with its own bounded spool (or,
 //! for telemetry, by sending newer values later), and no memory grows here.
 //! A write that fails because the store is unavailable is retried with
-//! backoff until it succeeds: nothing is acknowledged before it is stored.
+//! backoff until it succeeds, or until a stopping ingest's drain deadline
+//! abandons it: nothing is acknowledged before it is stored.
 
 use super::IngestStats;
 use crate::store::{Append, OnceBatch, Store, StoreError};
