@@ -3,12 +3,11 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use meridian_config::{Config, LogConfig, LogFormat, SimConfig, StoreBackend};
+use meridian::roles::{Deps, RoleSet, Roles};
+use meridian_config::{Config, LogConfig, LogFormat, StoreBackend};
 use meridian_manager::Role;
-use meridian_sim::{SimMiddleware, SimOptions};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
@@ -230,81 +229,32 @@ impl Cli {
     }
 
     pub async fn run(self, config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-        match self.command {
-            Command::Up(_) => crate::up::run(config, shutdown).await,
-            Command::Manager(a) => {
-                let role = match a.role {
-                    RoleArg::Ingest => Role::Ingest,
-                    RoleArg::Frontend => Role::Frontend,
-                    RoleArg::All => Role::All,
-                };
-                let manager = meridian_manager::Manager::bind(&config, role).await?;
-                crate::observe::serve(config.metrics.listen, manager.observers(), shutdown.clone()).await?;
-                Ok(manager.run(shutdown).await?)
-            }
-            Command::Producer(_) => {
-                let sim = start_sims(&config.sim, std::slice::from_ref(&config.producer.csc), &shutdown)?;
-                let trust = meridian_producer::ServerTrust::from_config(&config.tls)?;
-                let stats: Arc<meridian_producer::ProducerStats> = Arc::default();
-                crate::observe::serve(config.metrics.listen, vec![stats.observer()], shutdown.clone())
-                    .await?;
-                meridian_producer::run(&config, Arc::new(sim.clone()), trust, stats, shutdown).await?;
-                sim.stopped().await;
-                Ok(())
-            }
+        let set = match self.command {
+            Command::Up(_) => return crate::up::run(config, shutdown).await,
+            Command::Bench(a) => return crate::bench::run(a, shutdown).await,
+            Command::Sim(a) if a.list => return crate::sim_list::print(&config.sim),
+            Command::Manager(a) => RoleSet::manager(match a.role {
+                RoleArg::Ingest => Role::Ingest,
+                RoleArg::Frontend => Role::Frontend,
+                RoleArg::All => Role::All,
+            }),
+            Command::Producer(_) => RoleSet::producer(&config),
             Command::Commander(_) => {
-                let store = meridian_store::open(&config.store).await?;
                 if config.store.backend == StoreBackend::Memory {
                     tracing::warn!("the audit log is in memory and lost at exit: set store.backend = \"redis\" or --redis");
                 }
-                let sim = start_sims(&config.sim, &config.sim.cscs, &shutdown)?;
-                let commander =
-                    meridian_commander::Commander::bind(&config, Arc::new(sim.clone()), store).await?;
-                crate::observe::serve(
-                    config.metrics.listen,
-                    vec![commander.observer()],
-                    shutdown.clone(),
-                )
-                .await?;
-                commander.run(shutdown).await?;
-                sim.stopped().await;
-                Ok(())
+                RoleSet::commander(&config)
             }
-            Command::Bench(a) => crate::bench::run(a, shutdown).await,
-            Command::Sim(a) if a.list => crate::sim_list::print(&config.sim),
-            Command::Sim(_) => {
-                let sim = start_sims(&config.sim, &config.sim.cscs, &shutdown)?;
-                eprintln!("simulating {}; Ctrl-C to stop", config.sim.cscs.join(", "));
-                sim.stopped().await;
-                Ok(())
-            }
+            Command::Sim(_) => RoleSet::sim(&config),
+        };
+        let roles = Roles::bind(&config, &set, Deps::default()).await?;
+        if set.manager.is_none() && !set.commander && set.producers.is_empty() {
+            // `meridian sim`: nothing else would tell that it runs.
+            eprintln!("simulating {}; Ctrl-C to stop", config.sim.cscs.join(", "));
         }
+        crate::observe::serve(config.metrics.listen, roles.observers(), shutdown.clone()).await?;
+        Ok(roles.run(shutdown).await?)
     }
-}
-
-/// The simulator `config` describes, with nothing running yet.
-pub fn simulator(config: &SimConfig) -> SimMiddleware {
-    let options = SimOptions {
-        rate_multiplier: config.rate_multiplier,
-        seed: config.seed,
-        start_enabled: config.start_enabled,
-        script_interval_s: config.script_interval_s,
-    };
-    SimMiddleware::with_options(options, config.interfaces.clone())
-}
-
-/// Starts a simulator for each of `cscs`, stopping at `shutdown`.
-pub fn start_sims(
-    config: &SimConfig,
-    cscs: &[String],
-    shutdown: &CancellationToken,
-) -> anyhow::Result<SimMiddleware> {
-    let sim = simulator(config);
-    for csc in cscs {
-        let id = csc.parse().with_context(|| format!("sim.cscs: {csc:?}"))?;
-        sim.start(&id, shutdown.clone())?;
-    }
-    Ok(sim)
 }
 
 /// Logs to stderr as text or JSON; `RUST_LOG` overrides `log.filter`.

@@ -7,7 +7,7 @@ use meridian_sim::signal::{Rng, TopicSignal};
 
 /// Prints each CSC's topics with rate and encoded sample size, and the totals.
 pub fn print(config: &SimConfig) -> anyhow::Result<()> {
-    let sim = crate::cli::simulator(config);
+    let sim = meridian::roles::simulator(config);
     let (mut total_rate, mut total_bytes) = (0.0, 0.0);
     for csc in &config.cscs {
         let id: CscId = csc.parse()?;

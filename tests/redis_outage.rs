@@ -16,8 +16,10 @@
 //!   acknowledged); with `spool_on_full = "block"` it then stops reading its
 //!   CSC, which waits, so nothing is dropped either.
 
+use meridian::roles::RolesError;
 use meridian_config::SpoolOnFull;
-use meridian_manager::ingest::{IngestStats, ACKS_IN_FLIGHT};
+use meridian_manager::ingest::{IngestError, IngestStats, ACKS_IN_FLIGHT};
+use meridian_manager::ManagerError;
 use meridian_producer::ProducerStats;
 use meridian_store::redis::RedisStore;
 use meridian_testkit::manual_csc::{stored_event_values, ManualCsc};
@@ -123,4 +125,76 @@ async fn redis_down_for_five_seconds_loses_and_repeats_nothing() {
         STREAMS * ACKS_IN_FLIGHT
     );
     system.stop().await;
+}
+
+/// Redis goes away for good while the ingest holds batches for it, and the
+/// ingest is told to stop (SIGTERM, Ctrl-C): it gives up at its drain
+/// deadline (`ingest.drain_timeout_ms`) and says how many samples it
+/// received but could not store, instead of waiting for Redis forever. An
+/// operator would notice the failure as an ingest that never exits while
+/// Redis is down, until a service manager kills it without a word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingest_stopped_while_redis_stays_down_gives_up_at_its_drain_deadline() {
+    let mut redis = RedisServer::start().unwrap();
+    let store = Arc::new(RedisStore::connect(&redis.url()).await.unwrap());
+    let mut config = test_config();
+    config.ingest.drain_timeout_ms = 1000;
+    let mut system = System::start_with(store, config).await.unwrap();
+    let csc = ManualCsc::new("Test:4", 1024);
+    let stats = system.spawn_producer(csc.clone(), |c| {
+        c.producer.csc = "Test:4".into();
+        c.producer.batch_max = 1;
+        c.producer.batch_delay_ms = 0;
+    });
+    let ingest = system.ingest_stats.clone();
+    csc.publish(1).await;
+    wait_for("the first event stored", Duration::from_secs(30), || {
+        let stats = stats.clone();
+        async move { (ProducerStats::get(&stats.events_acked_seq) >= 1).then_some(()) }
+    })
+    .await
+    .unwrap();
+
+    redis.stop();
+    for n in 2..=20 {
+        csc.publish(n).await;
+    }
+    wait_for(
+        "the ingest holding batches for the store",
+        Duration::from_secs(30),
+        || {
+            let ingest = ingest.clone();
+            async move {
+                (IngestStats::get(&ingest.store_failing) > 0 && IngestStats::get(&ingest.samples_held) > 0)
+                    .then_some(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let held = IngestStats::get(&ingest.samples_held);
+    let stopping = tokio::time::Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(10), system.shutdown())
+        .await
+        .expect("the ingest stops within its drain deadline while Redis is down");
+    let took = stopping.elapsed();
+    assert!(
+        took >= Duration::from_millis(1000),
+        "the ingest waited for the store until its deadline: {took:?}"
+    );
+    let message = ended.as_ref().map_err(ToString::to_string).unwrap_err();
+    assert!(
+        message.starts_with("ingest: the store stayed down") && message.contains("not stored"),
+        "the error names the role and what was lost: {message}"
+    );
+    match ended {
+        Err(RolesError::Manager(ManagerError::Ingest(IngestError::Drain { samples, timeout_ms }))) => {
+            assert_eq!(timeout_ms, 1000);
+            assert!(
+                samples >= held,
+                "the samples the ingest held are reported as not stored: {samples} < {held}"
+            );
+        }
+        other => panic!("the drain's end is reported as the store staying down, got {other:?}"),
+    }
 }

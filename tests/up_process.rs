@@ -170,6 +170,98 @@ fn a_bad_config_is_refused_naming_the_key() {
     assert!(err.contains("frontend.client_queue"), "{err}");
 }
 
+/// A role that fails while `up` runs stops the whole process, with a
+/// non-zero exit status and a last line naming the role, instead of leaving
+/// the rest running as if all were well until Ctrl-C. Here the producer
+/// fails: the ingest requires producers' client certificates (`tls.ca`)
+/// and refuses the one `up`'s producer presents (it names the ingest, not
+/// the CSC). A user would notice the failure as a `meridian up` that keeps
+/// running, printing its URLs, with no data behind them.
+#[test]
+fn up_stops_and_names_a_role_that_fails() {
+    let dir = tempdir::TempDir::new();
+    let pki = pki::Pki::new(&dir.0);
+    let path = config_file(&dir.0);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "[tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\n",
+        pki.cert, pki.key, pki.ca
+    ));
+    std::fs::write(&path, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["up", "--csc", "Test:1", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break Some(exit);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let err = reader.join().unwrap();
+    let exit = exit
+        .unwrap_or_else(|| panic!("up still running 30 s after its producer was refused; stderr:\n{err}"));
+    assert!(
+        exit.code().is_some_and(|c| c != 0),
+        "up exits with a failure status, got {exit}; stderr:\n{err}"
+    );
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("meridian: producer Test:1") && last.contains("refused"),
+        "the last line names the failed role and why: {last:?}; stderr:\n{err}"
+    );
+}
+
+mod pki {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use std::path::{Path, PathBuf};
+
+    /// A CA and an ingest certificate it signs (for the name
+    /// `meridian-ingest`, not for any CSC), as PEM files in `dir`.
+    pub struct Pki {
+        pub ca: PathBuf,
+        pub cert: PathBuf,
+        pub key: PathBuf,
+    }
+
+    impl Pki {
+        pub fn new(dir: &Path) -> Pki {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(vec!["meridian-ingest".to_string()])
+                .unwrap()
+                .signed_by(&key, &ca)
+                .unwrap();
+            let pki = Pki {
+                ca: dir.join("ca.pem"),
+                cert: dir.join("ingest.pem"),
+                key: dir.join("ingest.key"),
+            };
+            std::fs::write(&pki.ca, ca.pem()).unwrap();
+            std::fs::write(&pki.cert, cert.pem()).unwrap();
+            std::fs::write(&pki.key, key.serialize_pem()).unwrap();
+            pki
+        }
+    }
+}
+
 mod tempdir {
     /// A directory removed at the end of the test.
     pub struct TempDir(pub std::path::PathBuf);

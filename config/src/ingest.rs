@@ -61,6 +61,14 @@ pub struct IngestConfig {
     /// producer's `FINISHED_SCRIPTS_LIST_SIZE`: each message carries every
     /// listed script whole.
     pub finished_scripts: usize,
+    /// Longest a stopping ingest waits for what it received to reach the
+    /// store, in milliseconds, 100 to 600000. A store still down at the end
+    /// is reported with the number of samples not stored (never
+    /// acknowledged: producers replay their events to another ingest; that
+    /// telemetry is lost) and the ingest exits with an error instead of
+    /// waiting forever. Default 10000: well inside a service manager's stop
+    /// timeout (30 s in deploy/).
+    pub drain_timeout_ms: u64,
 }
 
 impl IngestConfig {
@@ -73,6 +81,7 @@ impl IngestConfig {
         problems.in_range("ingest.script_max_age_s", self.script_max_age_s, 60..=2_592_000);
         problems.in_range("ingest.dedup_ttl_s", self.dedup_ttl_s, 60..=2_592_000);
         problems.in_range("ingest.finished_scripts", self.finished_scripts, 1..=400);
+        problems.in_range("ingest.drain_timeout_ms", self.drain_timeout_ms, 100..=600_000);
     }
 }
 
@@ -89,6 +98,7 @@ impl Default for IngestConfig {
             dedup_ttl_s: 86_400,
             script_queue_state: true,
             finished_scripts: 10,
+            drain_timeout_ms: 10_000,
         }
     }
 }

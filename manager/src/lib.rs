@@ -67,9 +67,23 @@ impl Manager {
     /// Opens the store and binds the endpoints of `role`.
     pub async fn bind(config: &Config, role: Role) -> Result<Manager, ManagerError> {
         let store: Arc<dyn Store> = meridian_store::open(&config.store).await?;
+        Manager::bind_with(config, role, store, None).await
+    }
+
+    /// Binds the endpoints of `role` on `store`; the ingest presents
+    /// `identity`, or the one `tls` configures.
+    pub async fn bind_with(
+        config: &Config,
+        role: Role,
+        store: Arc<dyn Store>,
+        identity: Option<tls::Identity>,
+    ) -> Result<Manager, ManagerError> {
         let ingest = match role {
             Role::Ingest | Role::All => {
-                let identity = tls::Identity::from_config(&config.tls).map_err(ingest::IngestError::from)?;
+                let identity = match identity {
+                    Some(identity) => identity,
+                    None => tls::Identity::from_config(&config.tls).map_err(ingest::IngestError::from)?,
+                };
                 Some(ingest::Ingest::bind(config, store.clone(), identity)?)
             }
             Role::Frontend => None,
@@ -101,20 +115,38 @@ impl Manager {
         roles
     }
 
-    /// Serves until `shutdown`; one role failing stops the other.
+    /// The ingest role, if bound (its address and counters).
+    pub fn ingest(&self) -> Option<&ingest::Ingest> {
+        self.ingest.as_ref()
+    }
+
+    /// The frontend role, if bound (its address, hub and counters).
+    pub fn frontend(&self) -> Option<&frontend::Frontend> {
+        self.frontend.as_ref()
+    }
+
+    /// Serves until `shutdown`; one role failing stops the other. The
+    /// ingest drains into the store before the frontend closes, the
+    /// pipeline's order.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ManagerError> {
         // One role failing stops the other: a half-running manager would look healthy.
         let stop = shutdown.child_token();
+        let frontend_stop = CancellationToken::new();
         let ingest_task = async {
-            match self.ingest {
+            let ran = match self.ingest {
                 Some(i) => i.run(stop.clone()).await.map_err(ManagerError::from),
-                None => Ok(()),
+                None => {
+                    stop.cancelled().await;
+                    Ok(())
+                }
             }
-            .inspect_err(|_| stop.cancel())
+            .inspect_err(|_| stop.cancel());
+            frontend_stop.cancel();
+            ran
         };
         let frontend_task = async {
             match self.frontend {
-                Some(f) => f.run(stop.clone()).await.map_err(ManagerError::from),
+                Some(f) => f.run(frontend_stop.clone()).await.map_err(ManagerError::from),
                 None => Ok(()),
             }
             .inspect_err(|_| stop.cancel())

@@ -25,7 +25,8 @@
 //! - [`sampler`]: per-topic telemetry rates.
 //! - [`session`]: one QUIC connection: handshake, stream writers, acknowledgements.
 //! - [`link`]: when to connect, back off, replay the spool, give up or stop (no I/O).
-//! - [`run`]: the producer's loop: feed, spool, sampler, reconnects.
+//! - [`Producer`]: the role: `bind` (CSC, TLS, socket), then `run` (the
+//!   producer's loop: feed, spool, sampler, reconnects).
 
 pub mod link;
 pub mod sampler;
@@ -206,7 +207,8 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 type Connecting = Pin<Box<dyn Future<Output = Result<Session, ConnectError>> + Send>>;
 
-/// Runs the producer of `config.producer.csc` until `shutdown`.
+/// Runs the producer of `config.producer.csc` until `shutdown`, counting in
+/// `stats`: [`Producer::bind`] then [`Producer::run`].
 pub async fn run(
     config: &Config,
     middleware: Arc<dyn Middleware>,
@@ -214,37 +216,111 @@ pub async fn run(
     stats: Arc<ProducerStats>,
     shutdown: CancellationToken,
 ) -> Result<(), ProducerError> {
-    let p = &config.producer;
-    let csc: CscId = p.csc.parse().map_err(|e| ProducerError::Csc(format!("{e}")))?;
-    let feed = if p.all_indices {
-        middleware.subscribe_all_indices(&csc.csc)?
-    } else {
-        middleware.subscribe(&csc)?
-    };
-    let client = tls::client_config(&trust, &config.tls)?;
-    let mut endpoint = quinn::Endpoint::client(([0, 0, 0, 0], 0).into()).map_err(ProducerError::Socket)?;
-    endpoint.set_default_client_config(client);
-    let identity = session::Identity {
-        producer_id: random_id(),
-        csc: csc.clone(),
-        all_indices: p.all_indices,
-        schemas: feed.schemas.clone(),
-    };
-    let addrs = p.ingest_addresses().to_vec();
-    let connect = |endpoint: &quinn::Endpoint| -> Connecting {
-        Box::pin(Session::connect(
-            endpoint.clone(),
-            addrs.clone(),
-            config.tls.server_name.clone(),
-            identity.clone(),
-        ))
-    };
-    let span = tracing::info_span!("producer", %csc, id = format_args!("{:016x}", identity.producer_id));
-    tracing::Instrument::instrument(
-        produce(feed, endpoint, connect, p, stats, shutdown, addrs.clone()),
-        span,
-    )
-    .await
+    let mut producer = Producer::bind(config, middleware, trust)?;
+    producer.stats = stats;
+    producer.run(shutdown).await
+}
+
+/// A producer subscribed to its CSC, with its QUIC endpoint open, not yet
+/// connected: whatever can fail before it serves (`producer.csc`, the
+/// middleware's lookup of the CSC, TLS files, the UDP socket) has failed in
+/// [`Producer::bind`]. [`Producer::run`] serves it.
+pub struct Producer {
+    config: meridian_config::ProducerConfig,
+    server_name: String,
+    csc: CscId,
+    feed: CscFeed,
+    endpoint: quinn::Endpoint,
+    identity: session::Identity,
+    stats: Arc<ProducerStats>,
+}
+
+impl Producer {
+    /// Subscribes to `producer.csc` on `middleware` and opens a QUIC
+    /// endpoint that trusts ingest certificates as `trust` says.
+    pub fn bind(
+        config: &Config,
+        middleware: Arc<dyn Middleware>,
+        trust: ServerTrust,
+    ) -> Result<Producer, ProducerError> {
+        let p = &config.producer;
+        let csc: CscId = p.csc.parse().map_err(|e| ProducerError::Csc(format!("{e}")))?;
+        let feed = if p.all_indices {
+            middleware.subscribe_all_indices(&csc.csc)?
+        } else {
+            middleware.subscribe(&csc)?
+        };
+        let client = tls::client_config(&trust, &config.tls)?;
+        let mut endpoint =
+            quinn::Endpoint::client(([0, 0, 0, 0], 0).into()).map_err(ProducerError::Socket)?;
+        endpoint.set_default_client_config(client);
+        let identity = session::Identity {
+            producer_id: random_id(),
+            csc: csc.clone(),
+            all_indices: p.all_indices,
+            schemas: feed.schemas.clone(),
+        };
+        Ok(Producer {
+            config: p.clone(),
+            server_name: config.tls.server_name.clone(),
+            csc,
+            feed,
+            endpoint,
+            identity,
+            stats: Arc::default(),
+        })
+    }
+
+    /// The CSC it serves (`producer.csc`).
+    pub fn csc(&self) -> &CscId {
+        &self.csc
+    }
+
+    /// The local UDP address of its QUIC endpoint.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.endpoint
+            .local_addr()
+            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
+    }
+
+    /// Its counters, readable while it runs.
+    pub fn stats(&self) -> Arc<ProducerStats> {
+        self.stats.clone()
+    }
+
+    /// What the process's metrics listener serves for this producer.
+    pub fn observer(&self) -> Arc<ProducerObserver> {
+        self.stats.observer()
+    }
+
+    /// Serves the CSC until `shutdown`: connects (and reconnects) to the
+    /// first reachable ingest of its pool, and sends what the CSC publishes.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ProducerError> {
+        let Producer {
+            config: p,
+            server_name,
+            csc,
+            feed,
+            endpoint,
+            identity,
+            stats,
+        } = self;
+        let addrs = p.ingest_addresses().to_vec();
+        let connect = |endpoint: &quinn::Endpoint| -> Connecting {
+            Box::pin(Session::connect(
+                endpoint.clone(),
+                addrs.clone(),
+                server_name.clone(),
+                identity.clone(),
+            ))
+        };
+        let span = tracing::info_span!("producer", %csc, id = format_args!("{:016x}", identity.producer_id));
+        tracing::Instrument::instrument(
+            produce(feed, endpoint, connect, &p, stats, shutdown, addrs.clone()),
+            span,
+        )
+        .await
+    }
 }
 
 /// The producer's loop, inside its span.

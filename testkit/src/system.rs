@@ -1,13 +1,15 @@
 //! The whole pipeline in this process, every hop over real sockets:
 //! simulated CSCs → producers → QUIC → ingest → store → frontend → WebSocket.
+//! Ingest and frontend are bound and run by `meridian::roles`, as in the binary.
 
 use anyhow::Context;
+use meridian::roles::{Deps, RoleSet, Roles, RolesError};
 use meridian_config::Config;
 use meridian_manager::frontend::hub::Hub;
-use meridian_manager::frontend::{Frontend, HubStats};
-use meridian_manager::ingest::{Ingest, IngestStats};
-use meridian_manager::love::ScriptQueueDeriver;
+use meridian_manager::frontend::HubStats;
+use meridian_manager::ingest::IngestStats;
 use meridian_manager::tls::Identity;
+use meridian_manager::Role;
 use meridian_producer::{ProducerStats, ServerTrust};
 use meridian_sim::{Middleware, SimMiddleware, SimOptions};
 use meridian_store::Store;
@@ -35,6 +37,8 @@ pub struct System {
     pub hub: Hub,
     stop: CancellationToken,
     tasks: TaskTracker,
+    /// The ingest and frontend serving, and how they ended.
+    roles: Option<tokio::task::JoinHandle<Result<(), RolesError>>>,
 }
 
 /// A configuration for tests: loopback, free ports, a test token.
@@ -64,18 +68,22 @@ impl System {
     pub async fn start_with(store: Arc<dyn Store>, config: Config) -> anyhow::Result<System> {
         let identity = Identity::self_signed(&config.tls.server_name)?;
         let trust = ServerTrust::Roots(identity.chain.clone());
-        let ingest = Ingest::bind(&config, store.clone(), identity)?;
-        let frontend = Frontend::bind(&config, store.clone()).await?;
+        let deps = Deps {
+            store: Some(store.clone()),
+            identity: Some(identity),
+            middleware: None,
+        };
+        let roles = Roles::bind(&config, &RoleSet::manager(Role::All), deps).await?;
+        let (ingest, frontend) = (
+            roles.ingest().context("ingest")?,
+            roles.frontend().context("frontend")?,
+        );
         let (ingest_addr, frontend_addr) = (ingest.local_addr(), frontend.local_addr());
         let (frontend_stats, hub) = (frontend.stats(), frontend.hub());
         let ingest_stats = ingest.stats();
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
-        tasks.spawn(ingest.run(stop.clone()));
-        if let Some(deriver) = ScriptQueueDeriver::new(&config, store.clone()) {
-            tasks.spawn(deriver.run(stop.clone()));
-        }
-        tasks.spawn(frontend.run(stop.clone()));
+        let roles = Some(tasks.spawn(roles.run(stop.clone())));
         Ok(System {
             store,
             ingest_addr,
@@ -87,6 +95,7 @@ impl System {
             hub,
             stop,
             tasks,
+            roles,
         })
     }
 
@@ -189,10 +198,24 @@ impl System {
     }
 
     /// Stops every task and waits for them.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
+        if let Err(e) = self.shutdown().await {
+            tracing::error!("{e}");
+        }
+    }
+
+    /// Stops every task like [`System::stop`], and says how the ingest
+    /// and the frontend ended (e.g. a drain past its deadline is an error).
+    pub async fn shutdown(&mut self) -> Result<(), RolesError> {
         self.stop.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+        match self.roles.take() {
+            Some(roles) => roles
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())),
+            None => Ok(()),
+        }
     }
 }
 

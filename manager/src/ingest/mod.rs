@@ -48,6 +48,16 @@ pub enum IngestError {
     },
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The store stayed unavailable for the whole drain
+    /// (`ingest.drain_timeout_ms`): the samples received but not stored
+    /// were dropped. None was acknowledged, so producers replay the events
+    /// to another ingest; that telemetry is lost. Check the store.
+    #[error(
+        "the store stayed down for the whole drain ({timeout_ms} ms, ingest.drain_timeout_ms): \
+         {samples} samples received were not stored (never acknowledged: producers replay \
+         their events to another ingest; that telemetry is lost)"
+    )]
+    Drain { samples: u64, timeout_ms: u64 },
 }
 
 /// Gauges, counters and histograms a test or the metrics page reads while
@@ -61,6 +71,8 @@ pub struct IngestStats {
     /// plus [`writer::TELEMETRY_QUEUE`] plus one pipeline, however long the
     /// store is down.
     pub batches_held: AtomicU64,
+    /// Samples in those batches: received, not yet stored, not acknowledged.
+    pub samples_held: AtomicU64,
     /// The most `batches_held` has been since the ingest started.
     pub batches_held_max: AtomicU64,
     /// Producers connected now (past the handshake).
@@ -106,6 +118,11 @@ pub struct IngestObserver {
     stats: Arc<IngestStats>,
     store: Arc<dyn Store>,
 }
+
+/// How long a drain past its deadline waits for its last tasks (after
+/// dropping what the store did not take), and for producers to confirm the
+/// close of their connections.
+const ABANDON_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long `/readyz` waits for the store before calling it unreachable.
 pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -260,14 +277,18 @@ impl Ingest {
     }
 
     /// Serves producers until `shutdown`, then closes their connections with
-    /// [`close_code::DRAINING`] and writes what was received to the store.
+    /// [`close_code::DRAINING`] and writes what was received to the store,
+    /// for at most `ingest.drain_timeout_ms`: past it, what is not stored
+    /// is dropped unacknowledged and reported as [`IngestError::Drain`].
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), IngestError> {
         let tasks = TaskTracker::new();
+        let abandon = CancellationToken::new();
         let writer = writer::Writer::start(
             self.store.clone(),
             &self.config.ingest,
             &tasks,
             self.stats.clone(),
+            abandon.clone(),
         );
         let ingest = &self.config.ingest;
         let ctx = Arc::new(connection::Context {
@@ -313,15 +334,35 @@ impl Ingest {
                 .instrument(span),
             );
         }
+        let timeout_ms = ingest.drain_timeout_ms;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
         tracing::info!("ingest draining: closing producer connections");
         connections.cancel();
         drop(ctx);
         tasks.close();
-        tasks.wait().await;
+        let mut outcome = Ok(());
+        if tokio::time::timeout_at(deadline, tasks.wait()).await.is_err() {
+            let samples = IngestStats::get(&self.stats.samples_held);
+            abandon.cancel();
+            let error = IngestError::Drain { samples, timeout_ms };
+            tracing::error!(samples, "{error}");
+            // The writer is gone; what is left (connections waiting on it, the
+            // sweeper) ends at once, but is not waited for past a second more.
+            let _ = tokio::time::timeout(ABANDON_WAIT, tasks.wait()).await;
+            outcome = Err(error);
+        }
         self.endpoint
             .close(close_code::DRAINING.into(), b"ingest shutting down");
-        self.endpoint.wait_idle().await;
+        // Producers gone for good never confirm the close: QUIC would wait
+        // several probe timeouts for them.
+        let closed = deadline.max(tokio::time::Instant::now()) + ABANDON_WAIT;
+        if tokio::time::timeout_at(closed, self.endpoint.wait_idle())
+            .await
+            .is_err()
+        {
+            tracing::debug!("some producers did not confirm the close; stopping anyway");
+        }
         tracing::info!("ingest stopped");
-        Ok(())
+        outcome
     }
 }

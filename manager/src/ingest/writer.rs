@@ -30,7 +30,8 @@
 //! makes producers wait: the producer pays, with its own bounded spool (or,
 //! for telemetry, by sending newer values later), and no memory grows here.
 //! A write that fails because the store is unavailable is retried with
-//! backoff until it succeeds: nothing is acknowledged before it is stored.
+//! backoff until it succeeds, or until a stopping ingest's drain deadline
+//! abandons it: nothing is acknowledged before it is stored.
 
 use super::IngestStats;
 use meridian_config::IngestConfig;
@@ -39,6 +40,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// What a full writer queue does to the stream reader submitting to it.
@@ -141,15 +143,18 @@ pub struct WriterStopped;
 
 impl Writer {
     /// Starts the [`WRITER_LANES`] writer tasks on `tasks`. They stop once
-    /// every `Writer` handle is dropped and their queues are written out.
-    /// They keep `stats.batches_held` current. The handle returned submits
-    /// to the first lane; give each producer connection its own
-    /// [`Writer::lane`].
+    /// every `Writer` handle is dropped and their queues are written out, or
+    /// at once when `abandon` is cancelled (a drain past its deadline: what
+    /// they hold is dropped unstored and unacknowledged). They keep
+    /// `stats.batches_held` and `stats.samples_held` current. The handle
+    /// returned submits to the first lane; give each producer connection
+    /// its own [`Writer::lane`].
     pub fn start(
         store: Arc<dyn Store>,
         config: &IngestConfig,
         tasks: &TaskTracker,
         stats: Arc<IngestStats>,
+        abandon: CancellationToken,
     ) -> Writer {
         let batch_max = config.batch_max;
         let delay = Duration::from_millis(config.batch_delay_ms);
@@ -161,7 +166,14 @@ impl Writer {
                     events: events_rx,
                     telemetry: telemetry_rx,
                 };
-                tasks.spawn(run(store.clone(), queues, batch_max, delay, stats.clone()));
+                let lane = run(store.clone(), queues, batch_max, delay, stats.clone());
+                let abandon = abandon.clone();
+                tasks.spawn(async move {
+                    tokio::select! {
+                        _ = lane => {}
+                        _ = abandon.cancelled() => {}
+                    }
+                });
                 Lane { events, telemetry }
             })
             .collect();
@@ -195,6 +207,9 @@ impl Writer {
         // Counted before the writer can see it, so the gauge never goes below zero.
         let held = self.stats.batches_held.fetch_add(1, Ordering::Relaxed) + 1;
         self.stats.batches_held_max.fetch_max(held, Ordering::Relaxed);
+        self.stats
+            .samples_held
+            .fetch_add(write.entries() as u64, Ordering::Relaxed);
         let (stored, rx) = oneshot::channel();
         permit.send(Request { write, stored });
         Ok(rx)
@@ -261,6 +276,7 @@ async fn run(
             once.extend(request.write.once.take());
             hashes.append(&mut request.write.hashes);
         }
+        let samples = count as u64;
         let (telemetry_count, event_count) = (
             appends.len() as u64,
             once.iter().map(|o| o.entries.len() as u64).sum::<u64>(),
@@ -307,6 +323,7 @@ async fn run(
             }
         }
         stats.store_write.observe(started.elapsed().as_secs_f64());
+        stats.samples_held.fetch_sub(samples, Ordering::Relaxed);
         for request in pending.drain(..) {
             let _ = request.stored.send(outcome.clone());
             stats.batches_held.fetch_sub(1, Ordering::Relaxed);
@@ -507,7 +524,13 @@ mod tests {
             ..IngestConfig::default()
         };
         let (tasks, stats) = (TaskTracker::new(), Arc::new(IngestStats::default()));
-        let writer = Writer::start(store.clone(), &config, &tasks, stats.clone());
+        let writer = Writer::start(
+            store.clone(),
+            &config,
+            &tasks,
+            stats.clone(),
+            CancellationToken::new(),
+        );
 
         let mut stored = vec![writer.submit(telemetry("t0")).await.unwrap()];
         entered_rx.wait_for(|n| *n >= 1).await.unwrap(); // the writer is stuck on t0
