@@ -23,6 +23,7 @@ COPY producer producer
 COPY manager manager
 COPY commander commander
 COPY tests tests
+COPY bench bench
 COPY src src
 # Registry and target directory cached between builds; the binary is copied
 # out of the cache mount in the same step.

@@ -44,8 +44,6 @@ enum Command {
     Commander(CommanderArgs),
     /// Run simulated CSCs and log what they publish each second.
     Sim(SimArgs),
-    /// Measure throughput against baselines measured in the same run (see docs/performance.md).
-    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -208,8 +206,6 @@ impl Cli {
                     config.sim.cscs = a.csc.clone();
                 }
             }
-            Command::Bench(a) if a.quiet_logs() => config.log.filter = "warn".into(),
-            Command::Bench(_) => {}
             Command::Sim(a) => {
                 if !a.csc.is_empty() {
                     config.sim.cscs = a.csc.clone();
@@ -270,7 +266,6 @@ impl Cli {
                 sim.stopped().await;
                 Ok(())
             }
-            Command::Bench(a) => crate::bench::run(a, shutdown).await,
             Command::Sim(a) if a.list => crate::sim_list::print(&config.sim),
             Command::Sim(_) => {
                 let sim = start_sims(&config.sim, &config.sim.cscs, &shutdown)?;

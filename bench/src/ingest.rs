@@ -1,4 +1,4 @@
-//! `meridian bench ingest`: samples per second from QUIC producers into
+//! `meridian-bench ingest`: samples per second from QUIC producers into
 //! Redis through the ingest role, against `redis-benchmark` XADD on the same
 //! Redis in the same run.
 //!
@@ -13,13 +13,13 @@
 //!    apart), for a fixed time; throughput from acknowledgements, then a
 //!    check that every acknowledged sample is in Redis.
 
-use super::measure::{
+use crate::measure::{
     core_percent, micros_per, own_cpu, process_cpu, CpuSnapshot, NamedRuntime, Percentiles,
 };
-use super::producer::{self, Load, Producer, Tally};
-use super::progress::Say;
-use super::redis_server::{require_tools, RedisServer};
-use super::{interrupted, sleep_unless};
+use crate::producer::{self, Load, Producer, Tally};
+use crate::progress::Say;
+use crate::redis_tools::{self, require_tools, RedisServer};
+use crate::shutdown::{interrupted, sleep_unless};
 use anyhow::{bail, Context};
 use clap::Args;
 use meridian_config::{Config, StoreBackend};
@@ -90,7 +90,7 @@ pub struct IngestArgs {
     load_threads: usize,
 }
 
-/// Everything `bench ingest` measured, for its tables and `bench all`'s report.
+/// Everything `meridian-bench ingest` measured, for its tables and `meridian-bench all`'s report.
 pub struct IngestResults {
     pub rows: Vec<Row>,
     pub producers: u32,
@@ -151,13 +151,13 @@ pub async fn measure(
     let args = args.clone();
     check_args(&args)?;
     require_tools()?;
-    let redis = tokio::task::block_in_place(RedisServer::start)?;
+    let redis = redis_tools::start_server()?;
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let defaults = Config::default().ingest;
     let batch_max = args.batch_max.unwrap_or(defaults.batch_max);
     let batch_delay_ms = args.batch_delay_ms.unwrap_or(defaults.batch_delay_ms);
     say.step(&format!(
-        "meridian bench ingest: {} producers × batch {} (window {} frames), {} s per size; \
+        "meridian-bench ingest: {} producers × batch {} (window {} frames), {} s per size; \
          ingest.batch_max {batch_max}, batch_delay_ms {batch_delay_ms}; MAXLEN ~ {}; {cores} cores",
         args.producers, args.batch, args.window, args.duration_s, args.maxlen
     ));
@@ -169,9 +169,9 @@ pub async fn measure(
     ));
     say.step(&format!(
         "redis-server {} on 127.0.0.1:{} (pid {}, dir {})",
-        redis.version,
+        redis.version(),
         redis.port(),
-        redis.pid(),
+        redis_tools::pid(&redis),
         redis.dir().display()
     ));
     let load_rt = NamedRuntime::new(LOAD_THREADS, args.load_threads)?;
@@ -198,7 +198,7 @@ pub async fn measure(
         let mut writer = Vec::new();
         for in_flight in [1, 4] {
             writer.push(writer_alone(&redis, payload, &args, batch_max, in_flight).await?);
-            redis.flush()?;
+            redis_tools::flush(&redis)?;
         }
         say.step(&format!(
             "[{phase}/{phases}] {payload} B  store writer alone, pipelines of {batch_max}: {}",
@@ -224,7 +224,7 @@ pub async fn measure(
             &shutdown,
         )
         .await?;
-        redis.flush()?;
+        redis_tools::flush(&redis)?;
         say.step(&format!(
             "[{phase}/{phases}] {payload} B  ingest path: {:.0} samples/s; ack latency of {} batches: \
              p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; sent {}, acked {}, stored {}",
@@ -248,7 +248,7 @@ pub async fn measure(
     Ok(IngestResults {
         rows,
         producers: args.producers,
-        redis_version: redis.version.clone(),
+        redis_version: redis.version().to_string(),
     })
 }
 
@@ -276,14 +276,14 @@ fn baseline(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Baseline> {
     tokio::task::block_in_place(|| {
-        let rough = redis.benchmark_xadd(payload, args.maxlen, streams, CALIBRATION_REQUESTS)?;
-        redis.flush()?;
+        let rough = redis_tools::benchmark_xadd(redis, payload, args.maxlen, streams, CALIBRATION_REQUESTS)?;
+        redis_tools::flush(&redis)?;
         interrupted(shutdown)?;
         let requests = ((rough * args.baseline_s) as u64).max(CALIBRATION_REQUESTS);
-        let before = process_cpu(redis.pid());
-        let rps = redis.benchmark_xadd(payload, args.maxlen, streams, requests)?;
-        let redis_cpu = process_cpu(redis.pid()).saturating_sub(before);
-        redis.flush()?;
+        let before = process_cpu(redis_tools::pid(redis));
+        let rps = redis_tools::benchmark_xadd(redis, payload, args.maxlen, streams, requests)?;
+        let redis_cpu = process_cpu(redis_tools::pid(redis)).saturating_sub(before);
+        redis_tools::flush(&redis)?;
         Ok(Baseline {
             rps,
             requests,
@@ -433,7 +433,7 @@ async fn drive_producers(
     let t0 = Instant::now();
     let (acked0, cpu0, encode0) = (
         tally.acked.load(Ordering::Relaxed),
-        CpuSnapshot::take(LOAD_THREADS, redis.pid()),
+        CpuSnapshot::take(LOAD_THREADS, redis_tools::pid(redis)),
         tally.encode_nanos.load(Ordering::Relaxed),
     );
     let (sent0, bytes0) = (
@@ -444,7 +444,7 @@ async fn drive_producers(
     let t1 = Instant::now();
     let (acked1, cpu1, encode1) = (
         tally.acked.load(Ordering::Relaxed),
-        CpuSnapshot::take(LOAD_THREADS, redis.pid()),
+        CpuSnapshot::take(LOAD_THREADS, redis_tools::pid(redis)),
         tally.encode_nanos.load(Ordering::Relaxed),
     );
     let (sent1, bytes1) = (
@@ -475,7 +475,7 @@ async fn drive_producers(
             producer::CSC,
             load.topic_name()
         );
-        stored += tokio::task::block_in_place(|| redis.entries_added(&key))?;
+        stored += tokio::task::block_in_place(|| redis_tools::entries_added(redis, &key))?;
     }
     if stored < acked {
         bail!("{acked} samples were acknowledged but only {stored} are in Redis: acknowledged data was lost");
