@@ -2,14 +2,14 @@
 //! its baseline measured in the same run, written as one markdown report
 //! (docs/performance.md, "The report: meridian-bench all").
 //!
-//! Sections, in order: the Redis baseline and the ingest path (`bench
-//! ingest`, shortened), the fan-out at 100 and 1,000 clients against a bare
-//! broadcast (`meridian-bench fanout`), the night-like load with every role in its
-//! own process ([`super::night`]), and the LOVE comparison (`meridian-bench love`,
-//! run as a subprocess; reported as not run when this build lacks it). A
+//! Sections, in order: the Redis baseline and the ingest path (`ingest`,
+//! shortened), the fan-out at 100 and 1,000 clients against a bare
+//! broadcast (`fanout`), the night-like load with every role in its own
+//! process ([`crate::night`]), and the LOVE comparison (`love`, run as a
+//! subprocess; reported as not run, with the reason, when it cannot run). A
 //! status line on stderr says where the run is; the report goes to stdout
-//! and to `--out`. The whole run fits in 10 minutes on two cores;
-//! `--quick` is a smoke run of about 2.
+//! and to `--out`. `--quick` is a short smoke run; docs/performance.md says
+//! how long each takes.
 
 use crate::binaries;
 use crate::fanout::{self, FanoutArgs};

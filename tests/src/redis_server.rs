@@ -352,3 +352,29 @@ fn bulk_string(reply: &[u8]) -> Option<&[u8]> {
 fn other(message: String) -> std::io::Error {
     std::io::Error::other(message)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_tells_its_pid_version_and_directory() {
+        let mut server = RedisServer::start().unwrap();
+        let pid = server.pid().expect("a running server has a pid");
+        assert!(Path::new(&format!("/proc/{pid}")).exists(), "pid {pid}");
+        let (answered, version) = probe(SocketAddr::from(([127, 0, 0, 1], server.port()))).unwrap();
+        assert_eq!(answered, pid);
+        assert_eq!(server.version(), version);
+        assert!(
+            server.version().starts_with(|c: char| c.is_ascii_digit()),
+            "{}",
+            server.version()
+        );
+        let dir = server.dir().to_path_buf();
+        assert!(dir.join("redis.log").is_file());
+        server.stop();
+        assert_eq!(server.pid(), None);
+        drop(server);
+        assert!(!dir.exists(), "{} is left behind", dir.display());
+    }
+}

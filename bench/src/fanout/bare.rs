@@ -112,17 +112,14 @@ pub(super) async fn start_bare(
 }
 
 /// The frontend's socket settings (manager/src/frontend/mod.rs `small`), so only the work differs.
-pub(super) async fn bare_upgrade(
-    State(bare): State<Arc<Bare>>,
-    ws: WebSocketUpgrade,
-) -> axum::response::Response {
+async fn bare_upgrade(State(bare): State<Arc<Bare>>, ws: WebSocketUpgrade) -> axum::response::Response {
     ws.read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_message_size(4 * meridian_proto::browser::MAX_CLIENT_MESSAGE_LEN)
         .on_upgrade(move |socket| bare_client(socket, bare.frames.subscribe()))
 }
 
-pub(super) async fn bare_client(socket: WebSocket, mut frames: broadcast::Receiver<ServerMessage>) {
+async fn bare_client(socket: WebSocket, mut frames: broadcast::Receiver<ServerMessage>) {
     let (mut sink, mut incoming) = socket.split();
     loop {
         tokio::select! {

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 /// Clients the load generator connects (handshake and subscriptions) at once.
-pub(super) const CONNECT_CONCURRENCY: usize = 128;
+const CONNECT_CONCURRENCY: usize = 128;
 
 /// The load generator's own flags (`meridian-bench fanout-clients`, started by `meridian-bench fanout`).
 #[derive(Args, Debug, Clone)]
@@ -136,14 +136,14 @@ impl Recorder for Recording<'_> {
 
 /// How far a client got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Step {
+enum Step {
     Connected,
     Subscribed,
     Failed,
 }
 
 /// Waits for `expected` clients to report `step` or failure; (reached, failed).
-pub(super) async fn count_steps(
+async fn count_steps(
     steps: &mut mpsc::UnboundedReceiver<Step>,
     expected: usize,
     step: Step,
@@ -173,7 +173,7 @@ pub(super) fn subscribe_request(spec: &str) -> anyhow::Result<String> {
     ))
 }
 
-pub(super) fn lag_line(values: &[[f64; 4]]) -> String {
+fn lag_line(values: &[[f64; 4]]) -> String {
     let mut out = format!("lags {}", values.len());
     for k in 0..4 {
         let series = values

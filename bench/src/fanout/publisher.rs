@@ -183,7 +183,7 @@ impl Publisher {
 }
 
 /// Counts acknowledged samples (`Ack { up_to_seq }` covers every sample up to it).
-pub(super) async fn read_acks(
+async fn read_acks(
     mut recv: quinn::RecvStream,
     mut frames: FrameBuffer,
     flow: Arc<Flow>,

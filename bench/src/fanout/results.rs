@@ -27,7 +27,7 @@ pub enum Server {
 
 impl Server {
     /// The prefix of the threads that run it.
-    pub(super) fn threads(self) -> &'static str {
+    fn threads(self) -> &'static str {
         match self {
             Server::Frontend => FRONT_THREADS,
             Server::Bare => BARE_THREADS,

@@ -35,7 +35,7 @@ pub(super) struct RunContext<'a> {
 /// Starts the load generator with `n` clients of `url`, waits until they
 /// are connected, then until they are subscribed, measuring the RSS growth
 /// of this process (the servers) after each step.
-pub(super) async fn connect_clients(
+async fn connect_clients(
     ctx: &RunContext<'_>,
     n: usize,
     url: &str,
@@ -246,7 +246,7 @@ impl<'a> Progress<'a> {
 
 /// Waits until the frontend's threads are idle (under 10% of a core over
 /// 250 ms), at most `QUIET_TIMEOUT`; whether they became idle.
-pub(super) async fn wait_quiet(ctx: &RunContext<'_>, shutdown: &CancellationToken) -> anyhow::Result<bool> {
+async fn wait_quiet(ctx: &RunContext<'_>, shutdown: &CancellationToken) -> anyhow::Result<bool> {
     const WINDOW: Duration = Duration::from_millis(250);
     let started = Instant::now();
     loop {
@@ -267,7 +267,7 @@ pub(super) async fn wait_quiet(ctx: &RunContext<'_>, shutdown: &CancellationToke
 }
 
 /// This process's resident memory, from `/proc/self/status`.
-pub(super) fn rss_bytes() -> u64 {
+fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -170,7 +170,7 @@ pub(super) fn print_report(
 }
 
 /// `p50 / p99` in ms, or `-` without samples.
-pub(super) fn p50_p99(p: &Percentiles) -> String {
+fn p50_p99(p: &Percentiles) -> String {
     match p.count {
         0 => "-".into(),
         _ => format!("{:.1} / {:.1}", ms(p.p50), ms(p.p99)),

@@ -22,16 +22,16 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 /// What marks a data message (confirmations and heartbeats carry no trace).
-pub(super) const DATA_MARKER: &str = "\"tracing\"";
+const DATA_MARKER: &str = "\"tracing\"";
 
 /// What a subscription confirmation says (LOVE's exact string).
-pub(super) const SUBSCRIBED: &str = "Successfully subscribed to ";
+const SUBSCRIBED: &str = "Successfully subscribed to ";
 
 /// Clients that connect and subscribe at the same time.
-pub(super) const CONNECT_CONCURRENCY: usize = 64;
+const CONNECT_CONCURRENCY: usize = 64;
 
 /// Most lag values kept per run (about 8 MB); later ones are counted as dropped.
-pub(super) const MAX_LAG_VALUES: usize = 1_000_000;
+const MAX_LAG_VALUES: usize = 1_000_000;
 
 /// The load generator's own flags (started by `meridian-bench love`).
 #[derive(Args, Debug, Clone)]

@@ -18,7 +18,7 @@ use serde_json::Value as Json;
 pub const CSC: &str = "MTM1M3";
 
 /// The send time inside a data message's `tracing` object.
-pub(super) const SND_MARKER: &str = "\"producer_snd\":";
+const SND_MARKER: &str = "\"producer_snd\":";
 
 /// One telemetry stream the producers publish and every client subscribes to.
 #[derive(Debug, Clone)]

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 /// A dropped producer reconnects after this long (LOVE's clients retry every 3 s).
-pub(super) const RECONNECT: Duration = Duration::from_secs(3);
+const RECONNECT: Duration = Duration::from_secs(3);
 
 /// The producers' shared switch and counter.
 #[derive(Default)]
@@ -62,8 +62,7 @@ pub async fn start_producers(
     Ok(instances.len())
 }
 
-pub(super) type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub(super) async fn connect(url: &str) -> anyhow::Result<Socket> {
     let (ws, _) = tokio::time::timeout(CLIENT_TIMEOUT, tokio_tungstenite::connect_async(url))

@@ -24,7 +24,7 @@ pub(super) struct Row {
 }
 
 impl Row {
-    pub(super) fn per_core(&self) -> f64 {
+    fn per_core(&self) -> f64 {
         if self.server_cores > 0.0 {
             self.delivered_per_s / self.server_cores
         } else {
@@ -32,7 +32,7 @@ impl Row {
         }
     }
 
-    pub(super) fn json(&self) -> serde_json::Value {
+    fn json(&self) -> serde_json::Value {
         let ms = |d: Duration| round(d.as_secs_f64() * 1e3, 3);
         serde_json::json!({
             "server": self.server.name(),
@@ -52,7 +52,7 @@ impl Row {
     }
 }
 
-pub(super) fn round(x: f64, digits: i32) -> f64 {
+fn round(x: f64, digits: i32) -> f64 {
     let k = 10f64.powi(digits);
     if x.is_finite() {
         (x * k).round() / k

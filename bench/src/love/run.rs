@@ -206,12 +206,12 @@ pub(super) async fn measure(
 }
 
 #[derive(Debug, Clone, Copy, Default)]
-pub(super) struct ClientStat {
-    pub(super) messages: u64,
-    pub(super) closed: u64,
+struct ClientStat {
+    messages: u64,
+    closed: u64,
 }
 
-pub(super) fn spawn_clients(
+fn spawn_clients(
     url: &str,
     clients: usize,
     lag_clients: usize,

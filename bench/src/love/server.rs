@@ -134,7 +134,7 @@ impl Drop for ServerProcess {
 }
 
 /// The frontend under test: Redis store, LOVE producers admitted with the password.
-pub(super) fn meridian_config(redis_url: &str, port: u16) -> String {
+fn meridian_config(redis_url: &str, port: u16) -> String {
     format!(
         "[store]\nbackend = \"redis\"\nredis_url = \"{redis_url}\"\n\n[frontend]\nlisten = \"127.0.0.1:{port}\"\n\
          tokens = [\"{TOKEN}\"]\nlove_password = \"{PASSWORD}\"\n"

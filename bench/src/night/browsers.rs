@@ -29,10 +29,10 @@ pub(super) const WATCHED: &[&str] = &[
 
 /// The pseudo-CSCs the ingest derives from a ScriptQueue's events: their
 /// events reach the browsers but are not in the ingest's stored counter.
-pub(super) const DERIVED: &[&str] = &["ScriptQueueState", "ScriptHeartbeats"];
+const DERIVED: &[&str] = &["ScriptQueueState", "ScriptHeartbeats"];
 
 /// What each sample object of a batch frame starts with.
-pub(super) const SAMPLE_START: &str = r#"{"type":"sample","csc":"#;
+const SAMPLE_START: &str = r#"{"type":"sample","csc":"#;
 
 /// The browsers' shared counters.
 #[derive(Default)]
