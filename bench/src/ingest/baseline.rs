@@ -23,13 +23,13 @@ pub(super) fn baseline(
 ) -> anyhow::Result<Baseline> {
     tokio::task::block_in_place(|| {
         let rough = redis_tools::benchmark_xadd(redis, payload, args.maxlen, streams, CALIBRATION_REQUESTS)?;
-        redis_tools::flush(&redis)?;
+        redis_tools::flush(redis)?;
         interrupted(shutdown)?;
         let requests = ((rough * args.baseline_s) as u64).max(CALIBRATION_REQUESTS);
         let before = process_cpu(redis_tools::pid(redis));
         let rps = redis_tools::benchmark_xadd(redis, payload, args.maxlen, streams, requests)?;
         let redis_cpu = process_cpu(redis_tools::pid(redis)).saturating_sub(before);
-        redis_tools::flush(&redis)?;
+        redis_tools::flush(redis)?;
         Ok(Baseline {
             rps,
             requests,
