@@ -25,6 +25,7 @@ COPY producer producer
 COPY manager manager
 COPY commander commander
 COPY testkit testkit
+COPY bench bench
 COPY src src
 # Registry and target directory cached between builds; the binary is copied
 # out of the cache mount in the same step.

@@ -43,8 +43,6 @@ enum Command {
     Commander(CommanderArgs),
     /// Run simulated CSCs and log what they publish each second.
     Sim(SimArgs),
-    /// Measure throughput against baselines measured in the same run (see docs/performance.md).
-    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -207,8 +205,6 @@ impl Cli {
                     config.sim.cscs = a.csc.clone();
                 }
             }
-            Command::Bench(a) if a.quiet_logs() => config.log.filter = "warn".into(),
-            Command::Bench(_) => {}
             Command::Sim(a) => {
                 if !a.csc.is_empty() {
                     config.sim.cscs = a.csc.clone();
@@ -231,7 +227,6 @@ impl Cli {
     pub async fn run(self, config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
         let set = match self.command {
             Command::Up(_) => return crate::up::run(config, shutdown).await,
-            Command::Bench(a) => return crate::bench::run(a, shutdown).await,
             Command::Sim(a) if a.list => return crate::sim_list::print(&config.sim),
             Command::Manager(a) => RoleSet::manager(match a.role {
                 RoleArg::Ingest => Role::Ingest,

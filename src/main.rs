@@ -1,7 +1,6 @@
 //! `meridian`: the one binary of every role. Parses flags, loads the
 //! configuration, sets up logging and hands over to the role.
 
-mod bench;
 mod cli;
 mod observe;
 mod sim_list;

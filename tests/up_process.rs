@@ -155,6 +155,27 @@ fn every_subcommand_describes_its_flags() {
     }
 }
 
+/// The operator's binary runs roles only: the benchmarks are `meridian-bench`.
+#[test]
+fn the_meridian_binary_has_no_bench() {
+    let out = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("bench"), "{text}");
+    for hidden in ["bench", "fanout-clients", "love-clients"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_meridian"))
+            .arg(hidden)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "meridian {hidden} must be refused");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("unrecognized subcommand"), "{err}");
+    }
+}
+
 #[test]
 fn a_bad_config_is_refused_naming_the_key() {
     let dir = tempdir::TempDir::new();

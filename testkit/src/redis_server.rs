@@ -5,6 +5,8 @@
 //!
 //! Synchronous on purpose (std::process, std::net), so any test can use it,
 //! async or not. Each test starts its own server, so tests run in parallel.
+//! The benchmarks (`meridian-bench`) start theirs with it too: its pid and
+//! directory are there for them to read its CPU time and keep their logs.
 
 use anyhow::{bail, Context};
 use std::fs::{self, OpenOptions};
@@ -40,6 +42,8 @@ pub struct RedisServer {
     /// Whether every write goes to an append-only file in `dir` first.
     persistent: bool,
     child: Option<Child>,
+    /// `redis_version` of `INFO server`, read when the server first answered.
+    version: String,
 }
 
 /// Why one attempt to start the server failed.
@@ -81,6 +85,7 @@ impl RedisServer {
             dir,
             persistent,
             child: None,
+            version: String::new(),
         };
         for _ in 0..PORT_ATTEMPTS {
             server.port = free_port()?;
@@ -100,6 +105,22 @@ impl RedisServer {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The server's process id, while it runs (`None` after [`RedisServer::stop`]).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The server's own temporary directory (its log, its append-only file),
+    /// removed on drop: a place for files that should go with it.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The server's version (`redis_version` of `INFO server`), e.g. `7.0.15`.
+    pub fn version(&self) -> &str {
+        &self.version
     }
 
     /// Kills the server (as a crash would) and waits until it is gone.
@@ -192,7 +213,10 @@ impl RedisServer {
                 }
             }
             match probe(addr) {
-                Ok(server_pid) if server_pid == pid => return Ok(()),
+                Ok((server_pid, version)) if server_pid == pid => {
+                    self.version = version;
+                    return Ok(());
+                }
                 // Another process answers on the port we chose: ours cannot bind.
                 Ok(_) => {
                     self.stop();
@@ -245,7 +269,7 @@ fn is_executable(path: &Path) -> bool {
 
 /// A port nothing listens on right now, never 6379. Another process may
 /// take it before the server binds it; `start` then tries another.
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     loop {
         let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0 to find a free port")?;
         let port = listener.local_addr().context("reading the free port")?.port();
@@ -257,8 +281,8 @@ fn free_port() -> anyhow::Result<u16> {
 
 /// Sends PING and, once answered `+PONG`, asks which process answered
 /// (`INFO server`), so a server of another test that happens to hold the
-/// port is not mistaken for ours. Returns that process id.
-fn probe(addr: SocketAddr) -> std::io::Result<u32> {
+/// port is not mistaken for ours. Returns that process id and the server's version.
+fn probe(addr: SocketAddr) -> std::io::Result<(u32, String)> {
     let timeout = Duration::from_millis(500);
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
@@ -281,11 +305,16 @@ fn probe(addr: SocketAddr) -> std::io::Result<u32> {
     })?;
     let info = bulk_string(&reply)
         .ok_or_else(|| other(format!("INFO answered {:?}", String::from_utf8_lossy(&reply))))?;
-    String::from_utf8_lossy(info)
-        .lines()
-        .find_map(|line| line.strip_prefix("process_id:"))
-        .and_then(|pid| pid.trim().parse().ok())
-        .ok_or_else(|| other("INFO server has no process_id".to_string()))
+    let info = String::from_utf8_lossy(info);
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(str::trim)
+    };
+    let pid = field("process_id:")
+        .and_then(|pid| pid.parse().ok())
+        .ok_or_else(|| other("INFO server has no process_id".to_string()))?;
+    Ok((pid, field("redis_version:").unwrap_or("?").to_string()))
 }
 
 /// Reads into `buf` until `done(buf)`; bounded, since a reply to our two
@@ -322,4 +351,30 @@ fn bulk_string(reply: &[u8]) -> Option<&[u8]> {
 
 fn other(message: String) -> std::io::Error {
     std::io::Error::other(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_tells_its_pid_version_and_directory() {
+        let mut server = RedisServer::start().unwrap();
+        let pid = server.pid().expect("a running server has a pid");
+        assert!(Path::new(&format!("/proc/{pid}")).exists(), "pid {pid}");
+        let (answered, version) = probe(SocketAddr::from(([127, 0, 0, 1], server.port()))).unwrap();
+        assert_eq!(answered, pid);
+        assert_eq!(server.version(), version);
+        assert!(
+            server.version().starts_with(|c: char| c.is_ascii_digit()),
+            "{}",
+            server.version()
+        );
+        let dir = server.dir().to_path_buf();
+        assert!(dir.join("redis.log").is_file());
+        server.stop();
+        assert_eq!(server.pid(), None);
+        drop(server);
+        assert!(!dir.exists(), "{} is left behind", dir.display());
+    }
 }

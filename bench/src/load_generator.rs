@@ -1,11 +1,10 @@
-//! What the benches that drive browsers from a second process share: the
-//! load generator's process and line protocol on the bench's side
-//! ([`LoadGenerator`], [`field`]), its stdin on the generator's side
-//! ([`commands`]), the open-file limit those many sockets need
-//! ([`ensure_fds`]), and the timestamps a frame's samples carry ([`hops`]).
+//! A load generator: the browsers of a bench, in a process of their own so
+//! that their CPU is not the server's. On the bench's side, the process and
+//! its line protocol ([`LoadGenerator`], [`field`]); on the generator's side,
+//! its stdin ([`commands`]) and the answers ([`serve`], [`Recorder`]).
 //!
-//! `bench fanout` and `bench love` each start their own generator
-//! (`fanout-clients`, `love-clients`) with their own flags and counters; the
+//! `fanout` and `love` each start their own generator (`meridian-bench
+//! fanout-clients`, `love-clients`) with their own flags and counters; the
 //! process handling and the way lines are read and checked is the same, so it
 //! lives here once.
 
@@ -16,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// A load generator process (`meridian bench …-clients`): its stdin takes
+/// A load generator process (`meridian-bench …-clients`): its stdin takes
 /// one command a line, its stdout answers one line each, starting with a word
 /// that says what the line is. It is killed on drop if still running, so a
 /// failed run never leaves it behind.
@@ -188,81 +187,9 @@ pub async fn serve(
     }
 }
 
-/// Makes sure this process (and the load generator it starts) may open
-/// `need` files, raising the soft limit to the hard one with `prlimit` if
-/// needed; the reason if it cannot.
-pub fn ensure_fds(need: u64) -> Result<(), String> {
-    let (soft, hard) = nofile_limits().ok_or("cannot read /proc/self/limits")?;
-    if soft >= need {
-        return Ok(());
-    }
-    if hard < need {
-        return Err(format!(
-            "needs {need} open files but the hard limit is {hard} (raise it, e.g. `ulimit -Hn {need}` as root)"
-        ));
-    }
-    let raised = Command::new("prlimit")
-        .arg(format!("--pid={}", std::process::id()))
-        .arg(format!("--nofile={hard}:{hard}"))
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    match nofile_limits() {
-        Some((soft, _)) if raised && soft >= need => Ok(()),
-        _ => Err(format!(
-            "needs {need} open files, the soft limit is {soft} and `prlimit` could not raise it (run `ulimit -n {hard}` first)"
-        )),
-    }
-}
-
-/// The soft and hard limits on open files, from `/proc/self/limits`.
-fn nofile_limits() -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
-    let mut numbers = line["Max open files".len()..].split_whitespace();
-    let parse = |v: Option<&str>| match v? {
-        "unlimited" => Some(u64::MAX),
-        v => v.parse().ok(),
-    };
-    Some((parse(numbers.next())?, parse(numbers.next())?))
-}
-
-/// A sample's `source_ts`, `ingest_ts` and `frontend_ts` in a JSON frame,
-/// `rest` starting at the `source_ts` value, received at `now` (seconds):
-/// its lag and the three hops (`[total, source→ingest, ingest→frontend,
-/// frontend→browser]`), and what follows the three. Browsers parse frames
-/// by hand like this because a full JSON parse per frame would make the load
-/// generator, not the server, the bottleneck.
-pub fn hops(rest: &str, now: f64) -> Option<([f64; 4], &str)> {
-    let (source, after) = number(rest)?;
-    let (ingest, after) = after.strip_prefix(",\"ingest_ts\":").and_then(number)?;
-    let (frontend, after) = after.strip_prefix(",\"frontend_ts\":").and_then(number)?;
-    Some((
-        [now - source, ingest - source, frontend - ingest, now - frontend],
-        after,
-    ))
-}
-
-/// A JSON number at the start of `s`, and what follows it.
-pub fn number(s: &str) -> Option<(f64, &str)> {
-    let end = s
-        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E')))
-        .unwrap_or(s.len());
-    Some((s[..end].parse().ok()?, &s[end..]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hops_reads_the_three_timestamps_and_returns_the_rest() {
-        let (lags, rest) = hops(r#"10.0,"ingest_ts":10.5,"frontend_ts":11.25},{"x":1"#, 12.0).unwrap();
-        assert_eq!(lags, [2.0, 0.5, 0.75, 0.75]);
-        assert_eq!(rest, r#"},{"x":1"#);
-        assert!(hops(r#"10.0,"frontend_ts":11.0"#, 12.0).is_none());
-        assert!(hops("x", 12.0).is_none());
-    }
 
     #[test]
     fn field_names_the_line_it_could_not_read() {

@@ -1,25 +1,26 @@
-//! `meridian bench all`: every benchmark in one run, on this machine, with
+//! `meridian-bench all`: every benchmark in one run, on this machine, with
 //! its baseline measured in the same run, written as one markdown report
-//! (docs/performance.md, "The report: meridian bench all").
+//! (docs/performance.md, "The report: meridian-bench all").
 //!
-//! Sections, in order: the Redis baseline and the ingest path (`bench
-//! ingest`, shortened), the fan-out at 100 and 1,000 clients against a bare
-//! broadcast (`bench fanout`), the night-like load with every role in its
-//! own process ([`super::night`]), and the LOVE comparison (`bench love`,
-//! run as a subprocess; reported as not run when this build lacks it). A
+//! Sections, in order: the Redis baseline and the ingest path (`ingest`,
+//! shortened), the fan-out at 100 and 1,000 clients against a bare
+//! broadcast (`fanout`), the night-like load with every role in its own
+//! process ([`crate::night`]), and the LOVE comparison (`love`, run as a
+//! subprocess; reported as not run, with the reason, when it cannot run). A
 //! status line on stderr says where the run is; the report goes to stdout
-//! and to `--out`. The whole run fits in 10 minutes on two cores;
-//! `--quick` is a smoke run of about 2.
+//! and to `--out`. `--quick` is a short smoke run; docs/performance.md says
+//! how long each takes.
 
-use super::fanout::{self, FanoutArgs};
-use super::ingest::{self, IngestArgs};
-use super::night::{self, NightArgs};
-use super::progress::{Say, Status};
-use super::report::{self, LoveResults, Machine, Report};
+use crate::binaries;
+use crate::fanout::{self, FanoutArgs};
+use crate::ingest::{self, IngestArgs};
+use crate::night::{self, NightArgs};
+use crate::progress::{Say, Status};
+use crate::report::{self, LoveResults, Machine, Report};
 use anyhow::Context;
 use clap::Args;
 use std::io::BufRead;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -36,12 +37,15 @@ pub struct AllArgs {
     /// Leave out the LOVE comparison (it needs Python and the replaced system's packages).
     #[arg(long)]
     no_love: bool,
+    /// The `meridian` binary whose roles the night and LOVE sections run (default: the one next to meridian-bench).
+    #[arg(long, value_name = "PATH")]
+    meridian: Option<PathBuf>,
 }
 
 /// How long each section runs, and with which flags, for a full or a quick run.
 struct Plan {
     ingest: Vec<&'static str>,
-    /// One `bench fanout` run per entry: JSON frames at 100 and 1,000
+    /// One `meridian-bench fanout` run per entry: JSON frames at 100 and 1,000
     /// clients, then binary frames, then a control room's load.
     fanout: Vec<Vec<&'static str>>,
     night: NightArgs,
@@ -66,6 +70,7 @@ impl Plan {
                     warmup: s(3),
                     window: s(10),
                     browsers: 5,
+                    meridian: None,
                 },
                 love_clients: "100",
                 estimates: [s(10), s(15), s(15), s(45)],
@@ -84,6 +89,7 @@ impl Plan {
                     warmup: s(10),
                     window: s(60),
                     browsers: 20,
+                    meridian: None,
                 },
                 love_clients: "100,1000",
                 estimates: [s(30), s(190), s(80), s(180)],
@@ -93,7 +99,8 @@ impl Plan {
 }
 
 pub async fn run(args: AllArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let plan = Plan::new(args.quick);
+    let mut plan = Plan::new(args.quick);
+    plan.night.meridian = args.meridian.clone();
     let names = ["Redis + ingest", "fan-out", "night", "LOVE"];
     let status = Status::new(
         names
@@ -146,14 +153,14 @@ pub async fn run(args: AllArgs, shutdown: CancellationToken) -> anyhow::Result<(
     println!("{text}");
     eprintln!(
         "bench all: done in {}; report written to {}",
-        super::progress::clock(report.wall),
+        crate::progress::clock(report.wall),
         args.out.display()
     );
     Ok(())
 }
 
 /// The flags as `bench {bench}` would parse them from `flags` (the defaults
-/// for the rest): `bench all` keeps each section's settings as the same flags
+/// for the rest): `meridian-bench all` keeps each section's settings as the same flags
 /// a reader can pass to that bench alone.
 fn from_flags<A: clap::Args>(bench: &'static str, flags: &[&str]) -> anyhow::Result<A> {
     let argv = std::iter::once(bench).chain(flags.iter().copied());
@@ -199,7 +206,7 @@ async fn measure(
     let love = if args.no_love {
         Err("left out with --no-love".to_string())
     } else {
-        run_love(plan.love_clients, status, &shutdown).await
+        run_love(plan.love_clients, args.meridian.as_deref(), status, &shutdown).await
     };
     sections.push(report::love_section(
         love.as_ref().map_err(String::as_str),
@@ -217,25 +224,29 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Runs `<this binary> bench love --clients … --json <file>` and reads its
+/// Runs `meridian-bench love --clients … --json <file>` and reads its
 /// rows; its stderr feeds the status line. The reason as text if it could
 /// not run: the report then says "not run (reason)".
 async fn run_love(
     clients: &str,
+    meridian: Option<&Path>,
     status: &Arc<Status>,
     shutdown: &CancellationToken,
 ) -> Result<LoveResults, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot locate the meridian binary: {e}"))?;
+    let exe = binaries::bench().map_err(|e| format!("{e:#}"))?;
     let json = std::env::temp_dir().join(format!("meridian-bench-love-{}.json", std::process::id()));
     let _ = std::fs::remove_file(&json);
-    let mut child = Command::new(exe)
-        .args(["bench", "love", "--clients", clients, "--json"])
-        .arg(&json)
+    let mut love = Command::new(exe);
+    love.args(["love", "--clients", clients, "--json"]).arg(&json);
+    if let Some(meridian) = meridian {
+        love.arg("--meridian").arg(meridian);
+    }
+    let mut child = love
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start `meridian bench love`: {e}"))?;
+        .map_err(|e| format!("cannot start `meridian-bench love`: {e}"))?;
     let stderr = child.stderr.take();
     let reader = {
         let status = status.clone();
@@ -268,17 +279,13 @@ async fn run_love(
         match child.try_wait() {
             Ok(Some(exit)) => break exit,
             Ok(None) => tokio::time::sleep(Duration::from_millis(200)).await,
-            Err(e) => return Err(format!("waiting for `meridian bench love`: {e}")),
+            Err(e) => return Err(format!("waiting for `meridian-bench love`: {e}")),
         }
     };
     let last: Vec<String> = reader.join().unwrap_or_default().into();
     if !exit.success() {
         let said = last.join(" / ");
-        return Err(if said.contains("unrecognized subcommand") {
-            "`meridian bench love` is not in this build".into()
-        } else {
-            format!("`meridian bench love` failed ({exit}): {said}")
-        });
+        return Err(format!("`meridian-bench love` failed ({exit}): {said}"));
     }
     let text =
         std::fs::read_to_string(&json).map_err(|e| format!("bench love wrote no {}: {e}", json.display()))?;

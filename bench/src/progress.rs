@@ -1,5 +1,5 @@
 //! Where a bench's running commentary goes: plain lines when it runs on its
-//! own (`bench ingest`, `bench fanout`), or the one status line of `bench
+//! own (`meridian-bench ingest`, `meridian-bench fanout`), or the one status line of `bench
 //! all`, which says which section and step it is in, how long it has run
 //! and how long it should still take.
 //!
@@ -17,7 +17,7 @@ pub enum Say {
     /// Standalone: steps are printed as lines; per-second figures rewrite
     /// one line on a terminal.
     Print,
-    /// Inside `bench all`: everything updates its status line.
+    /// Inside `meridian-bench all`: everything updates its status line.
     Status(Arc<Status>),
 }
 
