@@ -13,8 +13,8 @@
 //! slots; browsers that stop updating after a failover until reloaded.
 
 use anyhow::Context;
-use meridian_config::SpoolOnFull;
 use meridian_producer::ProducerStats;
+use meridian_proto::OnFull;
 use meridian_proto::{keys, Category, CscId, StreamId, TopicId};
 use meridian_store::cluster::{slot, ClusterStore};
 use meridian_store::Store;
@@ -159,7 +159,7 @@ impl Load {
         let stats = system.spawn_producer(csc.clone(), |c| {
             c.producer.csc = CSC.into();
             c.producer.spool_events = 100_000;
-            c.producer.spool_on_full = SpoolOnFull::Block;
+            c.producer.spool_on_full = OnFull::Block;
         });
         let field = event_topic().catalog_field();
         let catalog = store.clone();

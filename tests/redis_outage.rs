@@ -17,10 +17,10 @@
 //!   CSC, which waits, so nothing is dropped either.
 
 use meridian::roles::RolesError;
-use meridian_config::SpoolOnFull;
 use meridian_manager::ingest::{IngestError, IngestStats, ACKS_IN_FLIGHT};
 use meridian_manager::ManagerError;
 use meridian_producer::ProducerStats;
+use meridian_proto::OnFull;
 use meridian_store::redis::RedisStore;
 use meridian_testkit::manual_csc::{stored_event_values, ManualCsc};
 use meridian_testkit::redis_server::RedisServer;
@@ -44,7 +44,7 @@ async fn redis_down_for_five_seconds_loses_and_repeats_nothing() {
     let stats = system.spawn_producer(csc.clone(), |c| {
         c.producer.csc = "Test:3".into();
         c.producer.spool_events = SPOOL;
-        c.producer.spool_on_full = SpoolOnFull::Block;
+        c.producer.spool_on_full = OnFull::Block;
         c.producer.batch_max = 1;
         c.producer.batch_delay_ms = 0;
     });

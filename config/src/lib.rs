@@ -51,7 +51,7 @@ pub use frontend::FrontendConfig;
 pub use ingest::IngestConfig;
 pub use log::{LogConfig, LogFormat};
 pub use metrics::MetricsConfig;
-pub use producer::{ProducerConfig, SpoolOnFull};
+pub use producer::ProducerConfig;
 pub use sim::SimConfig;
 pub use store::{StoreBackend, StoreConfig};
 pub use tls::TlsConfig;

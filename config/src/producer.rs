@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use meridian_proto::OnFull;
 use serde::{Deserialize, Serialize};
 
 use crate::csc::check_name;
@@ -66,7 +67,7 @@ pub struct ProducerConfig {
     /// the oldest to make room; `"block"` stops reading the CSC's events
     /// until there is room, leaving it to the middleware. Default
     /// `"drop_newest"`.
-    pub spool_on_full: SpoolOnFull,
+    pub spool_on_full: OnFull,
 
     /// Dedicated ingest pools: CSC name to the ingest addresses its
     /// producers use instead of `producer.ingest`, e.g. `MTM1M3 =
@@ -83,15 +84,6 @@ pub struct ProducerConfig {
 /// too (the `Script` producer serves every index, so it has no queue index
 /// to name a pool by).
 pub const POOL_OF_DRIVER: &[(&str, &str)] = &[("Script", "ScriptQueue")];
-
-/// What a full producer spool does with a new event (`producer.spool_on_full`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SpoolOnFull {
-    DropNewest,
-    DropOldest,
-    Block,
-}
 
 impl ProducerConfig {
     /// The rate at which telemetry topic `topic` is sampled, in Hz: its
@@ -224,7 +216,7 @@ impl Default for ProducerConfig {
             all_indices: false,
             spool_events: 100_000,
             spool_bytes: 64 * 1024 * 1024,
-            spool_on_full: SpoolOnFull::DropNewest,
+            spool_on_full: OnFull::DropNewest,
             pools: BTreeMap::new(),
         }
     }

@@ -36,9 +36,9 @@ pub mod session;
 pub use meridian_quic::tls;
 
 use link::{Action, Input, Link};
-use meridian_config::{Config, SpoolOnFull};
+use meridian_config::Config;
 use meridian_proto::metrics::{Exposition, Histogram, Observe, ReadyCheck};
-use meridian_proto::spool::{OnFull, Pushed, Spool};
+use meridian_proto::spool::{Pushed, Spool};
 use meridian_proto::{CscId, ProducerFrame, Sample};
 use meridian_sim::{CscFeed, Middleware, MiddlewareError, Published};
 use session::{ConnectError, Report, Session, Stream};
@@ -341,13 +341,8 @@ async fn produce(
     };
     tracing::info!(ingest = ?addrs, all_indices = p.all_indices, "producer started");
 
-    let on_full = match p.spool_on_full {
-        SpoolOnFull::DropNewest => OnFull::DropNewest,
-        SpoolOnFull::DropOldest => OnFull::DropOldest,
-        SpoolOnFull::Block => OnFull::Block,
-    };
     let mut state = State {
-        spool: Spool::new(p.spool_events, p.spool_bytes, on_full),
+        spool: Spool::new(p.spool_events, p.spool_bytes, p.spool_on_full),
         flush_at: None,
         batch_delay: Duration::from_millis(p.batch_delay_ms),
         held: None,

@@ -235,7 +235,8 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meridian_proto::spool::{OnFull, Spool};
+    use meridian_proto::spool::Spool;
+    use meridian_proto::OnFull;
     use meridian_proto::{Category, Sample};
 
     const DRAIN: Duration = Duration::from_secs(5);

@@ -16,12 +16,14 @@
 //! - [`value`]: field values of a sample and their JSON form.
 //! - [`frame`]: producer ↔ ingest frames, the handshake, encode/decode.
 //! - [`metrics`]: the Prometheus text every role's `/metrics` serves.
+//! - [`bound`]: what a full bounded queue does (`OnFull`), for the spool and the ingest's queues.
 //! - [`spool`]: the producer's bounded event spool (acknowledge, rewind, replay).
 //! - [`browser`]: the JSON messages of the native WebSocket protocol.
 //! - [`msgpack`]: the same data frames as MessagePack, for browsers that ask for binary frames.
 //! - [`love`]: what browsers and producers of the replaced system (LOVE) send to its compatibility endpoint.
 //! - [`stream_id`]: the store's entry ids (`<ms>-<seq>`), shared by Redis and the in-memory store.
 
+pub mod bound;
 pub mod browser;
 pub mod frame;
 pub mod keys;
@@ -34,6 +36,7 @@ pub mod stream_id;
 pub mod topic;
 pub mod value;
 
+pub use bound::OnFull;
 pub use frame::{
     decode_frame, encode_frame, DecodeError, EncodeError, FieldSchema, FrameBuffer, Hello, IngestFrame,
     ProducerFrame, Sample, TopicSchema, MAX_FRAME_LEN, PROTOCOL_VERSION,

@@ -11,25 +11,10 @@
 //! Bound: at most `max_events` events and `max_bytes` bytes (estimated).
 //! When full, [`OnFull`] says who pays.
 
+use crate::bound::OnFull;
 use crate::frame::Sample;
 use crate::value::Value;
-use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
-
-/// What a full spool does with one more event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnFull {
-    /// Keep every event already spooled and drop the new one, counting it:
-    /// the history up to the outage is complete, the newest is lost.
-    DropNewest,
-    /// Drop the oldest event to make room, counting it: the newest state
-    /// wins, the start of the outage is lost.
-    DropOldest,
-    /// Refuse the event ([`Pushed::Full`]): the producer stops reading its
-    /// CSC's feed, and the middleware pays (it buffers or drops upstream).
-    Block,
-}
 
 /// What happened to a pushed event.
 #[derive(Debug, Clone, PartialEq)]

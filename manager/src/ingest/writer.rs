@@ -35,6 +35,7 @@
 
 use super::IngestStats;
 use meridian_config::IngestConfig;
+use meridian_proto::OnFull;
 use meridian_store::{Append, OnceBatch, Store, StoreError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -43,20 +44,15 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// What a full writer queue does to the stream reader submitting to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnFull {
-    /// The reader waits in [`Writer::submit`] and stops reading its QUIC
-    /// stream; flow control then stops the producer, which keeps events in
-    /// its spool and resamples telemetry. The producer pays; the ingest's
-    /// memory does not grow.
-    Block,
-}
-
 /// A writer queue's bound, in batches (one producer frame each), and what a full one does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueBound {
     pub batches: usize,
+    /// Always [`OnFull::Block`]: the reader waits in [`Writer::submit`] and
+    /// stops reading its QUIC stream; flow control then stops the producer,
+    /// which keeps events in its spool and resamples telemetry. The
+    /// producer pays; the ingest's memory does not grow. (A writer that
+    /// dropped would break "acknowledged means stored".)
     pub on_full: OnFull,
 }
 
@@ -79,6 +75,9 @@ pub const TELEMETRY_QUEUE: QueueBound = QueueBound {
     batches: 256,
     on_full: OnFull::Block,
 };
+// The writer only blocks (see `QueueBound::on_full`); a dropping policy here would lose acknowledged data.
+const _: () =
+    assert!(matches!(EVENT_QUEUE.on_full, OnFull::Block) && matches!(TELEMETRY_QUEUE.on_full, OnFull::Block));
 
 /// Longest wait between retries of a failed store write.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
