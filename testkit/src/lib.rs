@@ -1,10 +1,12 @@
-//! Harness for Meridian's integration tests: real servers on free ports.
+//! The harness of the system tests in `tests/`: real servers on free ports,
+//! the roles in one process or in processes of their own, and their clients.
 //!
 //! Layout:
 //! - [`redis_server`]: starts a real `redis-server` on a free port (never 6379) and stops it on drop.
 //! - [`redis_cluster`]: a real Redis Cluster (masters and replicas) on free ports, killed on drop; kills, failovers, reshards.
 //! - [`system`]: the whole pipeline in one process over real sockets (QUIC, WebSocket, Redis).
 //! - [`browser`]: a WebSocket client of the native protocol.
+//! - [`love`]: a browser and a producer of the replaced system (LOVE) on its compatibility endpoint.
 //! - [`manual_csc`]: a CSC whose events the test publishes, to count them end to end.
 //! - [`http`]: a small HTTP/1.1 client over a real socket (the commander's API).
 //! - [`process`]: roles of the `meridian` binary in processes of their own: start, scrape, kill, restart.
