@@ -1,11 +1,11 @@
 //! What every simulated CSC shares: the summary state machine, the generic
 //! events, heartbeats, command acknowledgements, and a drift-free telemetry
-//! schedule. What differs between CSCs lives in a [`Behaviour`].
+//! schedule, and the [`Registry`] of the CSCs running in a process. What
+//! differs between CSCs lives in a [`Behaviour`].
 
 use crate::interface::{Interface, Part};
 use crate::middleware::{Ack, AckState, CscFeed, LatestTelemetry, Published, EVENT_FEED_CAPACITY};
 use crate::signal::{fields_for, Rng, TopicSignal};
-use crate::sim::SimMiddleware;
 use meridian_proto::{unix_now, Category, CscId, Fields, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -239,6 +239,105 @@ pub struct CommandRequest {
 /// Commands waiting for a CSC; past it the middleware answers "busy".
 pub const COMMAND_QUEUE: usize = 64;
 
+/// One CSC of a [`Registry`].
+struct Running {
+    csc: Arc<SimCsc>,
+    /// `None` for CSCs driven by another (Scripts run by a ScriptQueue).
+    commands: Option<mpsc::Sender<CommandRequest>>,
+}
+
+#[derive(Default)]
+struct Cscs {
+    running: HashMap<CscId, Running>,
+    wildcards: HashMap<String, Wildcard>,
+}
+
+/// The CSCs running in one process, and the subscribers to every instance of
+/// a CSC name; cheap to clone. The middleware routes commands and
+/// subscriptions through it, and a behaviour adds the CSCs it drives (the
+/// Scripts of a ScriptQueue), so it lives here, below both.
+#[derive(Clone, Default)]
+pub struct Registry(Arc<Mutex<Cscs>>);
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cscs> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds `id`, in `state`, taking commands from `commands`; `None` if
+    /// `id` is already running.
+    pub fn add(
+        &self,
+        id: &CscId,
+        interface: Interface,
+        state: SummaryState,
+        commands: mpsc::Sender<CommandRequest>,
+    ) -> Option<Arc<SimCsc>> {
+        let mut cscs = self.lock();
+        if cscs.running.contains_key(id) {
+            return None;
+        }
+        let wildcard = cscs.wildcards.entry(id.csc.to_string()).or_default().clone();
+        let csc = SimCsc::new(id.clone(), interface, wildcard);
+        csc.preset_state(state);
+        cscs.running.insert(
+            id.clone(),
+            Running {
+                csc: csc.clone(),
+                commands: Some(commands),
+            },
+        );
+        Some(csc)
+    }
+
+    /// Registers a CSC another one drives (a Script of a ScriptQueue): it
+    /// publishes what its driver tells it and takes no commands of its own.
+    pub fn register_driven(&self, id: CscId, interface: Interface) -> Arc<SimCsc> {
+        let mut cscs = self.lock();
+        let wildcard = cscs.wildcards.entry(id.csc.to_string()).or_default().clone();
+        let csc = SimCsc::new(id.clone(), interface, wildcard);
+        cscs.running.insert(
+            id,
+            Running {
+                csc: csc.clone(),
+                commands: None,
+            },
+        );
+        csc
+    }
+
+    /// Forgets a CSC that ended.
+    pub fn remove(&self, id: &CscId) {
+        self.lock().running.remove(id);
+    }
+
+    /// A running CSC and where its commands go (`None` if another CSC drives it).
+    pub fn get(&self, id: &CscId) -> Option<(Arc<SimCsc>, Option<mpsc::Sender<CommandRequest>>)> {
+        self.lock()
+            .running
+            .get(id)
+            .map(|r| (r.csc.clone(), r.commands.clone()))
+    }
+
+    /// Every running CSC instance, sorted.
+    pub fn ids(&self) -> Vec<CscId> {
+        let mut ids: Vec<CscId> = self.lock().running.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Sends the events of every instance of `csc` (present and future) to `feed`.
+    pub fn subscribe_all_indices(&self, csc: &str, feed: mpsc::Sender<Published>) {
+        self.lock()
+            .wildcards
+            .entry(csc.to_string())
+            .or_default()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(feed);
+    }
+}
+
 /// How a CSC-specific command proceeds.
 pub enum Outcome {
     /// Finished now, with this result.
@@ -254,7 +353,8 @@ pub enum Outcome {
 /// finish running commands, go to FAULT or end.
 pub struct Ctx<'a> {
     pub csc: &'a Arc<SimCsc>,
-    pub sim: &'a SimMiddleware,
+    /// The CSCs of this process: a behaviour adds and removes those it drives.
+    pub registry: &'a Registry,
     /// Seconds since the CSC started.
     pub t: f64,
     pub rng: &'a mut Rng,
@@ -359,7 +459,7 @@ impl Schedule {
 pub async fn run(
     csc: Arc<SimCsc>,
     mut behaviour: Box<dyn Behaviour>,
-    sim: SimMiddleware,
+    registry: Registry,
     options: SimOptions,
     mut commands: mpsc::Receiver<CommandRequest>,
     shutdown: CancellationToken,
@@ -409,7 +509,7 @@ pub async fn run(
     csc.event("errorCode", &[("errorCode", Value::Int(0))]).await;
     csc.event("simulationMode", &[("mode", Value::Int(1))]).await;
     let mut ctx_state = CtxState::default();
-    with_ctx(&csc, &sim, start, &mut rng, options, &mut ctx_state, |ctx| {
+    with_ctx(&csc, &registry, start, &mut rng, options, &mut ctx_state, |ctx| {
         behaviour.on_start(ctx)
     });
     if apply(&csc, &mut ctx_state, &mut running, &mut error_code).await {
@@ -440,12 +540,12 @@ pub async fn run(
                         csc.summary_state().name()
                     ))
                 } else {
-                    with_ctx(&csc, &sim, start, &mut rng, options, &mut ctx_state, |ctx| {
+                    with_ctx(&csc, &registry, start, &mut rng, options, &mut ctx_state, |ctx| {
                         behaviour.command(&request.name, &request.params, token, ctx)
                     })
                 };
                 if matches!(outcome, Outcome::Done(_)) && csc.summary_state() != SummaryState::Enabled {
-                    with_ctx(&csc, &sim, start, &mut rng, options, &mut ctx_state, |ctx| behaviour.on_disable(ctx));
+                    with_ctx(&csc, &registry, start, &mut rng, options, &mut ctx_state, |ctx| behaviour.on_disable(ctx));
                 }
                 match outcome {
                     Outcome::Done(result) => finish(&request.acks, Ok(result)),
@@ -461,7 +561,7 @@ pub async fn run(
                 let t = (now - start).as_secs_f64();
                 for s in schedules.iter_mut().filter(|s| s.due() <= now) {
                     let mut fields = s.signal.sample(t, unix);
-                    with_ctx(&csc, &sim, start, &mut rng, options, &mut ctx_state, |ctx| {
+                    with_ctx(&csc, &registry, start, &mut rng, options, &mut ctx_state, |ctx| {
                         behaviour.telemetry(&s.topic, &mut fields, ctx)
                     });
                     csc.publish_telemetry(&s.topic, fields);
@@ -477,7 +577,7 @@ pub async fn run(
                     next_heartbeat += Duration::from_secs(1);
                 }
                 if next_step <= now {
-                    with_ctx(&csc, &sim, start, &mut rng, options, &mut ctx_state, |ctx| behaviour.step(ctx));
+                    with_ctx(&csc, &registry, start, &mut rng, options, &mut ctx_state, |ctx| behaviour.step(ctx));
                     next_step += step_period;
                     if next_step <= now {
                         next_step = now + step_period;
@@ -490,7 +590,7 @@ pub async fn run(
         }
         if ctx_state.fault_applied {
             ctx_state.fault_applied = false;
-            with_ctx(&csc, &sim, start, &mut rng, options, &mut ctx_state, |ctx| {
+            with_ctx(&csc, &registry, start, &mut rng, options, &mut ctx_state, |ctx| {
                 behaviour.on_disable(ctx)
             });
         }
@@ -513,7 +613,7 @@ struct CtxState {
 /// Calls `f` with a fresh [`Ctx`] and keeps what it asked for in `state`.
 fn with_ctx<R>(
     csc: &Arc<SimCsc>,
-    sim: &SimMiddleware,
+    registry: &Registry,
     start: Instant,
     rng: &mut Rng,
     options: SimOptions,
@@ -522,7 +622,7 @@ fn with_ctx<R>(
 ) -> R {
     let mut ctx = Ctx {
         csc,
-        sim,
+        registry,
         t: start.elapsed().as_secs_f64(),
         rng,
         options,

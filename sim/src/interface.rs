@@ -8,7 +8,8 @@
 //!   fields) with the nominal telemetry rates the real system publishes at.
 //!   `sim/tests/interfaces.rs` checks every topic, field and command against
 //!   the site's XML, so the two cannot drift apart unnoticed.
-//! - **the site's XML** ([`Interface::from_xml_dir`], read by [`crate::xml`]):
+//! - **the site's XML** ([`Interface::from_xml_dir`], defined in [`crate::xml`],
+//!   which builds on this module and not the other way round):
 //!   every topic of any CSC the observatory defines.
 //!
 //! # Generic topics
@@ -64,7 +65,7 @@
 use meridian_proto::{Category, FieldSchema, Fields, TopicSchema, Value, ValueKind};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 /// What one CSC publishes and accepts.
@@ -368,14 +369,6 @@ impl Interface {
             }
         }
         Ok(interface)
-    }
-
-    /// Loads `<dir>/<csc>/<csc>_{Telemetry,Events,Commands}.xml` (a missing
-    /// file means none of that kind) and merges the generics of
-    /// `<dir>/SALGenerics.xml`. Telemetry gets the builtin interface's rate
-    /// where it has the topic, else 1 Hz. See [`crate::xml`].
-    pub fn from_xml_dir(dir: &Path, csc: &str) -> Result<Interface, InterfaceError> {
-        crate::xml::load(dir, csc)
     }
 
     pub fn telemetry(&self, name: &str) -> Option<&TopicSchema> {

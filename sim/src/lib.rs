@@ -7,11 +7,13 @@
 //! runs simulated CSCs in-process; a real middleware adapter can be added
 //! later without touching producer or commander code.
 //!
-//! Layout:
+//! Layout, each module depending only on those above it:
+//! - [`interface`]: topics and commands of each CSC (builtin compact definitions).
+//! - [`xml`]: the site's XML definitions read into an [`interface::Interface`].
 //! - [`middleware`]: the trait, what it delivers ([`Published`], [`CscFeed`], [`LatestTelemetry`]) and acknowledgements.
-//! - [`interface`]: topics and commands of each CSC (builtin compact definitions, or the site's XML via [`xml`]).
-//! - [`csc`]: what every CSC shares: summary state machine, generic events, acks, the telemetry schedule.
 //! - [`signal`]: smooth, seeded values.
+//! - [`csc`]: what every CSC shares: summary state machine, generic events, acks, the telemetry
+//!   schedule, and the [`csc::Registry`] of the CSCs running in a process.
 //! - [`cscs`]: what makes MTM1M3, MTMount, ATDome, ScriptQueue (and its Scripts) and Test themselves.
 //! - [`sim`]: [`SimMiddleware`], which starts simulated CSCs and routes to them.
 

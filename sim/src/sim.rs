@@ -1,15 +1,14 @@
 //! [`SimMiddleware`]: simulated CSCs running in this process, reached the
 //! way the real middleware would be reached.
 
-use crate::csc::{self, CommandRequest, SimCsc, SimOptions, SummaryState, Wildcard, COMMAND_QUEUE};
+use crate::csc::{self, CommandRequest, Registry, SimCsc, SimOptions, SummaryState, COMMAND_QUEUE};
 use crate::cscs;
 use crate::interface::{CommandSchema, Interface, InterfaceError, ParamError};
 use crate::middleware::{Ack, AckState, CommandAcks, CscFeed, LatestTelemetry, Middleware, MiddlewareError};
 use async_trait::async_trait;
 use meridian_proto::{Csc, CscId, Fields};
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -28,22 +27,10 @@ pub enum SimError {
     Interface(#[from] InterfaceError),
 }
 
-struct Running {
-    csc: Arc<SimCsc>,
-    /// `None` for CSCs driven by another (Scripts run by a ScriptQueue).
-    commands: Option<mpsc::Sender<CommandRequest>>,
-}
-
-#[derive(Default)]
-struct Registry {
-    cscs: HashMap<CscId, Running>,
-    wildcards: HashMap<String, Wildcard>,
-}
-
 /// The simulated CSCs of this process; cheap to clone.
 #[derive(Clone, Default)]
 pub struct SimMiddleware {
-    registry: Arc<Mutex<Registry>>,
+    registry: Registry,
     tasks: TaskTracker,
     options: SimOptions,
     /// Where to read interface definitions (the site's XML); builtin ones if `None`.
@@ -66,10 +53,6 @@ impl SimMiddleware {
 
     pub fn options(&self) -> SimOptions {
         self.options
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
-        self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The interface of `csc`: the site's XML if configured, else the builtin one.
@@ -101,65 +84,32 @@ impl SimMiddleware {
             topic.rate_hz = Some(topic.rate_hz.unwrap_or(1.0) * options.rate_multiplier as f32);
         }
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        let csc = {
-            let mut registry = self.lock();
-            if registry.cscs.contains_key(id) {
-                return Err(SimError::AlreadyRunning(id.clone()));
-            }
-            let wildcard = registry.wildcards.entry(id.csc.to_string()).or_default().clone();
-            let csc = SimCsc::new(id.clone(), interface, wildcard);
-            if options.start_enabled {
-                csc.preset_state(SummaryState::Enabled);
-            }
-            registry.cscs.insert(
-                id.clone(),
-                Running {
-                    csc: csc.clone(),
-                    commands: Some(tx),
-                },
-            );
-            csc
+        let state = if options.start_enabled {
+            SummaryState::Enabled
+        } else {
+            SummaryState::Standby
         };
-        let this = self.clone();
+        let csc = self
+            .registry
+            .add(id, interface, state, tx)
+            .ok_or_else(|| SimError::AlreadyRunning(id.clone()))?;
+        let registry = self.registry.clone();
         let id = id.clone();
         self.tasks.spawn(async move {
-            csc::run(csc, behaviour, this.clone(), options, rx, shutdown).await;
-            this.remove(&id);
+            csc::run(csc, behaviour, registry.clone(), options, rx, shutdown).await;
+            registry.remove(&id);
         });
         Ok(())
     }
 
-    /// Registers a CSC another one drives (a Script of a ScriptQueue): it
-    /// publishes what its driver tells it and takes no commands of its own.
-    pub fn register_driven(&self, id: CscId, interface: Interface) -> Arc<SimCsc> {
-        let mut registry = self.lock();
-        let wildcard = registry.wildcards.entry(id.csc.to_string()).or_default().clone();
-        let csc = SimCsc::new(id.clone(), interface, wildcard);
-        registry.cscs.insert(
-            id,
-            Running {
-                csc: csc.clone(),
-                commands: None,
-            },
-        );
-        csc
-    }
-
-    /// Forgets a CSC that ended.
-    pub fn remove(&self, id: &CscId) {
-        self.lock().cscs.remove(id);
-    }
-
     /// A running CSC, for tests and `--list`.
     pub fn csc(&self, id: &CscId) -> Option<Arc<SimCsc>> {
-        self.lock().cscs.get(id).map(|r| r.csc.clone())
+        self.registry.get(id).map(|(csc, _)| csc)
     }
 
     /// Every running CSC instance.
     pub fn running(&self) -> Vec<CscId> {
-        let mut ids: Vec<CscId> = self.lock().cscs.keys().cloned().collect();
-        ids.sort();
-        ids
+        self.registry.ids()
     }
 
     /// Waits for every simulator to stop (after their shutdown token fired).
@@ -186,13 +136,7 @@ impl Middleware for SimMiddleware {
             })
         })?;
         let (tx, rx) = mpsc::channel(crate::middleware::EVENT_FEED_CAPACITY);
-        self.lock()
-            .wildcards
-            .entry(csc.to_string())
-            .or_default()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(tx);
+        self.registry.subscribe_all_indices(csc.as_str(), tx);
         Ok(CscFeed {
             schemas: interface.events.clone(),
             events: rx,
@@ -207,14 +151,10 @@ impl Middleware for SimMiddleware {
         params: Fields,
         timeout: Duration,
     ) -> Result<CommandAcks, MiddlewareError> {
-        let (running, commands) = {
-            let registry = self.lock();
-            let r = registry
-                .cscs
-                .get(csc)
-                .ok_or_else(|| MiddlewareError::UnknownCsc(csc.clone()))?;
-            (r.csc.clone(), r.commands.clone())
-        };
+        let (running, commands) = self
+            .registry
+            .get(csc)
+            .ok_or_else(|| MiddlewareError::UnknownCsc(csc.clone()))?;
         running.interface.check_params(command, &params)?;
         let Some(commands) = commands else {
             return Err(MiddlewareError::BadCommand(ParamError::UnknownCommand {
@@ -257,9 +197,8 @@ impl Middleware for SimMiddleware {
     }
 
     fn command_schema(&self, csc: &CscId, command: &str) -> Result<CommandSchema, MiddlewareError> {
-        let registry = self.lock();
-        let running = registry
-            .cscs
+        let (running, commands) = self
+            .registry
             .get(csc)
             .ok_or_else(|| MiddlewareError::UnknownCsc(csc.clone()))?;
         let unknown = |command: String| {
@@ -268,13 +207,12 @@ impl Middleware for SimMiddleware {
                 command,
             })
         };
-        if running.commands.is_none() {
+        if commands.is_none() {
             return Err(unknown(format!(
                 "{command} (this instance is driven by another CSC and takes no commands)"
             )));
         }
         running
-            .csc
             .interface
             .command(command)
             .cloned()

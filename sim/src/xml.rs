@@ -94,6 +94,17 @@ pub fn idl_kind(idl_type: &str) -> Option<ValueKind> {
     })
 }
 
+impl Interface {
+    /// Loads `<dir>/<csc>/<csc>_{Telemetry,Events,Commands}.xml` (a missing
+    /// file means none of that kind) and merges the generics of
+    /// `<dir>/SALGenerics.xml`. Telemetry gets the builtin interface's rate
+    /// where it has the topic, else 1 Hz. Defined here so that
+    /// [`crate::interface`] does not depend on the XML reader; see [`load`].
+    pub fn from_xml_dir(dir: &Path, csc: &str) -> Result<Interface, InterfaceError> {
+        load(dir, csc)
+    }
+}
+
 /// Loads the interface of `csc` from the `ts_xml` folder `dir`, the generics
 /// of [`MERGED_GENERIC_CATEGORIES`] merged in (a CSC's own topic of the same
 /// name wins). Telemetry rates come from the builtin interface where it has

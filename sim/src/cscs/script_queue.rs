@@ -183,7 +183,7 @@ impl ScriptQueue {
             salindex: queued.index,
         };
         let interface = Interface::builtin("Script").unwrap_or_else(|| ctx.csc.interface.clone());
-        let csc = ctx.sim.register_driven(id, interface);
+        let csc = ctx.registry.register_driven(id, interface);
         self.current = Some(Run {
             queued,
             csc,
@@ -277,7 +277,7 @@ impl ScriptQueue {
                         ],
                     );
                     Self::publish_script(ctx, run, process_state::DONE, state);
-                    ctx.sim.remove(&csc.id);
+                    ctx.registry.remove(&csc.id);
                     self.current = None;
                     self.past.push_front(index);
                     self.past.truncate(MAX_QUEUE);
