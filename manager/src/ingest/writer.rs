@@ -32,7 +32,7 @@
 //! A write that fails because the store is unavailable is retried with
 //! backoff until it succeeds: nothing is acknowledged before it is stored.
 
-use super::IngestStats;
+use super::stats::IngestStats;
 use meridian_config::IngestConfig;
 use meridian_store::{Append, OnceBatch, Store, StoreError};
 use std::sync::atomic::{AtomicUsize, Ordering};
