@@ -1,10 +1,17 @@
 //! [`RequestError`]: every way a request can fail, as an HTTP status and a
 //! JSON body naming the field at fault. Internals (store errors, addresses,
 //! tokens) never reach the body; they are logged instead.
+//!
+//! [`MAX_BODY_BYTES`] is here, beside the error that names it.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+
+/// Largest request body accepted, in bytes (413 above). A command's
+/// parameters are at most a few hundred numbers (M1M3's force arrays):
+/// 64 KiB is many times that, and bounds what one request can cost.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// A refused or failed request. Each variant says what the caller should do.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -31,8 +38,8 @@ pub enum RequestError {
     /// The route exists with another method.
     #[error("{0}")]
     MethodNotAllowed(String),
-    /// The body is larger than [`crate::MAX_BODY_BYTES`].
-    #[error("the request body is larger than {} bytes", crate::MAX_BODY_BYTES)]
+    /// The body is larger than [`MAX_BODY_BYTES`].
+    #[error("the request body is larger than {MAX_BODY_BYTES} bytes")]
     PayloadTooLarge,
     /// The CSC refused the command (e.g. not allowed in its current state)
     /// or it failed; the reason is the CSC's own. Change the CSC's state or

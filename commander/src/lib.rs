@@ -25,43 +25,43 @@
 //! (or `Token <token>`) from `commander.tokens`, is rate limited per token,
 //! and runs in a tracing span with the peer, token name, CSC and command.
 //!
-//! Layout:
+//! Layout, each module using only those below it (the crate root binds and
+//! runs the server):
 //! - [`routes`]: the route table, the router and the handlers.
+//! - [`observer`]: [`CommanderObserver`], the counters as Prometheus families, and readiness.
 //! - [`relay`]: one command request from arrival to audit entry (checks, send, acknowledgements, timeout).
-//! - [`request`]: the two request bodies, read into one request.
 //! - [`params`]: parameters checked against the command's schema.
+//! - [`request`]: the two request bodies, read into one request.
+//! - [`state`]: [`AppState`], what every request shares, and its counters.
+//! - [`audit`]: audit entries in the store: write, read by time.
 //! - [`auth`]: tokens and their scopes.
 //! - [`rate`]: the per-token token bucket.
-//! - [`audit`]: audit entries in the store: write, read by time.
-//! - [`error`]: [`RequestError`], every failure as a status and a JSON body.
+//! - [`error`]: [`RequestError`], every failure as a status and a JSON body; [`MAX_BODY_BYTES`].
 
 pub mod audit;
 pub mod auth;
 pub mod error;
+pub mod observer;
 pub mod params;
 pub mod rate;
 pub mod relay;
 pub mod request;
 pub mod routes;
+pub mod state;
 
-pub use error::RequestError;
+pub use error::{RequestError, MAX_BODY_BYTES};
+pub use observer::CommanderObserver;
+pub use state::{AppState, CommanderStats};
 
-use meridian_config::{CommanderConfig, Config};
-use meridian_proto::metrics::{Exposition, Histogram, Observe, ReadyCheck};
+use meridian_config::Config;
 use meridian_sim::Middleware;
 use meridian_store::Store;
 use std::future::IntoFuture;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-/// Largest request body accepted, in bytes (413 above). A command's
-/// parameters are at most a few hundred numbers (M1M3's force arrays):
-/// 64 KiB is many times that, and bounds what one request can cost.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// How long a shutdown waits for open requests and commands in flight to
 /// finish (and be audited) before closing them.
@@ -79,108 +79,6 @@ pub enum CommanderError {
     /// The server stopped on an I/O error: restart it.
     #[error("commander server failed: {0}")]
     Serve(std::io::Error),
-}
-
-/// What every request shares.
-pub struct AppState {
-    middleware: Arc<dyn Middleware>,
-    config: CommanderConfig,
-    tokens: auth::Tokens,
-    limiter: rate::RateLimiter,
-    audit: audit::AuditLog,
-    /// Requests being processed (see [`relay::process`]): awaited at shutdown.
-    commands: TaskTracker,
-    /// Outcomes and latencies, for `/metrics`.
-    stats: CommanderStats,
-}
-
-/// Counters of the commander's requests, served at `/metrics`.
-#[derive(Debug, Default)]
-pub struct CommanderStats {
-    complete: AtomicU64,
-    failed: AtomicU64,
-    timeout: AtomicU64,
-    refused: AtomicU64,
-    /// Seconds from sending a command to the CSC to its final acknowledgement.
-    csc_latency: Histogram,
-}
-
-impl CommanderStats {
-    /// Counts one request's outcome; `csc` is how long the CSC took, if it was reached.
-    fn record(&self, outcome: audit::Outcome, csc: Option<Duration>) {
-        let counter = match outcome {
-            audit::Outcome::Complete => &self.complete,
-            audit::Outcome::Failed => &self.failed,
-            audit::Outcome::Timeout => &self.timeout,
-            audit::Outcome::Refused => &self.refused,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        if let Some(d) = csc {
-            self.csc_latency.observe(d.as_secs_f64());
-        }
-    }
-}
-
-/// The commander as the process's metrics listener sees it (also served
-/// at its own `GET /metrics` and `GET /readyz`).
-pub struct CommanderObserver {
-    state: Arc<AppState>,
-}
-
-impl Observe for CommanderObserver {
-    fn role(&self) -> &'static str {
-        "commander"
-    }
-
-    fn metrics(&self, page: &mut Exposition) {
-        let s = &self.state.stats;
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        page.counters(
-            "meridian_commander_requests_total",
-            "Command requests by outcome (refused: before reaching the CSC: token, rate, schema, busy).",
-            "outcome",
-            &[
-                ("complete", get(&s.complete)),
-                ("failed", get(&s.failed)),
-                ("timeout", get(&s.timeout)),
-                ("refused", get(&s.refused)),
-            ],
-        )
-        .gauge(
-            "meridian_commander_in_flight",
-            "Requests being processed now.",
-            self.state.commands.len() as f64,
-        )
-        .histogram(
-            "meridian_commander_csc_seconds",
-            "From sending a command to the CSC to its final acknowledgement (or timeout).",
-            &s.csc_latency,
-        );
-    }
-
-    fn ready(&self) -> ReadyCheck<'_> {
-        Box::pin(async move {
-            let middleware = self.state.middleware.ready().await;
-            let store = self
-                .state
-                .audit
-                .reachable()
-                .await
-                .map_err(|_| "audit store unreachable".to_string());
-            middleware.and(store)
-        })
-    }
-}
-
-impl AppState {
-    /// Takes one request from `caller`'s bucket, or a 429.
-    fn take_rate(&self, caller: &auth::Caller) -> Result<(), RequestError> {
-        self.limiter
-            .take(&caller.name, caller.rate_per_s, caller.burst, Instant::now())
-            .map_err(|wait| RequestError::RateLimited {
-                retry_after_s: rate::retry_after_secs(wait),
-            })
-    }
 }
 
 /// A bound commander; [`Commander::run`] serves it.

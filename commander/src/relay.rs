@@ -16,7 +16,7 @@ use crate::audit::{AuditEntry, Outcome};
 use crate::auth::Caller;
 use crate::error::RequestError;
 use crate::request::{self, Dialect, Received};
-use crate::AppState;
+use crate::state::AppState;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use meridian_proto::Fields;

@@ -4,9 +4,11 @@
 
 use crate::audit::{AuditQuery, MAX_PAGE};
 use crate::error::RequestError;
+use crate::error::MAX_BODY_BYTES;
+use crate::observer::CommanderObserver;
 use crate::relay::{self, Event, Progress, Submission};
 use crate::request::Dialect;
-use crate::AppState;
+use crate::state::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
@@ -122,7 +124,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(crate::MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(cors))
         .with_state(state)
 }
@@ -385,7 +387,7 @@ async fn openapi() -> Response {
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     use meridian_proto::metrics::{Exposition, Observe, CONTENT_TYPE};
     let mut page = Exposition::new();
-    crate::CommanderObserver { state }.metrics(&mut page);
+    CommanderObserver { state }.metrics(&mut page);
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], page.finish()).into_response()
 }
 

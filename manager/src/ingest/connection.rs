@@ -1,7 +1,8 @@
 //! One producer connection: the handshake, then batches on each stream.
 
-use super::close_code;
+use super::stats::IngestStats;
 use super::writer::{HashUpdate, Write, Writer};
+use meridian_proto::frame::close_code;
 use meridian_proto::stored::InstanceState;
 use meridian_proto::{
     keys, unix_now, Category, CscId, IngestFrame, ProducerFrame, Sample, StoredSample, TopicId,
@@ -37,7 +38,7 @@ pub struct Context {
     /// How long exactly-once marks outlive their last write.
     pub dedup_ttl: Duration,
     /// Counters and lag histograms of this ingest.
-    pub stats: Arc<super::IngestStats>,
+    pub stats: Arc<IngestStats>,
 }
 
 /// What this producer declared, and where its samples go.
@@ -413,7 +414,7 @@ async fn serve_connection(
 }
 
 /// Counts a producer as connected for as long as it lives.
-struct Connected<'a>(&'a super::IngestStats);
+struct Connected<'a>(&'a IngestStats);
 
 impl Drop for Connected<'_> {
     fn drop(&mut self) {

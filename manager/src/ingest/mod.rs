@@ -15,19 +15,28 @@
 //!
 //! Malformed input closes only the connection that sent it, with a reason
 //! the producer sees; the endpoint keeps serving everyone else.
+//!
+//! Layout, each module using only those below it (this one binds and runs
+//! the endpoint):
+//! - `connection`: one producer connection, handshake then batches.
+//! - [`writer`]: the batched, pipelined store writer shared by every connection.
+//! - [`stats`]: [`IngestStats`], what the ingest counts (a leaf).
+//! - [`sweeper`]: removes stored state of Scripts whose end was never seen (uses none of the others).
 
 mod connection;
+pub mod stats;
 pub mod sweeper;
 pub mod writer;
 
 pub use connection::ACKS_IN_FLIGHT;
+pub use stats::IngestStats;
 
 use meridian_config::Config;
-use meridian_proto::metrics::{Exposition, Histogram, Observe, ReadyCheck};
+use meridian_proto::metrics::{Exposition, Observe, ReadyCheck};
 use meridian_quic::tls::{self, Identity, TlsError};
 use meridian_store::Store;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -58,58 +67,6 @@ pub enum IngestError {
          their events to another ingest; that telemetry is lost)"
     )]
     Drain { samples: u64, timeout_ms: u64 },
-}
-
-/// Gauges, counters and histograms a test or the metrics page reads while
-/// the ingest runs (see [`IngestObserver`] for their Prometheus names).
-#[derive(Debug, Default)]
-pub struct IngestStats {
-    /// Batches (producer frames) read from producers and handed to the
-    /// store writer, not yet stored: queued or being written. The ingest's
-    /// own buffering; at most [`ACKS_IN_FLIGHT`] per producer stream and,
-    /// per writer lane ([`writer::WRITER_LANES`]), [`writer::EVENT_QUEUE`]
-    /// plus [`writer::TELEMETRY_QUEUE`] plus one pipeline, however long the
-    /// store is down.
-    pub batches_held: AtomicU64,
-    /// Samples in those batches: received, not yet stored, not acknowledged.
-    pub samples_held: AtomicU64,
-    /// The most `batches_held` has been since the ingest started.
-    pub batches_held_max: AtomicU64,
-    /// Producers connected now (past the handshake).
-    pub producers: AtomicU64,
-    /// Producer connections accepted past the handshake since start.
-    pub connections: AtomicU64,
-    /// Producers refused at the handshake (identity, version, names, limit).
-    pub refused: AtomicU64,
-    /// Connections closed for a protocol error (malformed or undeclared input).
-    pub protocol_errors: AtomicU64,
-    /// Telemetry samples received from producers.
-    pub telemetry_received: AtomicU64,
-    /// Events received from producers (replays count again).
-    pub events_received: AtomicU64,
-    /// Telemetry samples written to the store.
-    pub telemetry_stored: AtomicU64,
-    /// Events written to the store (each once).
-    pub events_stored: AtomicU64,
-    /// Events received again (a producer's replay) and not written twice.
-    pub events_duplicate: AtomicU64,
-    /// Store writes that failed and were retried (the store was down or slow).
-    pub store_retries: AtomicU64,
-    /// Store writes failing now and being retried (0 while the store is fine).
-    pub store_failing: AtomicU64,
-    /// Seconds from a sample's source timestamp to its arrival here
-    /// (CSC → producer → ingest), telemetry.
-    pub telemetry_lag: Histogram,
-    /// The same for events.
-    pub event_lag: Histogram,
-    /// Seconds per store write (one pipeline round trip, retries included).
-    pub store_write: Histogram,
-}
-
-impl IngestStats {
-    pub fn get(gauge: &AtomicU64) -> u64 {
-        gauge.load(Ordering::Relaxed)
-    }
 }
 
 /// The ingest role as the metrics listener sees it: its [`IngestStats`] as

@@ -33,7 +33,7 @@
 //! backoff until it succeeds, or until a stopping ingest's drain deadline
 //! abandons it: nothing is acknowledged before it is stored.
 
-use super::IngestStats;
+use super::stats::IngestStats;
 use meridian_config::IngestConfig;
 use meridian_proto::OnFull;
 use meridian_store::{Append, OnceBatch, Store, StoreError};

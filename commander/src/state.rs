@@ -1,0 +1,69 @@
+//! What every request shares: [`AppState`] (middleware, tokens, rate
+//! limiter, audit log, the commands in flight) and the [`CommanderStats`]
+//! its requests count into.
+//!
+//! Built by [`crate::Commander::bind`], read by the routes and the relay;
+//! it knows nothing of either.
+
+use crate::audit::{AuditLog, Outcome};
+use crate::auth::{Caller, Tokens};
+use crate::error::RequestError;
+use crate::rate::{self, RateLimiter};
+use meridian_config::CommanderConfig;
+use meridian_proto::metrics::Histogram;
+use meridian_sim::Middleware;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::task::TaskTracker;
+
+/// What every request shares.
+pub struct AppState {
+    pub(crate) middleware: Arc<dyn Middleware>,
+    pub(crate) config: CommanderConfig,
+    pub(crate) tokens: Tokens,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) audit: AuditLog,
+    /// Requests being processed (see [`crate::relay::process`]): awaited at shutdown.
+    pub(crate) commands: TaskTracker,
+    /// Outcomes and latencies, for `/metrics`.
+    pub(crate) stats: CommanderStats,
+}
+
+impl AppState {
+    /// Takes one request from `caller`'s bucket, or a 429.
+    pub(crate) fn take_rate(&self, caller: &Caller) -> Result<(), RequestError> {
+        self.limiter
+            .take(&caller.name, caller.rate_per_s, caller.burst, Instant::now())
+            .map_err(|wait| RequestError::RateLimited {
+                retry_after_s: rate::retry_after_secs(wait),
+            })
+    }
+}
+
+/// Counters of the commander's requests, served at `/metrics`.
+#[derive(Debug, Default)]
+pub struct CommanderStats {
+    pub(crate) complete: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) timeout: AtomicU64,
+    pub(crate) refused: AtomicU64,
+    /// Seconds from sending a command to the CSC to its final acknowledgement.
+    pub(crate) csc_latency: Histogram,
+}
+
+impl CommanderStats {
+    /// Counts one request's outcome; `csc` is how long the CSC took, if it was reached.
+    pub(crate) fn record(&self, outcome: Outcome, csc: Option<Duration>) {
+        let counter = match outcome {
+            Outcome::Complete => &self.complete,
+            Outcome::Failed => &self.failed,
+            Outcome::Timeout => &self.timeout,
+            Outcome::Refused => &self.refused,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(d) = csc {
+            self.csc_latency.observe(d.as_secs_f64());
+        }
+    }
+}
