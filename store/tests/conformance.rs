@@ -687,7 +687,7 @@ fn sorted_pairs(mut pairs: Vec<(String, String)>) -> Vec<(String, String)> {
 
 async fn append_once_writes_each_seq_once(b: &Backend) -> anyhow::Result<()> {
     let store = &*b.store;
-    let (mark, stream) = ("meridian:{p1}:mark", "meridian:{p1}:stream");
+    let (mark, stream) = ("test:{p1}:mark", "test:{p1}:stream");
     assert_eq!(store.append_once(&[]).await?, Vec::<usize>::new());
     assert_eq!(
         store.append_once(&[once(mark, stream, 1..=10, LONG_TTL)]).await?,
@@ -709,7 +709,7 @@ async fn append_once_writes_each_seq_once(b: &Backend) -> anyhow::Result<()> {
     );
 
     // Another mark is independent, even for the same stream.
-    let other = "meridian:{p1}:other-mark";
+    let other = "test:{p1}:other-mark";
     assert_eq!(
         store.append_once(&[once(other, stream, 1..=3, LONG_TTL)]).await?,
         [3]
@@ -718,12 +718,12 @@ async fn append_once_writes_each_seq_once(b: &Backend) -> anyhow::Result<()> {
     // Several batches in one call, in order: the last sees the first's mark.
     let empty = OnceBatch {
         entries: Vec::new(),
-        ..once("meridian:{p3}:mark", "meridian:{p3}:stream", [], LONG_TTL)
+        ..once("test:{p3}:mark", "test:{p3}:stream", [], LONG_TTL)
     };
     let got = store
         .append_once(&[
             once(mark, stream, 14..=17, LONG_TTL),
-            once("meridian:{p2}:mark", "meridian:{p2}:stream", 1..=2, LONG_TTL),
+            once("test:{p2}:mark", "test:{p2}:stream", 1..=2, LONG_TTL),
             empty,
             once(mark, stream, 17..=18, LONG_TTL),
         ])
@@ -731,9 +731,9 @@ async fn append_once_writes_each_seq_once(b: &Backend) -> anyhow::Result<()> {
     assert_eq!(got, [2, 2, 0, 1]);
     let expected: Vec<u64> = (1..=15).chain(1..=3).chain(16..=18).collect();
     assert_eq!(seqs(&store.last(stream, 100).await?), expected);
-    assert_eq!(seqs(&store.last("meridian:{p2}:stream", 100).await?), [1, 2]);
+    assert_eq!(seqs(&store.last("test:{p2}:stream", 100).await?), [1, 2]);
     assert!(
-        !store.exists("meridian:{p3}:mark").await?,
+        !store.exists("test:{p3}:mark").await?,
         "an empty batch set a mark"
     );
     Ok(())
@@ -741,7 +741,7 @@ async fn append_once_writes_each_seq_once(b: &Backend) -> anyhow::Result<()> {
 
 async fn append_once_mark_expires_after_mark_ttl(b: &Backend) -> anyhow::Result<()> {
     let store = &*b.store;
-    let (mark, stream) = ("meridian:{p1}:mark", "meridian:{p1}:stream");
+    let (mark, stream) = ("test:{p1}:mark", "test:{p1}:stream");
     assert_eq!(
         store.append_once(&[once(mark, stream, 1..=3, SHORT_TTL)]).await?,
         [3]
@@ -775,20 +775,20 @@ async fn append_once_mark_expires_after_mark_ttl(b: &Backend) -> anyhow::Result<
 
 async fn append_once_refuses_bad_batches_before_writing(b: &Backend) -> anyhow::Result<()> {
     let store = &*b.store;
-    let (mark, stream) = ("meridian:{p1}:mark", "meridian:{p1}:stream");
+    let (mark, stream) = ("test:{p1}:mark", "test:{p1}:stream");
     let mut fieldless = once(mark, stream, 1..=2, LONG_TTL);
     fieldless.entries[1].1.fields.clear();
     let zero_ttl = once(mark, stream, 1..=2, Duration::ZERO);
     for bad in [fieldless, zero_ttl] {
         let result = store
-            .append_once(&[once("meridian:{p2}:mark", "meridian:{p2}:s", [1], LONG_TTL), bad])
+            .append_once(&[once("test:{p2}:mark", "test:{p2}:s", [1], LONG_TTL), bad])
             .await;
         assert!(matches!(result, Err(StoreError::Refused(_))), "got {result:?}");
     }
     assert_eq!(store.key_count().await?, 0, "a refused call stored something");
 
     // A stream key of another type: refused, and nothing of the batch written.
-    let hash = "meridian:{p1}:a-hash";
+    let hash = "test:{p1}:a-hash";
     store.hash_set(hash, &pairs(&[("f", "v")]), None).await?;
     let mut mixed = once(mark, stream, 1..=3, LONG_TTL);
     mixed.entries[2].1.key = hash.to_string();
@@ -831,7 +831,7 @@ async fn append_once_refuses_bad_batches_before_writing(b: &Backend) -> anyhow::
 }
 
 async fn concurrent_append_once_writes_one_copy(b: &Backend) -> anyhow::Result<()> {
-    let (mark, stream) = ("meridian:{p1}:mark", "meridian:{p1}:stream");
+    let (mark, stream) = ("test:{p1}:mark", "test:{p1}:stream");
     let mut tasks = Vec::new();
     for _ in 0..2 {
         let store = Arc::clone(&b.store);
@@ -1073,7 +1073,7 @@ async fn lock_is_held_by_one_holder_until_expiry(b: &Backend) -> anyhow::Result<
 async fn redis_persistent_data_survives_restart() -> anyhow::Result<()> {
     let mut server = RedisServer::start_persistent()?;
     let store = RedisStore::connect(&server.url()).await?;
-    let (mark, stream) = ("meridian:{p1}:mark", "meridian:{p1}:stream");
+    let (mark, stream) = ("test:{p1}:mark", "test:{p1}:stream");
     let state = "meridian:{Script}:state:1";
     assert_eq!(
         store.append_once(&[once(mark, stream, 1..=5, LONG_TTL)]).await?,
