@@ -35,6 +35,7 @@ use anyhow::{bail, Context};
 use baseline::baseline;
 use clap::Args;
 use meridian_config::Config;
+use meridian_proto::{keys, Category, CscId, TopicId};
 use path::ingest_path;
 use results::Row;
 use table::{ms, print_report};
@@ -43,6 +44,13 @@ use writer::writer_alone;
 
 /// Thread-name prefix of the load generator's runtime (Linux keeps 15 bytes).
 const LOAD_THREADS: &str = "bench-load";
+
+/// The stream of telemetry topic `name` of CSC instance `csc:index`, as the
+/// ingest keys it (`proto::keys`, the keyspace's one home).
+fn telemetry_key(csc: &str, index: u32, name: &str) -> anyhow::Result<String> {
+    let topic = TopicId::new(CscId::new(csc, index)?, Category::Telemetry, name)?;
+    Ok(keys::stream(&topic))
+}
 
 /// Streams of the reference baseline (`redis-benchmark -r 1000`): many
 /// topics, as a site has.

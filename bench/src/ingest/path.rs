@@ -4,7 +4,7 @@
 //! acknowledgements, then a check that every acknowledged sample is in Redis.
 
 use super::results::IngestRun;
-use super::{IngestArgs, LOAD_THREADS};
+use super::{telemetry_key, IngestArgs, LOAD_THREADS};
 use crate::measure::{CpuSnapshot, NamedRuntime, Percentiles};
 use crate::producer::{self, Load, Producer, Tally};
 use crate::redis_tools::{self, RedisServer};
@@ -12,8 +12,7 @@ use crate::shutdown::sleep_unless;
 use anyhow::{bail, Context};
 use meridian_config::{Config, StoreBackend};
 use meridian_manager::ingest::Ingest;
-use meridian_manager::tls::Identity;
-use meridian_producer::tls::ServerTrust;
+use meridian_quic::tls::{Identity, ServerTrust};
 use meridian_store::redis::RedisStore;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -139,11 +138,7 @@ async fn drive_producers(
     );
     let mut stored = 0;
     for i in 0..args.producers {
-        let key = format!(
-            "meridian:{{{}:{i}}}:telemetry:{}",
-            producer::CSC,
-            load.topic_name()
-        );
+        let key = telemetry_key(producer::CSC, i, &load.topic_name())?;
         stored += tokio::task::block_in_place(|| redis_tools::entries_added(redis, &key))?;
     }
     if stored < acked {

@@ -3,10 +3,11 @@
 //! the ceiling of the ingest's writer.
 
 use super::results::WriterRun;
-use super::IngestArgs;
+use super::{telemetry_key, IngestArgs};
 use crate::measure::{micros_per, own_cpu};
 use crate::redis_tools::RedisServer;
 use anyhow::Context;
+use meridian_proto::StoredSample;
 use meridian_store::redis::RedisStore;
 use meridian_store::{Append, Store};
 use std::sync::Arc;
@@ -14,16 +15,16 @@ use std::time::{Duration, Instant};
 
 /// An entry as the ingest writes it for a sample of `payload` bytes.
 fn ingest_shaped_fields(seq: u64, payload: usize) -> Vec<(String, String)> {
-    let ts = meridian_proto::unix_now(std::time::SystemTime::now()).to_string();
-    vec![
-        ("seq".into(), seq.to_string()),
-        ("src".into(), ts.clone()),
-        ("ing".into(), ts),
-        (
-            "f".into(),
-            format!(r#"{{"v":"{}"}}"#, "x".repeat(payload.saturating_sub(8))),
-        ),
-    ]
+    let ts = meridian_proto::unix_now(std::time::SystemTime::now());
+    StoredSample {
+        seq: Some(seq),
+        source_ts: ts,
+        ingest_ts: ts,
+        salindex: None,
+        upto: None,
+        fields: format!(r#"{{"v":"{}"}}"#, "x".repeat(payload.saturating_sub(8))),
+    }
+    .into_fields()
 }
 
 /// Entries per second [`RedisStore::append`] reaches with `in_flight`
@@ -41,15 +42,14 @@ pub(super) async fn writer_alone(
         .context("connecting to the bench Redis")?;
     let batch: Arc<Vec<Append>> = Arc::new(
         (0..batch_max)
-            .map(|i| Append {
-                key: format!(
-                    "meridian:{{Writer:{}}}:telemetry:payload{payload}",
-                    i % args.producers as usize
-                ),
-                maxlen: args.maxlen,
-                fields: ingest_shaped_fields(i as u64 + 1, payload),
+            .map(|i| {
+                Ok(Append {
+                    key: telemetry_key("Writer", i as u32 % args.producers, &format!("payload{payload}"))?,
+                    maxlen: args.maxlen,
+                    fields: ingest_shaped_fields(i as u64 + 1, payload),
+                })
             })
-            .collect(),
+            .collect::<anyhow::Result<_>>()?,
     );
     let run_for = Duration::from_secs_f64(args.writer_s);
     let cpu0 = own_cpu();
