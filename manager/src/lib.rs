@@ -21,8 +21,8 @@ pub mod ingest;
 pub mod love;
 
 use meridian_config::Config;
-use meridian_quic::tls;
 use meridian_proto::metrics::Observe;
+use meridian_quic::tls;
 use meridian_store::Store;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;

@@ -362,6 +362,8 @@ fn bench_config(args: &FanoutArgs, redis: &RedisServer) -> anyhow::Result<Config
     }
     config.store.backend = StoreBackend::Redis;
     config.store.redis_url = redis.url();
+    // The ingest alone is measured, without the ScriptQueue deriver beside it.
+    config.ingest.script_queue_state = false;
     config.validate().context("bench flags")?;
     Ok(config)
 }

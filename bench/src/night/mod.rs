@@ -91,7 +91,7 @@ pub async fn measure(
     let meridian = binaries::meridian(args.meridian.as_deref())?;
     let redis = redis_tools::start_server()?;
     let dir = redis.dir().to_path_buf();
-    let ingest_addr = format!("127.0.0.1:{}", free_udp_port()?);
+    let ingest_addr = format!("127.0.0.1:{}", free_udp_port());
     let frontend_addr = format!("127.0.0.1:{}", free_port()?);
     let url = redis.url();
     say.step(&format!(
