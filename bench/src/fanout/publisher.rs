@@ -2,8 +2,8 @@
 //! MTM1M3 instance over the real protocol, publishing every topic of the
 //! instance each period while the bench says so, counting acknowledgements.
 
+use super::args::{FanoutArgs, CSC};
 use super::topics::Topic;
-use super::{FanoutArgs, CSC};
 use crate::measure::NamedRuntime;
 use anyhow::{bail, Context};
 use meridian_proto::{

@@ -6,7 +6,7 @@
 //! uses), not one `--role all` manager: that would run both roles' tasks on
 //! one runtime, and their CPU could no longer be told apart.
 
-use super::{BARE_THREADS, FRONT_THREADS};
+use super::args::{BARE_THREADS, FRONT_THREADS};
 use crate::measure::NamedRuntime;
 use anyhow::Context;
 use meridian_config::Config;

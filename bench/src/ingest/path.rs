@@ -3,8 +3,9 @@
 //! their CPU can be told apart) for a fixed time; throughput from
 //! acknowledgements, then a check that every acknowledged sample is in Redis.
 
+use super::args::{IngestArgs, LOAD_THREADS};
 use super::results::IngestRun;
-use super::{telemetry_key, IngestArgs, LOAD_THREADS};
+use super::writer::telemetry_key;
 use crate::measure::{CpuSnapshot, NamedRuntime, Percentiles};
 use crate::producer::{self, Load, Producer, Tally};
 use crate::redis_tools::{self, RedisServer};

@@ -2,12 +2,12 @@
 //! ingest-shaped entries with one or more pipelines in flight, without QUIC:
 //! the ceiling of the ingest's writer.
 
+use super::args::IngestArgs;
 use super::results::WriterRun;
-use super::{telemetry_key, IngestArgs};
 use crate::measure::{micros_per, own_cpu};
 use crate::redis_tools::RedisServer;
 use anyhow::Context;
-use meridian_proto::StoredSample;
+use meridian_proto::{keys, Category, CscId, StoredSample, TopicId};
 use meridian_store::redis::RedisStore;
 use meridian_store::{Append, Store};
 use std::sync::Arc;
@@ -25,6 +25,13 @@ fn ingest_shaped_fields(seq: u64, payload: usize) -> Vec<(String, String)> {
         fields: format!(r#"{{"v":"{}"}}"#, "x".repeat(payload.saturating_sub(8))),
     }
     .into_fields()
+}
+
+/// The stream of telemetry topic `name` of CSC instance `csc:index`, as the
+/// ingest keys it (`proto::keys`, the keyspace's one home).
+pub(super) fn telemetry_key(csc: &str, index: u32, name: &str) -> anyhow::Result<String> {
+    let topic = TopicId::new(CscId::new(csc, index)?, Category::Telemetry, name)?;
+    Ok(keys::stream(&topic))
 }
 
 /// Entries per second [`RedisStore::append`] reaches with `in_flight`

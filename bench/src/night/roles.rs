@@ -2,7 +2,6 @@
 //! harness's [`Process`]), with its own metrics port and log file; killed
 //! when dropped.
 
-use super::START_TIMEOUT;
 use crate::shutdown::sleep_unless;
 use anyhow::{bail, Context};
 use meridian_testkit::process::Process;
@@ -12,6 +11,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 pub(super) use meridian_testkit::process::free_udp_port;
+
+/// Longest wait for a role to answer `/readyz` with 200, and for the browsers to connect.
+pub(super) const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long one `/readyz` may take to answer.
 const READYZ_TIMEOUT: Duration = Duration::from_secs(5);
