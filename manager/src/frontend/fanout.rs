@@ -255,7 +255,7 @@ impl Fanout {
         tail: Option<&Entry>,
         now: Instant,
     ) -> Option<Attached> {
-        let key = keys::stream(&topic);
+        let key = keys::stream(topic);
         let c = self.clients.get_mut(&client)?;
         if !c.streams.insert((key.clone(), filter)) && only_new {
             return None;
@@ -561,7 +561,7 @@ fn watch<'a>(
     last: Option<&Entry>,
     now: Instant,
 ) -> &'a mut Watched {
-    let key = keys::stream(&topic);
+    let key = keys::stream(topic);
     watched.entry(key.clone()).or_insert_with(|| Watched {
         key: key.into(),
         // An aggregated CSC's one stream holds every instance: index 0 stands for all.
@@ -614,7 +614,7 @@ mod tests {
     /// What the reader read of `topic`: entries with these ids.
     fn read(topic: &TopicId, ids: impl IntoIterator<Item = u64>) -> StreamEntries {
         StreamEntries {
-            key: keys::stream(&topic),
+            key: keys::stream(topic),
             entries: ids.into_iter().map(entry).collect(),
         }
     }
@@ -643,7 +643,7 @@ mod tests {
         let attached = core
             .attach(client, topic, None, false, None, now)
             .expect("attached");
-        let key = keys::stream(&topic);
+        let key = keys::stream(topic);
         assert_eq!(
             core.catch_up(client, &key, None, attached.cursor),
             CatchUp::Joining
