@@ -29,7 +29,7 @@ async fn system() -> (System, Browser) {
 async fn raw_connection(system: &System) -> quinn::Connection {
     let mut endpoint = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).unwrap();
     endpoint.set_default_client_config(
-        meridian_producer::tls::client_config(&system.trust, &Default::default()).unwrap(),
+        meridian_quic::tls::client_config(&system.trust, &Default::default()).unwrap(),
     );
     endpoint
         .connect(system.ingest_addr, "meridian-ingest")

@@ -20,7 +20,8 @@
 //! creeps up over a night.
 
 use meridian_config::Config;
-use meridian_producer::{ProducerStats, ServerTrust};
+use meridian_producer::ProducerStats;
+use meridian_quic::tls::ServerTrust;
 use meridian_testkit::browser::{Browser, Received};
 use meridian_testkit::manual_csc::ManualCsc;
 use meridian_testkit::process::{free_tcp_port, free_udp_port, Process};

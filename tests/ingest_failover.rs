@@ -8,9 +8,9 @@
 //! or a dedicated ingest pool that gets none of its CSC's load.
 
 use meridian_manager::ingest::close_code;
-use meridian_manager::tls::{server_config, Identity};
-use meridian_producer::{ProducerError, ProducerStats, ServerTrust};
+use meridian_producer::{ProducerError, ProducerStats};
 use meridian_proto::{keys, CscId, FrameBuffer, ProducerFrame, Value};
+use meridian_quic::tls::{server_config, Identity, ServerTrust};
 use meridian_sim::{AckState, Middleware, SimMiddleware, SimOptions};
 use meridian_store::{memory::MemoryStore, Store};
 use meridian_testkit::manual_csc::ManualCsc;

@@ -6,7 +6,8 @@
 //! failure as missing or doubled events after an ingest pod restart.
 
 use meridian_config::Config;
-use meridian_producer::{ProducerStats, ServerTrust};
+use meridian_producer::ProducerStats;
+use meridian_quic::tls::ServerTrust;
 use meridian_store::redis::RedisStore;
 use meridian_testkit::manual_csc::{stored_event_values, ManualCsc};
 use meridian_testkit::redis_server::RedisServer;

@@ -10,7 +10,8 @@
 //! browsers that were moved during a rollout.
 
 use meridian_config::Config;
-use meridian_producer::{ProducerStats, ServerTrust};
+use meridian_producer::ProducerStats;
+use meridian_quic::tls::ServerTrust;
 use meridian_store::redis::RedisStore;
 use meridian_store::Store;
 use meridian_testkit::browser::{Browser, Received};

@@ -5,8 +5,8 @@
 
 use meridian_config::Config;
 use meridian_manager::ingest::Ingest;
-use meridian_manager::tls::Identity;
-use meridian_producer::{ProducerError, ProducerStats, ServerTrust};
+use meridian_producer::{ProducerError, ProducerStats};
+use meridian_quic::tls::{Identity, ServerTrust};
 use meridian_sim::{SimMiddleware, SimOptions};
 use meridian_store::memory::MemoryStore;
 use meridian_testkit::system::test_config;

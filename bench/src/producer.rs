@@ -8,11 +8,12 @@
 //! producer's spool: it keeps the ingest busy without queueing without end.
 
 use anyhow::{bail, Context};
-use meridian_producer::tls::{client_config, ServerTrust};
 use meridian_proto::{
-    encode_frame, Category, FieldSchema, FrameBuffer, Hello, IngestFrame, ProducerFrame, Sample, TopicSchema,
-    Value, ValueKind, PROTOCOL_VERSION,
+    encode_frame, Category, FieldSchema, Hello, IngestFrame, ProducerFrame, Sample, TopicSchema, Value,
+    ValueKind, PROTOCOL_VERSION,
 };
+use meridian_quic::tls::{client_config, ServerTrust};
+use meridian_quic::{FramedRecv, FramedSend};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -97,9 +98,8 @@ type InFlight = Arc<Mutex<VecDeque<(u64, u64, Instant)>>>;
 pub struct Producer {
     endpoint: quinn::Endpoint,
     conn: quinn::Connection,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    frames: FrameBuffer,
+    send: FramedSend,
+    recv: FramedRecv,
     load: Load,
 }
 
@@ -126,7 +126,8 @@ impl Producer {
             .await
             .context("QUIC handshake timed out")?
             .context("QUIC handshake")?;
-        let (mut send, mut recv) = conn.open_bi().await?;
+        let (send, recv) = conn.open_bi().await?;
+        let (mut send, mut recv) = (FramedSend::new(send), FramedRecv::new(recv));
         let hello = ProducerFrame::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
             // Distinct per producer and per run, as a real producer's random id.
@@ -136,11 +137,8 @@ impl Producer {
             all_indices: false,
             topics: vec![load.topic()],
         });
-        let mut buf = Vec::new();
-        encode_frame(&hello, &mut buf)?;
-        send.write_all(&buf).await?;
-        let mut frames = FrameBuffer::new();
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut recv, &mut frames))
+        send.write_frame(&hello).await?;
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, recv.read_frame::<IngestFrame>())
             .await
             .context("no answer to the hello")??
         {
@@ -152,7 +150,6 @@ impl Producer {
             conn,
             send,
             recv,
-            frames,
             load: load.clone(),
         })
     }
@@ -171,18 +168,11 @@ impl Producer {
             conn,
             mut send,
             recv,
-            frames,
             load,
         } = self;
         let window = Arc::new(Semaphore::new(load.window.max(1)));
         let in_flight: InFlight = Arc::default();
-        let acks = tokio::spawn(read_acks(
-            recv,
-            frames,
-            in_flight.clone(),
-            window.clone(),
-            tally.clone(),
-        ));
+        let acks = tokio::spawn(read_acks(recv, in_flight.clone(), window.clone(), tally.clone()));
         let mut samples = vec![load.sample(); load.batch.max(1)];
         let mut seq = 0u64;
         let mut buf = Vec::new();
@@ -214,7 +204,7 @@ impl Producer {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push_back((seq, n, started));
-                send.write_all(&buf).await?;
+                send.write_encoded(&buf).await?;
                 tally.sent.fetch_add(n, Ordering::Relaxed);
                 tally.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
             }
@@ -238,15 +228,14 @@ impl Producer {
 /// Reads acknowledgements until the ingest ends the stream; frees window
 /// slots and records each batch's latency.
 async fn read_acks(
-    mut recv: quinn::RecvStream,
-    mut frames: FrameBuffer,
+    mut recv: FramedRecv,
     in_flight: InFlight,
     window: Arc<Semaphore>,
     tally: Arc<Tally>,
 ) -> anyhow::Result<Vec<(Instant, Duration)>> {
     let mut latencies = Vec::new();
     loop {
-        match read_frame(&mut recv, &mut frames).await? {
+        match recv.read_frame::<IngestFrame>().await? {
             Some(IngestFrame::Ack { up_to_seq }) => {
                 let now = Instant::now();
                 let mut in_flight = in_flight.lock().unwrap_or_else(|p| p.into_inner());
@@ -264,22 +253,6 @@ async fn read_acks(
             Some(IngestFrame::Error { reason }) => bail!("the ingest refused a batch: {reason}"),
             Some(other) => bail!("unexpected frame from the ingest: {other:?}"),
             None => return Ok(latencies),
-        }
-    }
-}
-
-/// The next frame from the ingest on `recv`; `None` once the stream ends.
-pub async fn read_frame(
-    recv: &mut quinn::RecvStream,
-    frames: &mut FrameBuffer,
-) -> anyhow::Result<Option<IngestFrame>> {
-    loop {
-        if let Some(frame) = frames.next_frame()? {
-            return Ok(Some(frame));
-        }
-        match recv.read_chunk(64 * 1024, true).await? {
-            Some(chunk) => frames.extend(&chunk.bytes),
-            None => return Ok(None),
         }
     }
 }

@@ -11,7 +11,6 @@
 //! `meridian-store` crate), opened once per process.
 //!
 //! Layout:
-//! - [`tls`]: re-export of `meridian_quic::tls` (the QUIC endpoint's certificates).
 //! - [`ingest`]: QUIC endpoint, producer connections, batched store writer.
 //! - [`frontend`]: WebSocket endpoint, browser connections, the shared stream reader (hub).
 //! - [`love`]: compatibility with the replaced system: its WebSocket endpoint (mounted by the
@@ -20,12 +19,10 @@
 pub mod frontend;
 pub mod ingest;
 pub mod love;
-/// TLS lives in `meridian-quic`, shared with the producer; re-exported for
-/// callers that still name it here (the benchmark).
-pub use meridian_quic::tls;
 
 use meridian_config::Config;
 use meridian_proto::metrics::Observe;
+use meridian_quic::tls;
 use meridian_store::Store;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;

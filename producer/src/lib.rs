@@ -21,7 +21,6 @@
 //! It must not know about the store or browsers: its whole output is frames.
 //!
 //! Layout:
-//! - [`tls`]: re-export of `meridian_quic::tls` (which ingest certificates to trust, and the producer's own).
 //! - [`sampler`]: per-topic telemetry rates.
 //! - [`session`]: one QUIC connection: handshake, stream writers, acknowledgements.
 //! - [`link`]: when to connect, back off, replay the spool, give up or stop (no I/O).
@@ -31,15 +30,13 @@
 pub mod link;
 pub mod sampler;
 pub mod session;
-/// TLS lives in `meridian-quic`, shared with the ingest; re-exported for
-/// callers that still name it here (the benchmark, `bad_input`).
-pub use meridian_quic::tls;
 
 use link::{Action, Input, Link};
 use meridian_config::Config;
 use meridian_proto::metrics::{Exposition, Histogram, Observe, ReadyCheck};
 use meridian_proto::spool::{Pushed, Spool};
 use meridian_proto::{CscId, ProducerFrame, Sample};
+use meridian_quic::tls::{self, ServerTrust};
 use meridian_sim::{CscFeed, Middleware, MiddlewareError, Published};
 use session::{ConnectError, Report, Session, Stream};
 use std::future::Future;
@@ -48,8 +45,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-pub use tls::ServerTrust;
 
 /// Why a producer could not run.
 #[derive(Debug, thiserror::Error)]

@@ -32,9 +32,12 @@ pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
             (Arc::new(store), "store.cluster_nodes", urls)
         }
     };
-    store.len(meridian_proto::keys::STORE_PROBE).await.map_err(|e| match e {
-        StoreError::Unavailable(reason) => StoreError::Unavailable(format!("{key} = {urls}: {reason}")),
-        other => other,
-    })?;
+    store
+        .len(meridian_proto::keys::STORE_PROBE)
+        .await
+        .map_err(|e| match e {
+            StoreError::Unavailable(reason) => StoreError::Unavailable(format!("{key} = {urls}: {reason}")),
+            other => other,
+        })?;
     Ok(store)
 }

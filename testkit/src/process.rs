@@ -1,6 +1,7 @@
 //! Roles of the `meridian` binary in processes of their own, each with its
 //! metrics listener on a free port and its log in a file: what the
-//! cross-process tests start, scrape, kill and restart.
+//! cross-process tests start, scrape, kill and restart, and what the
+//! benchmark's night runs.
 
 use crate::http::Request;
 use anyhow::Context;
@@ -36,7 +37,8 @@ pub struct Process {
     pub metrics: SocketAddr,
     /// The file its standard error (the log) goes to.
     pub log: PathBuf,
-    /// Its command line after the binary, to start it again.
+    /// Its binary and command line, to start it again.
+    binary: PathBuf,
     args: Vec<String>,
     envs: Vec<(String, String)>,
 }
@@ -45,21 +47,30 @@ impl Process {
     /// Starts `meridian <args…> --metrics-listen 127.0.0.1:<free port>` with
     /// `RUST_LOG=info` (or the value in `envs`), logging to a temporary file.
     pub fn start(binary: &str, args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<Process> {
-        let metrics: SocketAddr = ([127, 0, 0, 1], free_tcp_port()).into();
         let log = std::env::temp_dir().join(format!(
             "meridian-test-{}-{}.log",
             std::process::id(),
             NEXT_LOG.fetch_add(1, Ordering::Relaxed)
         ));
-        let mut process = Process {
+        Process::start_logging_to(Path::new(binary), args, envs, log)
+    }
+
+    /// [`Process::start`] with its log in `log` (removed with the process).
+    pub fn start_logging_to(
+        binary: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        log: PathBuf,
+    ) -> anyhow::Result<Process> {
+        let metrics: SocketAddr = ([127, 0, 0, 1], free_tcp_port()).into();
+        Ok(Process {
             child: spawn(binary, args, envs, metrics, &log)?,
             metrics,
             log,
+            binary: binary.to_path_buf(),
             args: args.iter().map(|a| a.to_string()).collect(),
             envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        };
-        process.args.insert(0, binary.to_string());
-        Ok(process)
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -101,9 +112,9 @@ impl Process {
     /// and metrics port, appending to the same log.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill9();
-        let args: Vec<&str> = self.args[1..].iter().map(String::as_str).collect();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         let envs: Vec<(&str, &str)> = self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        self.child = spawn(&self.args[0], &args, &envs, self.metrics, &self.log)?;
+        self.child = spawn(&self.binary, &args, &envs, self.metrics, &self.log)?;
         Ok(())
     }
 
@@ -143,7 +154,7 @@ impl Drop for Process {
 }
 
 fn spawn(
-    binary: &str,
+    binary: &Path,
     args: &[&str],
     envs: &[(&str, &str)],
     metrics: SocketAddr,
@@ -159,6 +170,7 @@ fn spawn(
         .args(args)
         .args(["--metrics-listen", &metrics.to_string()])
         .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr);
     for (k, v) in envs {
@@ -166,7 +178,7 @@ fn spawn(
     }
     command
         .spawn()
-        .with_context(|| format!("start {binary} {args:?}"))
+        .with_context(|| format!("start {} {args:?}", binary.display()))
 }
 
 /// Resident memory of process `pid`, in bytes.

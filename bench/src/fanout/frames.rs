@@ -56,7 +56,7 @@ pub(super) fn binary_batch_len(frame: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::CSC;
+    use super::super::args::CSC;
     use super::*;
     use meridian_proto::{Category, CscId, StreamId, TopicId};
 

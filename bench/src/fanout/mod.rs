@@ -28,7 +28,8 @@
 //! frontend is idle again (or says that it was not).
 //!
 //! Layout:
-//! - this file: the flags, the setup of a whole bench and its loop over client counts.
+//! - this file: the setup of a whole bench and its loop over client counts.
+//! - `args`: the flags, thread names, timings and the goal the parts share.
 //! - `topics`: the M1M3 topics published and subscribed to.
 //! - `servers`: the ingest and frontend under test on their own runtimes; pinning them to a core.
 //! - `publisher`: the synthetic M1M3 producers.
@@ -38,6 +39,7 @@
 //! - `browsers`: the browsers process itself (`fanout-clients`); `frames`: how it counts and times a frame.
 //! - `results`: the figures of a run; `table`: how `fanout` alone prints them.
 
+mod args;
 mod bare;
 mod browsers;
 mod clients;
@@ -49,6 +51,7 @@ mod servers;
 mod table;
 mod topics;
 
+pub use args::{FanoutArgs, GOAL_CLIENTS, GOAL_CORES, GOAL_DELIVERED, GOAL_P99};
 pub use browsers::{run_clients, ClientsArgs};
 pub use results::{FanoutResults, Run, Server};
 pub use table::memory_line;
@@ -60,8 +63,8 @@ use crate::progress::Say;
 use crate::redis_tools::{self, require_tools, RedisServer};
 use crate::shutdown::{interrupted, sleep_unless};
 use anyhow::{bail, Context};
+use args::{BARE_THREADS, CSC, FRONT_THREADS, INGEST_THREADS, PRODUCER_THREADS};
 use bare::{start_bare, Bare};
-use clap::Args;
 use meridian_config::{Config, StoreBackend};
 use meridian_proto::browser::FrameFormat;
 use meridian_proto::StreamId;
@@ -75,85 +78,11 @@ use table::{print_report, run_line};
 use tokio_util::sync::CancellationToken;
 use topics::plan;
 
-/// Thread-name prefixes of the runtimes (Linux keeps 15 bytes of a name).
-const FRONT_THREADS: &str = "bench-front";
-const BARE_THREADS: &str = "bench-bare";
-const INGEST_THREADS: &str = "bench-ingest";
-const PRODUCER_THREADS: &str = "bench-prod";
-
-/// The CSC whose telemetry the producers publish.
-const CSC: &str = "MTM1M3";
-
 /// The token the bench frontend accepts.
 const TOKEN: &str = "bench-token";
 
-/// Time for the RSS to settle after the clients connected, and for the
-/// frontend to forget the clients of the previous run.
-const SETTLE: Duration = Duration::from_secs(1);
-
-/// Longest wait for the server to become idle after a run's clients left.
-const QUIET_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Data flows this long before the measurement window opens.
-const WARMUP: Duration = Duration::from_secs(1);
-
 /// File descriptors kept for everything but the client connections.
 const SPARE_FDS: u64 = 256;
-
-/// The goal this bench tracks (issue 5): this many clients on at most one
-/// frontend core, with p99 producer → client lag under `GOAL_P99`, and
-/// (so that conflation does not hide an overload) at least
-/// `GOAL_DELIVERED` of the offered samples delivered.
-pub const GOAL_CLIENTS: usize = 1000;
-pub const GOAL_P99: Duration = Duration::from_millis(20);
-pub const GOAL_CORES: f64 = 1.0;
-pub const GOAL_DELIVERED: f64 = 0.99;
-
-#[derive(Args, Debug, Clone)]
-pub struct FanoutArgs {
-    /// Client counts to measure, one pair of runs (frontend, bare broadcast) each.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "100,1000,5000",
-        value_name = "N"
-    )]
-    clients: Vec<usize>,
-    /// Telemetry topics every client subscribes to (MTM1M3's 50 Hz topics over instances 1, 2, …).
-    #[arg(long, default_value_t = 50, value_name = "T")]
-    topics: usize,
-    /// Samples per second of each topic.
-    #[arg(long, default_value_t = 50.0, value_name = "HZ")]
-    rate_hz: f64,
-    /// Seconds of each measurement window (after a 1 s warm-up).
-    #[arg(long, default_value_t = 5.0, value_name = "S")]
-    duration_s: f64,
-    /// Clients that parse every sample's timestamps for the lag figures (the others only count).
-    #[arg(long, default_value_t = 50, value_name = "K")]
-    lag_clients: usize,
-    /// frontend.tick_ms under test; also the bare broadcast's period, if slower than the topics' (default: the configuration's).
-    #[arg(long, value_name = "MS")]
-    tick_ms: Option<u64>,
-    /// Worker threads of the frontend's runtime (and of the bare server's): the cores it may use.
-    #[arg(long, default_value_t = 1, value_name = "THREADS")]
-    frontend_threads: usize,
-    /// Idle clients of the memory measurement made before any data flows (0: none).
-    #[arg(long, default_value_t = 1000, value_name = "N")]
-    memory_clients: usize,
-    /// Producers publish in step (all topics at the same instant) instead of at spread phases.
-    #[arg(long)]
-    aligned: bool,
-    /// Pin the server threads and redis-server to the first core and the clients to the last (taskset).
-    #[arg(long)]
-    pin: bool,
-    /// Data frames as `json` text or `msgpack` binary (docs/protocol.md), for the frontend and the bare server alike.
-    #[arg(long, default_value = "json", value_parser = parse_format)]
-    format: FrameFormat,
-}
-
-fn parse_format(s: &str) -> Result<FrameFormat, String> {
-    s.parse()
-}
 
 pub async fn run(args: FanoutArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -362,6 +291,8 @@ fn bench_config(args: &FanoutArgs, redis: &RedisServer) -> anyhow::Result<Config
     }
     config.store.backend = StoreBackend::Redis;
     config.store.redis_url = redis.url();
+    // The ingest alone is measured, without the ScriptQueue deriver beside it.
+    config.ingest.script_queue_state = false;
     config.validate().context("bench flags")?;
     Ok(config)
 }

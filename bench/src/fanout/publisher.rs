@@ -2,16 +2,15 @@
 //! MTM1M3 instance over the real protocol, publishing every topic of the
 //! instance each period while the bench says so, counting acknowledgements.
 
+use super::args::{FanoutArgs, CSC};
 use super::topics::Topic;
-use super::{FanoutArgs, CSC};
 use crate::measure::NamedRuntime;
-use crate::producer::read_frame;
 use anyhow::{bail, Context};
-use meridian_producer::tls::{client_config, ServerTrust};
 use meridian_proto::{
-    encode_frame, unix_now, Category, Fields, FrameBuffer, Hello, IngestFrame, ProducerFrame, Sample,
-    TopicSchema, PROTOCOL_VERSION,
+    unix_now, Category, Fields, Hello, IngestFrame, ProducerFrame, Sample, TopicSchema, PROTOCOL_VERSION,
 };
+use meridian_quic::tls::{client_config, ServerTrust};
+use meridian_quic::{FramedRecv, FramedSend};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -73,9 +72,8 @@ pub(super) async fn start_producers(
 /// hello with its topics' schemas, then one `Batch` of all of them per period.
 struct Publisher {
     endpoint: quinn::Endpoint,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    frames: FrameBuffer,
+    send: FramedSend,
+    recv: FramedRecv,
     samples: Vec<Sample>,
 }
 
@@ -93,7 +91,8 @@ impl Publisher {
             .await
             .context("QUIC handshake timed out")?
             .context("QUIC handshake")?;
-        let (mut send, mut recv) = conn.open_bi().await?;
+        let (send, recv) = conn.open_bi().await?;
+        let (mut send, mut recv) = (FramedSend::new(send), FramedRecv::new(recv));
         let hello = ProducerFrame::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
             producer_id: (u64::from(std::process::id()) << 32) | u64::from(salindex),
@@ -102,11 +101,8 @@ impl Publisher {
             all_indices: false,
             topics: topics.iter().map(|(s, _)| s.clone()).collect(),
         });
-        let mut buf = Vec::new();
-        encode_frame(&hello, &mut buf)?;
-        send.write_all(&buf).await?;
-        let mut frames = FrameBuffer::new();
-        match tokio::time::timeout(Duration::from_secs(5), read_frame(&mut recv, &mut frames))
+        send.write_frame(&hello).await?;
+        match tokio::time::timeout(Duration::from_secs(5), recv.read_frame::<IngestFrame>())
             .await
             .context("no answer to the hello")??
         {
@@ -128,7 +124,6 @@ impl Publisher {
             endpoint,
             send,
             recv,
-            frames,
             samples,
         })
     }
@@ -145,14 +140,12 @@ impl Publisher {
             endpoint,
             mut send,
             recv,
-            frames,
             mut samples,
         } = self;
-        let acks = tokio::spawn(read_acks(recv, frames, flow.clone()));
+        let acks = tokio::spawn(read_acks(recv, flow.clone()));
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + phase, period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut seq = 0u64;
-        let mut buf = Vec::new();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -168,12 +161,11 @@ impl Publisher {
                 sample.source_ts = source_ts;
             }
             let frame = ProducerFrame::Batch(std::mem::take(&mut samples));
-            buf.clear();
-            encode_frame(&frame, &mut buf)?;
+            let written = send.write_frame(&frame).await;
             if let ProducerFrame::Batch(s) = frame {
                 samples = s;
             }
-            send.write_all(&buf).await?;
+            written?;
         }
         let _ = send.finish();
         acks.abort();
@@ -183,14 +175,10 @@ impl Publisher {
 }
 
 /// Counts acknowledged samples (`Ack { up_to_seq }` covers every sample up to it).
-async fn read_acks(
-    mut recv: quinn::RecvStream,
-    mut frames: FrameBuffer,
-    flow: Arc<Flow>,
-) -> anyhow::Result<()> {
+async fn read_acks(mut recv: FramedRecv, flow: Arc<Flow>) -> anyhow::Result<()> {
     let mut acked = 0;
     loop {
-        match read_frame(&mut recv, &mut frames).await? {
+        match recv.read_frame::<IngestFrame>().await? {
             Some(IngestFrame::Ack { up_to_seq }) => {
                 flow.acked
                     .fetch_add(up_to_seq.saturating_sub(acked), Ordering::Relaxed);

@@ -1,7 +1,7 @@
 //! What a fan-out run measured: per run, the delivered samples, lag per
 //! hop, the CPU of every party and the memory per connection.
 
-use super::{BARE_THREADS, FRONT_THREADS, INGEST_THREADS, PRODUCER_THREADS};
+use super::args::{BARE_THREADS, FRONT_THREADS, INGEST_THREADS, PRODUCER_THREADS};
 use crate::measure::{core_percent, process_cpu, threads_cpu, Percentiles};
 use meridian_proto::browser::FrameFormat;
 use std::time::Duration;

@@ -2,11 +2,11 @@
 //! connection), data flows, a warm-up, the window (a progress line a
 //! second), then the browsers leave and the frontend is left to become idle.
 
+use super::args::{FanoutArgs, FRONT_THREADS, QUIET_TIMEOUT, SETTLE, WARMUP};
 use super::bare::Bare;
 use super::clients::{parse_lags, spawn_clients, ClientStat};
 use super::publisher::Flow;
 use super::results::{Cpu, Run, Server, Setup};
-use super::{FanoutArgs, FRONT_THREADS, QUIET_TIMEOUT, SETTLE, WARMUP};
 use crate::load_generator::{field, LoadGenerator};
 use crate::measure::threads_cpu;
 use crate::progress::Say;

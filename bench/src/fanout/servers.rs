@@ -1,15 +1,18 @@
 //! The ingest and the frontend under test, each bound on port 0 on its own
 //! runtime so its CPU is its threads'; and `--pin`, which puts them and
 //! redis-server on one core and the browsers on another.
+//!
+//! Each is a [`Manager`] of one role (the one wiring every manager process
+//! uses), not one `--role all` manager: that would run both roles' tasks on
+//! one runtime, and their CPU could no longer be told apart.
 
-use super::{BARE_THREADS, FRONT_THREADS};
+use super::args::{BARE_THREADS, FRONT_THREADS};
 use crate::measure::NamedRuntime;
 use anyhow::Context;
 use meridian_config::Config;
-use meridian_manager::frontend::{Frontend, HubStats};
-use meridian_manager::ingest::Ingest;
-use meridian_manager::tls::Identity;
-use meridian_producer::tls::ServerTrust;
+use meridian_manager::frontend::HubStats;
+use meridian_manager::{Manager, Role};
+use meridian_quic::tls::{Identity, ServerTrust};
 use meridian_store::redis::RedisStore;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,7 +55,7 @@ pub(super) async fn start_ingest(
     stop: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, ServerTrust)> {
     let config = config.clone();
-    let ingest = rt
+    let manager = rt
         .handle()
         .spawn(async move {
             let store = RedisStore::connect(&config.store.redis_url)
@@ -60,14 +63,17 @@ pub(super) async fn start_ingest(
                 .context("connecting the ingest to the bench Redis")?;
             let identity = Identity::self_signed("localhost")?;
             let trust = ServerTrust::Roots(identity.chain.clone());
-            let ingest = Ingest::bind(&config, Arc::new(store), identity)?;
-            anyhow::Ok((ingest, trust))
+            let manager = Manager::bind_with(&config, Role::Ingest, Arc::new(store), Some(identity)).await?;
+            anyhow::Ok((manager, trust))
         })
         .await??;
-    let (ingest, trust) = ingest;
-    let addr = ingest.local_addr();
+    let (manager, trust) = manager;
+    let addr = manager
+        .ingest()
+        .context("an ingest manager binds an ingest")?
+        .local_addr();
     rt.handle().spawn(async move {
-        if let Err(e) = ingest.run(stop).await {
+        if let Err(e) = manager.run(stop).await {
             eprintln!("bench fanout: the ingest failed: {e}");
         }
     });
@@ -81,18 +87,21 @@ pub(super) async fn start_frontend(
 ) -> anyhow::Result<(SocketAddr, Arc<HubStats>)> {
     let config = config.clone();
     // Bound on its own runtime: the hub's reader and the Redis connections run there.
-    let frontend = rt
+    let manager = rt
         .handle()
         .spawn(async move {
             let store = RedisStore::connect(&config.store.redis_url)
                 .await
                 .context("connecting the frontend to the bench Redis")?;
-            anyhow::Ok(Frontend::bind(&config, Arc::new(store)).await?)
+            anyhow::Ok(Manager::bind_with(&config, Role::Frontend, Arc::new(store), None).await?)
         })
         .await??;
+    let frontend = manager
+        .frontend()
+        .context("a frontend manager binds a frontend")?;
     let (addr, stats) = (frontend.local_addr(), frontend.stats());
     rt.handle().spawn(async move {
-        if let Err(e) = frontend.run(stop).await {
+        if let Err(e) = manager.run(stop).await {
             eprintln!("bench fanout: the frontend failed: {e}");
         }
     });

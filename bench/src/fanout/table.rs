@@ -1,8 +1,8 @@
 //! How `meridian-bench fanout` run alone prints its figures: a line per
 //! run, then markdown tables, the ratios to the bare broadcast and the goal.
 
+use super::args::{FanoutArgs, GOAL_CLIENTS, GOAL_CORES, GOAL_DELIVERED, GOAL_P99};
 use super::results::{Run, Server, Setup};
-use super::{FanoutArgs, GOAL_CLIENTS, GOAL_CORES, GOAL_DELIVERED, GOAL_P99};
 use crate::measure::{core_percent, micros_per, Percentiles};
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The topics of a fan-out run: MTM1M3's 50 Hz telemetry topics, with the
 //! simulator's values, spread over instances 1, 2, … until there are enough.
 
-use super::CSC;
+use super::args::CSC;
 use anyhow::{bail, Context};
 use meridian_proto::{unix_now, Category, CscId, Fields, TopicId, TopicSchema};
 use meridian_sim::interface::Interface;

@@ -1,8 +1,8 @@
 //! Phase 1 of `ingest`: the baseline, `redis-benchmark` XADD pipelined on
 //! the same private server, sized by a short calibration run.
 
+use super::args::IngestArgs;
 use super::results::Baseline;
-use super::IngestArgs;
 use crate::measure::{micros_per, process_cpu};
 use crate::redis_tools::{self, RedisServer};
 use crate::shutdown::interrupted;

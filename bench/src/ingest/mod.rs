@@ -14,17 +14,19 @@
 //!    check that every acknowledged sample is in Redis.
 //!
 //! Layout:
-//! - this file: the flags and the loop over payload sizes and phases.
+//! - this file: the loop over payload sizes and phases; `args`: the flags and shared figures.
 //! - `baseline`: phase 1, redis-benchmark; `writer`: phase 2, the store writer alone;
 //!   `path`: phase 3, producers → ingest → Redis (the producers are [`crate::producer`]).
 //! - `results`: what was measured; `table`: how `ingest` alone prints it.
 
+mod args;
 mod baseline;
 mod path;
 mod results;
 mod table;
 mod writer;
 
+pub use args::{IngestArgs, GOAL_RATIO, SPREAD_STREAMS};
 pub use results::IngestResults;
 
 use crate::measure::NamedRuntime;
@@ -32,62 +34,14 @@ use crate::progress::Say;
 use crate::redis_tools::{self, require_tools};
 use crate::shutdown::interrupted;
 use anyhow::{bail, Context};
+use args::LOAD_THREADS;
 use baseline::baseline;
-use clap::Args;
 use meridian_config::Config;
 use path::ingest_path;
 use results::Row;
 use table::{ms, print_report};
 use tokio_util::sync::CancellationToken;
 use writer::writer_alone;
-
-/// Thread-name prefix of the load generator's runtime (Linux keeps 15 bytes).
-const LOAD_THREADS: &str = "bench-load";
-
-/// Streams of the reference baseline (`redis-benchmark -r 1000`): many
-/// topics, as a site has.
-pub const SPREAD_STREAMS: u32 = 1000;
-
-/// The goal this bench tracks: the bridge keeps at least this fraction of
-/// what Redis itself takes with a well-pipelined client.
-pub const GOAL_RATIO: f64 = 0.5;
-
-#[derive(Args, Debug, Clone)]
-pub struct IngestArgs {
-    /// Seconds each payload size streams through the ingest (after a 0.5 s warm-up).
-    #[arg(long, default_value_t = 5.0, value_name = "S")]
-    duration_s: f64,
-    /// Synthetic producers, each with its own QUIC connection and CSC (`Bench:<i>`).
-    #[arg(long, default_value_t = 4, value_name = "K")]
-    producers: u32,
-    /// Samples per Batch frame.
-    #[arg(long, default_value_t = 256, value_name = "B")]
-    batch: usize,
-    /// Batch frames a producer may have sent but not yet had acknowledged.
-    #[arg(long, default_value_t = 8, value_name = "FRAMES")]
-    window: usize,
-    /// Stored payload sizes in bytes (the `f` field: the sample's fields as JSON).
-    #[arg(long, value_delimiter = ',', default_value = "200,4096", value_name = "BYTES")]
-    payload: Vec<usize>,
-    /// Seconds each redis-benchmark baseline should take.
-    #[arg(long, default_value_t = 3.0, value_name = "S")]
-    baseline_s: f64,
-    /// Seconds of each store-writer-alone measurement.
-    #[arg(long, default_value_t = 1.5, value_name = "S")]
-    writer_s: f64,
-    /// Stream retention of both the baseline and the ingest (`MAXLEN ~`, store.telemetry_maxlen).
-    #[arg(long, default_value_t = 10_000)]
-    maxlen: usize,
-    /// ingest.batch_max for the ingest under test (default: the configuration's default).
-    #[arg(long, value_name = "ENTRIES")]
-    batch_max: Option<usize>,
-    /// ingest.batch_delay_ms for the ingest under test (default: the configuration's default).
-    #[arg(long, value_name = "MS")]
-    batch_delay_ms: Option<u64>,
-    /// Worker threads of the producers' runtime (the ingest uses the main runtime's).
-    #[arg(long, default_value_t = 2)]
-    load_threads: usize,
-}
 
 pub async fn run(args: IngestArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());

@@ -3,17 +3,17 @@
 //! their CPU can be told apart) for a fixed time; throughput from
 //! acknowledgements, then a check that every acknowledged sample is in Redis.
 
+use super::args::{IngestArgs, LOAD_THREADS};
 use super::results::IngestRun;
-use super::{IngestArgs, LOAD_THREADS};
+use super::writer::telemetry_key;
 use crate::measure::{CpuSnapshot, NamedRuntime, Percentiles};
 use crate::producer::{self, Load, Producer, Tally};
 use crate::redis_tools::{self, RedisServer};
 use crate::shutdown::sleep_unless;
 use anyhow::{bail, Context};
 use meridian_config::{Config, StoreBackend};
-use meridian_manager::ingest::Ingest;
-use meridian_manager::tls::Identity;
-use meridian_producer::tls::ServerTrust;
+use meridian_manager::{Manager, Role};
+use meridian_quic::tls::{Identity, ServerTrust};
 use meridian_store::redis::RedisStore;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -43,6 +43,8 @@ pub(super) async fn ingest_path(
     config.store.backend = StoreBackend::Redis;
     config.store.redis_url = redis.url();
     config.store.telemetry_maxlen = args.maxlen;
+    // The ingest alone is measured, without the ScriptQueue deriver beside it.
+    config.ingest.script_queue_state = false;
     config.validate().context("bench flags")?;
 
     let store = RedisStore::connect(&redis.url())
@@ -50,10 +52,14 @@ pub(super) async fn ingest_path(
         .context("connecting to the bench Redis")?;
     let identity = Identity::self_signed("localhost")?;
     let trust = ServerTrust::Roots(identity.chain.clone());
-    let ingest = Ingest::bind(&config, Arc::new(store), identity)?;
-    let addr = ingest.local_addr();
+    // Bound as every manager process binds it (the one wiring), ingest only.
+    let manager = Manager::bind_with(&config, Role::Ingest, Arc::new(store), Some(identity)).await?;
+    let addr = manager
+        .ingest()
+        .context("an ingest manager binds an ingest")?
+        .local_addr();
     let stop_ingest = CancellationToken::new();
-    let ingest_task = tokio::spawn(ingest.run(stop_ingest.clone()));
+    let ingest_task = tokio::spawn(manager.run(stop_ingest.clone()));
     let result = drive_producers(redis, load_rt, addr, trust, payload, args, shutdown).await;
     stop_ingest.cancel();
     match tokio::time::timeout(Duration::from_secs(10), ingest_task).await {
@@ -139,11 +145,7 @@ async fn drive_producers(
     );
     let mut stored = 0;
     for i in 0..args.producers {
-        let key = format!(
-            "meridian:{{{}:{i}}}:telemetry:{}",
-            producer::CSC,
-            load.topic_name()
-        );
+        let key = telemetry_key(producer::CSC, i, &load.topic_name())?;
         stored += tokio::task::block_in_place(|| redis_tools::entries_added(redis, &key))?;
     }
     if stored < acked {

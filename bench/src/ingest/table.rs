@@ -1,8 +1,8 @@
 //! How `meridian-bench ingest` run alone prints its figures: the
 //! throughput against redis-benchmark, where the time goes, and the goal.
 
+use super::args::{IngestArgs, GOAL_RATIO, SPREAD_STREAMS};
 use super::results::Row;
-use super::{IngestArgs, GOAL_RATIO, SPREAD_STREAMS};
 use crate::measure::{core_percent, micros_per};
 use std::time::Duration;
 

@@ -2,11 +2,12 @@
 //! ingest-shaped entries with one or more pipelines in flight, without QUIC:
 //! the ceiling of the ingest's writer.
 
+use super::args::IngestArgs;
 use super::results::WriterRun;
-use super::IngestArgs;
 use crate::measure::{micros_per, own_cpu};
 use crate::redis_tools::RedisServer;
 use anyhow::Context;
+use meridian_proto::{keys, Category, CscId, StoredSample, TopicId};
 use meridian_store::redis::RedisStore;
 use meridian_store::{Append, Store};
 use std::sync::Arc;
@@ -14,16 +15,23 @@ use std::time::{Duration, Instant};
 
 /// An entry as the ingest writes it for a sample of `payload` bytes.
 fn ingest_shaped_fields(seq: u64, payload: usize) -> Vec<(String, String)> {
-    let ts = meridian_proto::unix_now(std::time::SystemTime::now()).to_string();
-    vec![
-        ("seq".into(), seq.to_string()),
-        ("src".into(), ts.clone()),
-        ("ing".into(), ts),
-        (
-            "f".into(),
-            format!(r#"{{"v":"{}"}}"#, "x".repeat(payload.saturating_sub(8))),
-        ),
-    ]
+    let ts = meridian_proto::unix_now(std::time::SystemTime::now());
+    StoredSample {
+        seq: Some(seq),
+        source_ts: ts,
+        ingest_ts: ts,
+        salindex: None,
+        upto: None,
+        fields: format!(r#"{{"v":"{}"}}"#, "x".repeat(payload.saturating_sub(8))),
+    }
+    .into_fields()
+}
+
+/// The stream of telemetry topic `name` of CSC instance `csc:index`, as the
+/// ingest keys it (`proto::keys`, the keyspace's one home).
+pub(super) fn telemetry_key(csc: &str, index: u32, name: &str) -> anyhow::Result<String> {
+    let topic = TopicId::new(CscId::new(csc, index)?, Category::Telemetry, name)?;
+    Ok(keys::stream(&topic))
 }
 
 /// Entries per second [`RedisStore::append`] reaches with `in_flight`
@@ -41,15 +49,14 @@ pub(super) async fn writer_alone(
         .context("connecting to the bench Redis")?;
     let batch: Arc<Vec<Append>> = Arc::new(
         (0..batch_max)
-            .map(|i| Append {
-                key: format!(
-                    "meridian:{{Writer:{}}}:telemetry:payload{payload}",
-                    i % args.producers as usize
-                ),
-                maxlen: args.maxlen,
-                fields: ingest_shaped_fields(i as u64 + 1, payload),
+            .map(|i| {
+                Ok(Append {
+                    key: telemetry_key("Writer", i as u32 % args.producers, &format!("payload{payload}"))?,
+                    maxlen: args.maxlen,
+                    fields: ingest_shaped_fields(i as u64 + 1, payload),
+                })
             })
-            .collect(),
+            .collect::<anyhow::Result<_>>()?,
     );
     let run_for = Duration::from_secs_f64(args.writer_s);
     let cpu0 = own_cpu();

@@ -7,8 +7,8 @@
 //! a `stat`, `end` with a `stat` and `lags <count> <p50 µs> <p99 µs> <max
 //! µs> <dropped>`; `quit` ends it.
 
+use super::args::CLIENT_TIMEOUT;
 use super::messages::{producer_snd, subscribe_request};
-use super::CLIENT_TIMEOUT;
 use crate::load_generator::{commands, serve, Recorder};
 use crate::measure::Percentiles;
 use clap::Args;

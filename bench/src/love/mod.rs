@@ -24,7 +24,8 @@
 //! counted for either server, but shares the machine's cores with them.
 //!
 //! Layout:
-//! - this file: the flags and the loop over client counts and servers.
+//! - this file: the loop over client counts and servers.
+//! - `args`: the flags, the servers compared, the timeouts and what every run shares.
 //! - `relay`: the Python relay's venv (`bench/love/setup`) and its versions.
 //! - `server`: a server under test as a process of its own (daphne, or `meridian manager`).
 //! - `run`: one measured run (server, producers, browsers, warm-up, window).
@@ -32,6 +33,7 @@
 //! - `messages`: the LOVE producer messages and browser requests the load is made of.
 //! - `producers`: the LOVE producers (in this process); `browsers`: the `love-clients` process.
 
+mod args;
 mod browsers;
 mod messages;
 mod producers;
@@ -40,102 +42,24 @@ mod rows;
 mod run;
 mod server;
 
+pub use args::LoveArgs;
 pub use browsers::{run_clients, ClientsArgs};
 
 use crate::open_files::ensure_fds;
 use crate::redis_tools::{self, require_tools};
 use crate::shutdown::interrupted;
 use anyhow::{bail, Context};
-use clap::Args;
+use args::{RunContext, Server};
 use messages::{plan, CSC};
 use relay::{relay_versions, setup_venv, versions_line};
 use rows::{print_table, report_json};
-use run::{measure, RunContext};
-use std::path::PathBuf;
+use run::measure;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio_util::sync::CancellationToken;
-
-/// The browsers' token and the producers' password on both servers.
-const TOKEN: &str = "bench-token";
-const PASSWORD: &str = "bench-pass";
-
-/// Data flows this long before the measurement window opens.
-const WARMUP: Duration = Duration::from_secs(2);
-
-/// Longest wait for a server to accept connections.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Longest wait for the load generator to answer a command.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// File descriptors kept for everything but the client connections.
 const SPARE_FDS: u64 = 256;
-
-#[derive(Args, Debug, Clone)]
-pub struct LoveArgs {
-    /// Client counts to measure, one run per server each.
-    #[arg(long, value_delimiter = ',', default_value = "100,1000", value_name = "N")]
-    clients: Vec<usize>,
-    /// Telemetry topics every client subscribes to (MTM1M3's 50 Hz topics over instances 1, 2, …).
-    #[arg(long, default_value_t = 10, value_name = "T")]
-    topics: usize,
-    /// Messages per second of each topic. The default stays under one per
-    /// frontend tick, so Meridian conflates nothing and counts compare like for like.
-    #[arg(long, default_value_t = 10.0, value_name = "HZ")]
-    rate: f64,
-    /// Seconds of each measurement window (after a 2 s warm-up).
-    #[arg(long, default_value_t = 10.0, value_name = "S")]
-    duration: f64,
-    /// Clients that time every message for the lag figures (the others only count).
-    #[arg(long, default_value_t = 20, value_name = "K")]
-    lag_clients: usize,
-    /// Worker threads of Meridian's frontend (TOKIO_WORKER_THREADS); daphne runs one Python process.
-    #[arg(long, default_value_t = 1, value_name = "THREADS")]
-    frontend_threads: usize,
-    /// channels_redis capacity of the relay (LOVE's chart default 100).
-    #[arg(long, default_value_t = 100)]
-    capacity: u32,
-    /// channels_redis expiry of the relay in seconds (LOVE's summit value 5).
-    #[arg(long, default_value_t = 5)]
-    expiry: u32,
-    /// Servers to run, in order.
-    #[arg(long, value_delimiter = ',', default_value = "django-channels,meridian")]
-    servers: Vec<String>,
-    /// The relay's directory (with `setup`, `requirements.txt`, `lovebench/`).
-    #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/love"))]
-    love_dir: PathBuf,
-    /// Also write the rows as JSON here (read by `all`).
-    #[arg(long, value_name = "PATH")]
-    json: Option<PathBuf>,
-    /// The `meridian` binary whose frontend is measured (default: the one next to meridian-bench).
-    #[arg(long, value_name = "PATH")]
-    meridian: Option<PathBuf>,
-}
-
-/// Which server a run measures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Server {
-    Django,
-    Meridian,
-}
-
-impl Server {
-    fn parse(name: &str) -> anyhow::Result<Server> {
-        match name {
-            "django-channels" => Ok(Server::Django),
-            "meridian" => Ok(Server::Meridian),
-            _ => bail!("--servers: {name:?} is not one of django-channels, meridian"),
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Server::Django => "django-channels",
-            Server::Meridian => "meridian",
-        }
-    }
-}
 
 pub async fn run(args: LoveArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let servers = check_args(&args)?;
@@ -259,9 +183,6 @@ fn machine() -> String {
         load.join(" ")
     )
 }
-
-/// Longest wait for one client's connection, and for its subscriptions.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {

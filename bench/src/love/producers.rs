@@ -2,8 +2,8 @@
 //! MTM1M3 instance on the server's producer endpoint, a message per topic
 //! each period while the bench says so, reconnecting like LOVE's producers.
 
+use super::args::CLIENT_TIMEOUT;
 use super::messages::{Topic, CSC};
-use super::CLIENT_TIMEOUT;
 use anyhow::Context;
 use futures_util::{SinkExt, StreamExt};
 use meridian_proto::unix_now;

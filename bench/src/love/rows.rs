@@ -1,7 +1,7 @@
 //! The figures of one `love` run: a row of the printed table and of the
 //! JSON document `--json` writes for `all`.
 
-use super::Server;
+use super::args::Server;
 use crate::measure::Percentiles;
 use std::time::Duration;
 

@@ -1,32 +1,22 @@
 //! One measured run of `love`: a fresh server, its LOVE producers and
 //! browsers, a warm-up, then the window; the row of figures it gives.
 
+use super::args::{RunContext, Server, ANSWER_TIMEOUT, PASSWORD, START_TIMEOUT, TOKEN, WARMUP};
 use super::messages::Topic;
 use super::producers::{start_producers, Flow};
 use super::rows::Row;
 use super::server::{rss_mib, ServerProcess};
-use super::{LoveArgs, Server, ANSWER_TIMEOUT, PASSWORD, START_TIMEOUT, TOKEN, WARMUP};
 use crate::binaries;
 use crate::load_generator::{field, LoadGenerator};
 use crate::measure::{process_cpu, Percentiles};
-use crate::redis_tools::{self, RedisServer};
+use crate::redis_tools;
 use crate::shutdown::sleep_unless;
 use anyhow::{bail, Context};
-use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-/// Everything a run reads but does not own.
-pub(super) struct RunContext<'a> {
-    pub(super) args: &'a LoveArgs,
-    pub(super) redis: &'a RedisServer,
-    pub(super) venv: &'a Path,
-    pub(super) topics: &'a Arc<Vec<Topic>>,
-    pub(super) label: String,
-}
 
 /// One run: a fresh server, its producers and clients, warm-up, the window.
 pub(super) async fn measure(

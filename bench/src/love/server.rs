@@ -2,8 +2,8 @@
 //! LOVE's relay under daphne, or Meridian's frontend (`meridian manager
 //! --role frontend`); its CPU and RSS are read from `/proc/<pid>`.
 
-use super::run::RunContext;
-use super::{Server, PASSWORD, START_TIMEOUT, TOKEN};
+use super::args::RunContext;
+use super::args::{Server, PASSWORD, START_TIMEOUT, TOKEN};
 use crate::binaries;
 use crate::load_generator::reap;
 use crate::redis_tools::free_port;

@@ -34,7 +34,7 @@ use crate::redis_tools::{self, free_port, require_tools};
 use crate::shutdown::sleep_unless;
 use anyhow::{bail, Context};
 use browsers::{browser, Hists, Tally, WATCHED};
-use roles::{free_udp_port, RoleProcess};
+use roles::{free_udp_port, RoleProcess, START_TIMEOUT};
 use scrape::{http_get, metric_sum};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,9 +49,6 @@ pub const NIGHT: &[&str] = &["MTM1M3:0", "MTMount:0", "ATDome:0", "ScriptQueue:1
 
 /// The frontend's default read token (`frontend.tokens`).
 const TOKEN: &str = "dev-token";
-
-/// Longest wait for a role to answer `/readyz` with 200, and for the browsers to connect.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug)]
 pub struct NightArgs {
@@ -91,7 +88,7 @@ pub async fn measure(
     let meridian = binaries::meridian(args.meridian.as_deref())?;
     let redis = redis_tools::start_server()?;
     let dir = redis.dir().to_path_buf();
-    let ingest_addr = format!("127.0.0.1:{}", free_udp_port()?);
+    let ingest_addr = format!("127.0.0.1:{}", free_udp_port());
     let frontend_addr = format!("127.0.0.1:{}", free_port()?);
     let url = redis.url();
     say.step(&format!(

@@ -1,7 +1,7 @@
 //! The report's section of one `fanout` run: the frontend against the bare broadcast.
 
+use super::section::Section;
 use super::table::{fmt_lag, fmt_rate, fmt_ratio, ms, ratio, Table};
-use super::Section;
 use crate::fanout::{
     memory_line, FanoutResults, Run, Server, GOAL_CLIENTS, GOAL_CORES, GOAL_DELIVERED, GOAL_P99,
 };

@@ -1,7 +1,7 @@
 //! The report's sections of `ingest`: the Redis baseline and the ingest path.
 
+use super::section::Section;
 use super::table::{fmt_lag, fmt_rate, fmt_ratio, ratio, Table};
-use super::Section;
 use crate::ingest::{IngestResults, GOAL_RATIO, SPREAD_STREAMS};
 use crate::measure::micros_per;
 use std::time::Duration;

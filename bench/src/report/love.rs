@@ -1,8 +1,8 @@
 //! The report's section of the LOVE comparison, read from the JSON that
 //! `meridian-bench love --json` writes.
 
+use super::section::Section;
 use super::table::{fmt_rate, fmt_ratio, ratio, Table};
-use super::Section;
 
 /// The LOVE comparison (`meridian-bench love --json`): one row of its JSON.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -182,7 +182,7 @@ pub fn love_section(love: Result<&LoveResults, &str>, summary: &mut Table) -> Se
 
 #[cfg(test)]
 mod tests {
-    use super::super::summary_table;
+    use super::super::section::summary_table;
     use super::*;
 
     #[test]

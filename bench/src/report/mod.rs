@@ -6,6 +6,7 @@
 //!
 //! Layout:
 //! - this file: the report, its header (machine, date, load) and the summary table.
+//! - `section`: one section of the report, and the summary table's columns.
 //! - `table`: a markdown table and how figures are written in it.
 //! - `ingest`, `fanout`, `night`, `love`: each measurement's section and summary rows.
 
@@ -13,12 +14,14 @@ mod fanout;
 mod ingest;
 mod love;
 mod night;
+mod section;
 mod table;
 
 pub use fanout::fanout_section;
 pub use ingest::ingest_sections;
 pub use love::{love_section, parse_love, LoveResults};
 pub use night::night_section;
+pub use section::{summary_table, Section};
 pub use table::{ratio, Table};
 
 use std::fmt::Write as _;
@@ -35,15 +38,6 @@ pub struct Machine {
     pub cores: usize,
     pub memory_bytes: u64,
     pub kernel: String,
-}
-
-/// One section of the report: a title, what it measured, its tables, and notes after them.
-#[derive(Clone, Debug, Default)]
-pub struct Section {
-    pub title: String,
-    pub intro: String,
-    pub tables: Vec<Table>,
-    pub notes: Vec<String>,
 }
 
 /// The whole report.
@@ -135,20 +129,6 @@ pub fn parse_loadavg(text: &str) -> [f64; 3] {
         *o = v.parse().unwrap_or(f64::NAN);
     }
     out
-}
-
-/// The summary table's columns.
-pub fn summary_table() -> Table {
-    Table::new(&[
-        ("section", false),
-        ("measured", false),
-        ("throughput", true),
-        ("baseline (same run)", true),
-        ("ratio", true),
-        ("lag p50 / p99 / max (ms)", false),
-        ("CPU (cores)", true),
-        ("RSS (MiB)", true),
-    ])
 }
 
 /// The UTC date and time of a Unix time, ISO 8601 (civil-from-days, so no

@@ -1,8 +1,8 @@
 //! The report's section of the night-like load: throughput, lag per hop,
 //! and each role's CPU and memory.
 
+use super::section::Section;
 use super::table::{fmt_lag, fmt_rate, fmt_ratio, mib, ratio, Table};
-use super::Section;
 use crate::measure::Percentiles;
 use crate::night::{Hops, NightResults};
 
@@ -146,7 +146,7 @@ pub fn night_section(r: &NightResults, summary: &mut Table) -> Section {
 
 #[cfg(test)]
 pub(super) mod tests {
-    use super::super::summary_table;
+    use super::super::section::summary_table;
     use super::*;
     use crate::night::RoleFigures;
     use std::time::Duration;
@@ -160,7 +160,7 @@ pub(super) mod tests {
         }
     }
 
-    pub(in crate::report) fn night() -> NightResults {
+    pub(crate) fn night() -> NightResults {
         let hops = Hops {
             end_to_end: lag(3_000, 12_500, 40_000, 9000),
             source_ingest: lag(1_000, 4_000, 9_000, 9000),
