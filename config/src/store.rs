@@ -50,9 +50,8 @@ pub struct StoreConfig {
     /// once a replica of its shard has it, so a master that crashes and is
     /// replaced by that replica loses nothing acknowledged (the producer
     /// resends what was not acknowledged; events are deduplicated). Costs
-    /// one replication round trip per CSC per write (about a third of the
-    /// write rate for 32 CSCs per ingest batch, measured on a 2-core host);
-    /// a shard with fewer live replicas than this holds its producers back
+    /// one replication round trip per CSC per write (what that does to the
+    /// write rate: `docs/performance.md`, "Redis Cluster store"); a shard with fewer live replicas than this holds its producers back
     /// until one returns.
     /// Read only when `backend = "cluster"`.
     pub cluster_replica_acks: usize,
