@@ -162,6 +162,9 @@ impl Cli {
         };
         match &self.command {
             Command::Up(a) => {
+                if config.log.filter == LogConfig::default().filter {
+                    config.log.filter = crate::up::QUIET_FILTER.to_string();
+                }
                 use_redis(&mut config, &a.redis);
                 if !a.csc.is_empty() {
                     config.sim.cscs = a.csc.clone();

@@ -15,7 +15,21 @@
 use meridian::roles::{Deps, RoleSet, Roles};
 use meridian_config::commander::CommanderToken;
 use meridian_config::{Config, StoreBackend};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// `up`'s log filter unless `RUST_LOG` or `log.filter` says otherwise: state
+/// changes of the whole, warnings and errors, but not the routine line of
+/// every producer, simulated CSC and browser that connects (`RUST_LOG=info`
+/// shows them), so the banner stays readable.
+pub const QUIET_FILTER: &str = "info,meridian_producer=warn,meridian_sim=warn,\
+meridian_manager::ingest::connection=warn,meridian_manager::frontend::client=warn,\
+meridian_manager::love::endpoint=warn";
+
+/// How long the banner waits for every producer's first connection, so that
+/// it is printed after the start-up lines rather than buried under them.
+const BANNER_WAIT: Duration = Duration::from_secs(5);
 
 pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let dev_token = add_dev_command_token(&mut config);
@@ -24,6 +38,24 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     let ingest_addr = roles.ingest().expect(bound).local_addr();
     let web = roles.frontend().expect(bound).local_addr();
     let commander_addr = roles.commander().expect(bound).local_addr();
+    let producers: Vec<_> = roles.producers().iter().map(|p| p.stats()).collect();
+    crate::observe::serve(config.metrics.listen, roles.observers(), shutdown.clone()).await?;
+    let running = tokio::spawn(roles.run(shutdown));
+    // The banner comes last: once every producer has connected (a few
+    // milliseconds), or BANNER_WAIT, or at once if a role already failed.
+    let waited = tokio::time::Instant::now() + BANNER_WAIT;
+    while producers
+        .iter()
+        .any(|s| s.connections.load(Ordering::Relaxed) == 0)
+        && !running.is_finished()
+        && tokio::time::Instant::now() < waited
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if running.is_finished() {
+        running.await??;
+        return Ok(());
+    }
     let token = config.frontend.tokens.first().cloned().unwrap_or_default();
     let store_name = match config.store.backend {
         StoreBackend::Memory => "embedded in-memory store".to_string(),
@@ -48,8 +80,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     println!("  ingest:     quic://{ingest_addr} (producers)");
     println!("Press Ctrl-C to stop.");
 
-    crate::observe::serve(config.metrics.listen, roles.observers(), shutdown.clone()).await?;
-    roles.run(shutdown).await?;
+    running.await??;
     println!("Meridian stopped.");
     Ok(())
 }

@@ -124,6 +124,78 @@ async fn data_flows_and_it_stops_cleanly(extra: &[&str], signal: &str) {
     );
 }
 
+/// A newcomer's terminal shows stdout and stderr interleaved. The banner is
+/// the last thing `up` prints until the operator stops it: no line follows
+/// it while producers connect and a browser watches, and the routine line
+/// of every producer, simulated CSC and browser that connects is not shown
+/// at the default log level (it would bury the banner).
+#[tokio::test]
+async fn the_banner_is_the_last_line_until_up_is_stopped() {
+    let dir = tempdir::TempDir::new();
+    // One pipe for both streams, through the shell, so their order is the terminal's.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("exec \"$0\" up --csc Test:1 --csc ATDome:0 --config \"$1\" 2>&1")
+        .arg(env!("CARGO_BIN_EXE_meridian"))
+        .arg(config_file(&dir.0))
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut before = Vec::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "up exited early; printed {before:?}"
+        );
+        let done = line.contains("Press Ctrl-C");
+        before.push(line.trim_end().to_string());
+        if done {
+            break;
+        }
+    }
+    // The rest, read as it comes, until the process closes its output.
+    let rest = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut reader, &mut rest);
+        rest
+    });
+    // Data flows to a browser, whose connection is one of the routine lines.
+    let mut browser = Browser::connect(&url_after(&before, "websocket:")).await.unwrap();
+    browser.subscribe("Test:1", "telemetry", "scalars").await.unwrap();
+    browser.next_sample().await.unwrap();
+    let status = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success());
+    let after: Vec<String> = rest.join().unwrap().lines().map(str::to_string).collect();
+    let first = after.first().map(String::as_str).unwrap_or_default();
+    assert!(
+        first.contains("shutting down"),
+        "nothing follows the banner until Ctrl-C, but the next line was {first:?}; after the banner:\n{}",
+        after.join("\n")
+    );
+    for line in before.iter().chain(&after) {
+        for routine in [
+            "producer connected",
+            "connected to ingest",
+            "producer started",
+            "simulated CSC started",
+            "browser connected",
+        ] {
+            assert!(
+                !line.contains(routine),
+                "a routine line at the default level: {line}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn up_prints_its_endpoints_serves_data_and_stops_on_ctrl_c() {
     data_flows_and_it_stops_cleanly(&[], "INT").await;
