@@ -849,9 +849,7 @@ async fn a_parameter_out_of_its_types_range_is_refused_naming_the_field_and_neve
         json!({"error": "bad_request", "ack": want, "field": "params.byte0"})
     );
     // The native route: `message`.
-    let r = running
-        .send(native("Test", 1, "setScalars", scalars(-300)))
-        .await;
+    let r = running.send(native("Test", 1, "setScalars", scalars(-300))).await;
     let body = expect(&r, 400);
     assert_eq!(
         body,

@@ -171,7 +171,12 @@ fn integer(declared: IdlType, n: &Number) -> Result<i64, Problem> {
         Some(_) => Err(out_of_range()),
         None if n.is_u64() => Err(out_of_range()),
         // A whole number past i64 (below i64::MIN JSON reads as a float).
-        None if n.as_f64().is_some_and(|x| x.fract() == 0.0 && x.abs() >= I64_BOUND) => Err(out_of_range()),
+        None if n
+            .as_f64()
+            .is_some_and(|x| x.fract() == 0.0 && x.abs() >= I64_BOUND) =>
+        {
+            Err(out_of_range())
+        }
         None => Err(Problem::WrongKind),
     }
 }
@@ -356,17 +361,23 @@ mod tests {
         ];
         for (name, ty, min, max) in cases {
             for ok in [min, max] {
-                let fields = scalars(name, serde_json::json!(ok)).unwrap_or_else(|e| panic!("{name}={ok}: {e}"));
+                let fields =
+                    scalars(name, serde_json::json!(ok)).unwrap_or_else(|e| panic!("{name}={ok}: {e}"));
                 assert_eq!(int_of(&fields, name), ok);
             }
             // One past each end, in JSON's own digits (i64 ± 1 is not an i64).
             let below = (i128::from(min) - 1).to_string();
             let above = (i128::from(max) + 1).to_string();
             for bad in [below, above] {
-                let value: serde_json::Value = serde_json::from_str(&bad).unwrap_or_else(|e| panic!("{bad}: {e}"));
+                let value: serde_json::Value =
+                    serde_json::from_str(&bad).unwrap_or_else(|e| panic!("{bad}: {e}"));
                 let err = scalars(name, value).map(|_| ()).unwrap_err();
                 // JSON reads a number below i64::MIN as a float, and shows it so.
-                let shown = if bad == "-9223372036854775809" { "-9.223372036854776e+18" } else { &bad };
+                let shown = if bad == "-9223372036854775809" {
+                    "-9.223372036854776e+18"
+                } else {
+                    &bad
+                };
                 assert_eq!(
                     err,
                     format!("params.{name}: {shown} is out of range for {ty} ({min} to {max})")
@@ -401,7 +412,8 @@ mod tests {
         for bad in [1e39, -1e39, max32 * 1.001] {
             let err = scalars("float0", serde_json::json!(bad)).unwrap_err();
             assert!(
-                err.starts_with("params.float0: ") && err.ends_with("is out of range for float (-3.4028235e38 to 3.4028235e38)"),
+                err.starts_with("params.float0: ")
+                    && err.ends_with("is out of range for float (-3.4028235e38 to 3.4028235e38)"),
                 "{err}"
             );
         }
@@ -484,13 +496,19 @@ mod tests {
     #[test]
     fn a_parameter_of_unstated_width_is_checked_as_the_widest_of_its_kind() {
         let mut interface = Interface::builtin("Test").unwrap();
-        let schema = interface.commands.iter_mut().find(|c| c.name == "setScalars").unwrap();
+        let schema = interface
+            .commands
+            .iter_mut()
+            .find(|c| c.name == "setScalars")
+            .unwrap();
         schema.types.clear();
         let mut p = serde_json::json!({
             "boolean0": true, "byte0": -300, "short0": 1, "int0": 1, "long0": 1, "longLong0": 1,
             "unsignedShort0": 1, "unsignedInt0": 1, "float0": 1e39, "double0": 1, "string0": "s"
         });
-        let serde_json::Value::Object(map) = p.take() else { panic!() };
+        let serde_json::Value::Object(map) = p.take() else {
+            panic!()
+        };
         assert!(check(schema, &map).is_ok());
     }
 }

@@ -313,7 +313,8 @@ pub fn parse_topics(
 fn parse_item(item: roxmltree::Node) -> Result<(FieldSchema, IdlType), String> {
     let name = child_text(item, "EFDB_Name").ok_or("an <item> has no <EFDB_Name>")?;
     let idl_type = child_text(item, "IDL_Type").ok_or_else(|| format!("item {name} has no <IDL_Type>"))?;
-    let idl = IdlType::parse(idl_type).ok_or_else(|| format!("item {name}: unknown <IDL_Type> {idl_type:?}"))?;
+    let idl =
+        IdlType::parse(idl_type).ok_or_else(|| format!("item {name}: unknown <IDL_Type> {idl_type:?}"))?;
     let kind = idl.kind();
     let count = match child_text(item, "Count") {
         None => 1,
