@@ -806,3 +806,116 @@ async fn a_command_in_flight_at_shutdown_is_finished_and_audited() {
         (Some("failed"), Some("the CSC stopped"))
     );
 }
+
+/// The `byte0` of a `scalars` event of the Test CSC, if it is one.
+fn scalar_byte0(event: &meridian_sim::Published) -> Option<i64> {
+    if event.topic != "scalars" {
+        return None;
+    }
+    event.fields.iter().find_map(|(k, v)| match v {
+        FieldValue::Int(i) if k == "byte0" => Some(*i),
+        _ => None,
+    })
+}
+
+/// A parameter outside its declared type (`byte0: -300`, SAL's byte being
+/// 0 to 255) is refused with a 400 naming the field, the type and the
+/// limit, on both command routes; the CSC never sees it; the refusal is in
+/// the audit log (a real Redis); a good value still completes. A user would
+/// notice a failure here as a value the observatory's middleware cannot
+/// carry being published as if it were fine.
+#[tokio::test]
+async fn a_parameter_out_of_its_types_range_is_refused_naming_the_field_and_never_sent() {
+    let redis = RedisServer::start().unwrap();
+    let store = Arc::new(RedisStore::connect(&redis.url()).await.unwrap());
+    let running = Running::start(store, true).await;
+    let id: CscId = "Test:1".parse().unwrap();
+    let mut feed = running.sim.subscribe(&id).unwrap();
+    let scalars = |byte0: i64| {
+        json!({
+            "boolean0": true, "byte0": byte0, "short0": 1, "int0": 1, "long0": 1, "longLong0": 1,
+            "unsignedShort0": 1, "unsignedInt0": 1, "float0": 1.5, "double0": 2.5, "string0": "s"
+        })
+    };
+    let want = "params.byte0: -300 is out of range for byte (0 to 255)";
+
+    // The replaced system's route: its `ack` carries the message.
+    let r = running
+        .love("ops-secret-1", "Test", json!(1), "cmd_setScalars", scalars(-300))
+        .await;
+    let body = expect(&r, 400);
+    assert_eq!(
+        body,
+        json!({"error": "bad_request", "ack": want, "field": "params.byte0"})
+    );
+    // The native route: `message`.
+    let r = running.send(native("Test", 1, "setScalars", scalars(-300))).await;
+    let body = expect(&r, 400);
+    assert_eq!(
+        body,
+        json!({"error": "bad_request", "message": want, "field": "params.byte0"})
+    );
+    let r = running
+        .send(native("Test", 1, "setScalars", {
+            let mut p = scalars(1);
+            p["unsignedInt0"] = json!(-1);
+            p
+        }))
+        .await;
+    assert_eq!(
+        expect(&r, 400)["message"],
+        "params.unsignedInt0: -1 is out of range for unsigned int (0 to 4294967295)"
+    );
+
+    // A good value at the type's limit completes.
+    let r = running
+        .love("ops-secret-1", "Test", json!(1), "cmd_setScalars", scalars(255))
+        .await;
+    assert_eq!(expect(&r, 200), json!({"ack": "Done"}));
+
+    // The CSC publishes what each command it ran set, in order: the first
+    // `byte0` it reports from a command is the good one's.
+    let reported = tokio::time::timeout(DEADLINE, async {
+        let mut reported = Vec::new();
+        loop {
+            let event = feed.events.recv().await.expect("the CSC publishes");
+            if let Some(byte0) = scalar_byte0(&event) {
+                reported.push(byte0);
+                if byte0 == 255 {
+                    return reported;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the good command's scalars event");
+    assert!(
+        !reported.contains(&-300),
+        "a refused value reached the CSC: {reported:?}"
+    );
+
+    let entries = running.audit().await;
+    let outcomes: Vec<(&str, u64, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["outcome"].as_str().unwrap(),
+                e["status"].as_u64().unwrap(),
+                e["route"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("refused", 400, "/cmd/"),
+            ("refused", 400, "/v1/commands"),
+            ("refused", 400, "/v1/commands"),
+            ("complete", 200, "/cmd/"),
+        ],
+        "{entries:#?}"
+    );
+    assert_eq!(entries[0]["result"], want);
+    assert_eq!(entries[0]["params"]["byte0"], -300);
+    running.stop().await;
+}

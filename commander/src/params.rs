@@ -8,12 +8,33 @@
 //! as in the observatory's commands), a wrong kind, an array of the wrong
 //! length or with a wrong element. An integer is accepted for a float (JSON
 //! does not tell `1` from `1.0`); a float is not accepted for an integer.
+//!
+//! Each value is also checked against the type the site declares for it
+//! ([`CommandSchema::types`], an [`IdlType`]), so nothing the observatory's
+//! middleware could not carry is published:
+//! - integers within their type: `byte` 0 to 255 (SAL's byte is unsigned),
+//!   `short` i16, `int` and `long` i32 (SAL's `long` is 32-bit), `long long`
+//!   i64, `unsigned short` u16, `unsigned int` u32;
+//! - `float` finite and within ±`f32::MAX` once rounded to 32 bits;
+//!   `double` finite;
+//! - strings of at most [`MAX_STRING_BYTES`] bytes;
+//! - arrays of exactly the declared count.
+//!
+//! A value out of range is a 400 naming the field, the type and the limit:
+//! `params.byte0: -300 is out of range for byte (0 to 255)`.
 
 use crate::error::RequestError;
 use crate::request::kind;
 use meridian_proto::{FieldSchema, Fields, Value, ValueKind};
+use meridian_sim::idl::IdlType;
 use meridian_sim::interface::CommandSchema;
-use serde_json::{Map, Value as Json};
+use serde_json::{Map, Number, Value as Json};
+
+/// Longest string parameter accepted, in bytes (UTF-8). The site's strings
+/// are unbounded in Avro; the longest a command takes is a script's YAML
+/// configuration (`ScriptQueue add`), a few KiB. 32 KiB is many times that,
+/// and half of [`crate::error::MAX_BODY_BYTES`].
+pub const MAX_STRING_BYTES: usize = 32 * 1024;
 
 /// The parameters as the middleware takes them, in the schema's order; a
 /// 400 naming `params.<name>` (or `params.<name>[i]`) otherwise.
@@ -36,8 +57,14 @@ pub fn check(schema: &CommandSchema, params: &Map<String, Json>) -> Result<Field
     let mut fields = Fields::new();
     for field in &schema.params {
         let name = format!("params.{}", field.name);
+        let declared = schema
+            .types
+            .get(&field.name)
+            .copied()
+            .filter(|t| t.kind() == field.kind)
+            .unwrap_or(IdlType::widest(field.kind));
         match params.get(&field.name) {
-            Some(value) => fields.push((field.name.clone(), convert(field, &name, value)?)),
+            Some(value) => fields.push((field.name.clone(), convert(field, declared, &name, value)?)),
             None if field.kind == ValueKind::Str => {}
             None => {
                 return Err(RequestError::field(
@@ -68,10 +95,23 @@ fn words(kind: ValueKind) -> (&'static str, &'static str) {
     }
 }
 
-fn convert(field: &FieldSchema, name: &str, value: &Json) -> Result<Value, RequestError> {
+/// Why one value was refused; [`convert`] names the field.
+#[derive(Debug, Clone, PartialEq)]
+enum Problem {
+    /// Not the JSON type the kind takes (a string for a number, 1.5 for an integer).
+    WrongKind,
+    /// The right kind, but outside what the declared type holds; the text
+    /// says the value, the type and the limit.
+    OutOfRange(String),
+}
+
+fn convert(field: &FieldSchema, declared: IdlType, name: &str, value: &Json) -> Result<Value, RequestError> {
     let Some(count) = field.count else {
-        return scalar(field.kind, value).ok_or_else(|| {
-            RequestError::field(name, format!("expected {}, got {}", describe(field), kind(value)))
+        return scalar(declared, value).map_err(|problem| match problem {
+            Problem::WrongKind => {
+                RequestError::field(name, format!("expected {}, got {}", describe(field), kind(value)))
+            }
+            Problem::OutOfRange(why) => RequestError::field(name, why),
         });
     };
     let Json::Array(items) = value else {
@@ -88,11 +128,12 @@ fn convert(field: &FieldSchema, name: &str, value: &Json) -> Result<Value, Reque
     }
     let mut values = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let v = scalar(field.kind, item).ok_or_else(|| {
-            RequestError::field(
-                format!("{name}[{i}]"),
-                format!("expected {}, got {}", words(field.kind).0, kind(item)),
-            )
+        let v = scalar(declared, item).map_err(|problem| {
+            let why = match problem {
+                Problem::WrongKind => format!("expected {}, got {}", words(field.kind).0, kind(item)),
+                Problem::OutOfRange(why) => why,
+            };
+            RequestError::field(format!("{name}[{i}]"), why)
         })?;
         values.push(v);
     }
@@ -105,14 +146,70 @@ fn convert(field: &FieldSchema, name: &str, value: &Json) -> Result<Value, Reque
     })
 }
 
-fn scalar(kind: ValueKind, value: &Json) -> Option<Value> {
-    match (kind, value) {
-        (ValueKind::Bool, Json::Bool(b)) => Some(Value::Bool(*b)),
-        (ValueKind::Int, Json::Number(n)) => n.as_i64().map(Value::Int),
-        (ValueKind::Float, Json::Number(n)) => n.as_f64().map(Value::Float),
-        (ValueKind::Str, Json::String(s)) => Some(Value::Str(s.clone())),
-        _ => None,
+/// One JSON value as a value of `declared`, or why not.
+fn scalar(declared: IdlType, value: &Json) -> Result<Value, Problem> {
+    match (declared.kind(), value) {
+        (ValueKind::Bool, Json::Bool(b)) => Ok(Value::Bool(*b)),
+        (ValueKind::Int, Json::Number(n)) => integer(declared, n).map(Value::Int),
+        (ValueKind::Float, Json::Number(n)) => n
+            .as_f64()
+            .ok_or(Problem::WrongKind)
+            .and_then(|x| float(declared, x))
+            .map(Value::Float),
+        (ValueKind::Str, Json::String(s)) => string(s).map(|()| Value::Str(s.clone())),
+        _ => Err(Problem::WrongKind),
     }
+}
+
+/// A JSON number as an integer of `declared`: a fraction is the wrong kind,
+/// a whole number outside the type's range (above i64 too) out of range.
+fn integer(declared: IdlType, n: &Number) -> Result<i64, Problem> {
+    let (min, max) = declared.int_range().unwrap_or((i64::MIN, i64::MAX));
+    let out_of_range = || Problem::OutOfRange(format!("{n} is out of range for {declared} ({min} to {max})"));
+    match n.as_i64() {
+        Some(i) if (min..=max).contains(&i) => Ok(i),
+        Some(_) => Err(out_of_range()),
+        None if n.is_u64() => Err(out_of_range()),
+        // A whole number past i64 (below i64::MIN JSON reads as a float).
+        None if n
+            .as_f64()
+            .is_some_and(|x| x.fract() == 0.0 && x.abs() >= I64_BOUND) =>
+        {
+            Err(out_of_range())
+        }
+        None => Err(Problem::WrongKind),
+    }
+}
+
+/// 2^63: whole numbers at or past it in size are outside i64.
+const I64_BOUND: f64 = 9_223_372_036_854_775_808.0;
+
+/// `x` as a value of `declared` (`float` or `double`): finite, and for a
+/// `float` finite once rounded to 32 bits.
+fn float(declared: IdlType, x: f64) -> Result<f64, Problem> {
+    if !x.is_finite() {
+        return Err(Problem::OutOfRange(format!(
+            "{x} is not a finite number; a {declared} must be one"
+        )));
+    }
+    if declared == IdlType::Float && !(x as f32).is_finite() {
+        return Err(Problem::OutOfRange(format!(
+            "{x:e} is out of range for float ({:e} to {:e})",
+            f32::MIN,
+            f32::MAX
+        )));
+    }
+    Ok(x)
+}
+
+fn string(s: &str) -> Result<(), Problem> {
+    if s.len() > MAX_STRING_BYTES {
+        return Err(Problem::OutOfRange(format!(
+            "a string of {} bytes is longer than the {MAX_STRING_BYTES} bytes a string parameter may have",
+            s.len()
+        )));
+    }
+    Ok(())
 }
 
 fn as_bool(v: Value) -> Option<bool> {
@@ -232,5 +329,186 @@ mod tests {
             arrays(serde_json::json!(7)),
             "params.int0: expected an array of 5 integers, got 7"
         );
+    }
+
+    /// `setScalars` with every parameter good, `name` set to `value`.
+    fn scalars(name: &str, value: serde_json::Value) -> Result<Fields, String> {
+        let mut p = serde_json::json!({
+            "boolean0": true, "byte0": 1, "short0": 1, "int0": 1, "long0": 1, "longLong0": 1,
+            "unsignedShort0": 1, "unsignedInt0": 1, "float0": 1, "double0": 1, "string0": "s"
+        });
+        p[name] = value;
+        check_json("Test", "setScalars", p)
+    }
+
+    fn int_of(fields: &Fields, name: &str) -> i64 {
+        match fields.iter().find(|(n, _)| n == name) {
+            Some((_, Value::Int(i))) => *i,
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn integers_are_checked_at_each_types_bounds() {
+        let cases: [(&str, &str, i64, i64); 7] = [
+            ("byte0", "byte", 0, 255),
+            ("short0", "short", -32768, 32767),
+            ("int0", "int", -2147483648, 2147483647),
+            ("long0", "long", -2147483648, 2147483647),
+            ("longLong0", "long long", i64::MIN, i64::MAX),
+            ("unsignedShort0", "unsigned short", 0, 65535),
+            ("unsignedInt0", "unsigned int", 0, 4294967295),
+        ];
+        for (name, ty, min, max) in cases {
+            for ok in [min, max] {
+                let fields =
+                    scalars(name, serde_json::json!(ok)).unwrap_or_else(|e| panic!("{name}={ok}: {e}"));
+                assert_eq!(int_of(&fields, name), ok);
+            }
+            // One past each end, in JSON's own digits (i64 ± 1 is not an i64).
+            let below = (i128::from(min) - 1).to_string();
+            let above = (i128::from(max) + 1).to_string();
+            for bad in [below, above] {
+                let value: serde_json::Value =
+                    serde_json::from_str(&bad).unwrap_or_else(|e| panic!("{bad}: {e}"));
+                let err = scalars(name, value).map(|_| ()).unwrap_err();
+                // JSON reads a number below i64::MIN as a float, and shows it so.
+                let shown = if bad == "-9223372036854775809" {
+                    "-9.223372036854776e+18"
+                } else {
+                    &bad
+                };
+                assert_eq!(
+                    err,
+                    format!("params.{name}: {shown} is out of range for {ty} ({min} to {max})")
+                );
+            }
+            assert_eq!(
+                scalars(name, serde_json::json!("1")).unwrap_err(),
+                format!("params.{name}: expected an integer, got a string")
+            );
+            assert_eq!(
+                scalars(name, serde_json::json!(2.5)).unwrap_err(),
+                format!("params.{name}: expected an integer, got 2.5")
+            );
+        }
+        // The two examples.
+        assert_eq!(
+            scalars("byte0", serde_json::json!(-300)).unwrap_err(),
+            "params.byte0: -300 is out of range for byte (0 to 255)"
+        );
+        assert_eq!(
+            scalars("unsignedInt0", serde_json::json!(-1)).unwrap_err(),
+            "params.unsignedInt0: -1 is out of range for unsigned int (0 to 4294967295)"
+        );
+    }
+
+    #[test]
+    fn floats_are_finite_and_a_float_fits_in_32_bits() {
+        let max32 = f64::from(f32::MAX);
+        for ok in [-max32, max32, 1e-45, 0.0] {
+            assert!(scalars("float0", serde_json::json!(ok)).is_ok(), "{ok}");
+        }
+        for bad in [1e39, -1e39, max32 * 1.001] {
+            let err = scalars("float0", serde_json::json!(bad)).unwrap_err();
+            assert!(
+                err.starts_with("params.float0: ")
+                    && err.ends_with("is out of range for float (-3.4028235e38 to 3.4028235e38)"),
+                "{err}"
+            );
+        }
+        // A double takes what a float cannot.
+        assert!(scalars("double0", serde_json::json!(1e300)).is_ok());
+        assert!(scalars("double0", serde_json::json!(-f64::MAX)).is_ok());
+        // JSON cannot spell NaN or infinity; a value that reaches the check
+        // as one is still refused.
+        for declared in [IdlType::Float, IdlType::Double] {
+            for x in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+                assert!(
+                    matches!(float(declared, x), Err(Problem::OutOfRange(ref why)) if why.contains("not a finite number")),
+                    "{declared} {x}"
+                );
+            }
+        }
+        for name in ["float0", "double0"] {
+            assert_eq!(
+                scalars(name, serde_json::json!(true)).unwrap_err(),
+                format!("params.{name}: expected a number, got a boolean")
+            );
+        }
+    }
+
+    #[test]
+    fn booleans_and_strings_are_checked() {
+        assert_eq!(
+            scalars("boolean0", serde_json::json!(1)).unwrap_err(),
+            "params.boolean0: expected a boolean, got 1"
+        );
+        assert_eq!(
+            scalars("string0", serde_json::json!(7)).unwrap_err(),
+            "params.string0: expected a string, got 7"
+        );
+        let longest = "x".repeat(MAX_STRING_BYTES);
+        assert!(scalars("string0", serde_json::json!(longest)).is_ok());
+        assert_eq!(
+            scalars("string0", serde_json::json!(format!("{longest}x"))).unwrap_err(),
+            format!(
+                "params.string0: a string of {} bytes is longer than the {MAX_STRING_BYTES} bytes a string parameter may have",
+                MAX_STRING_BYTES + 1
+            )
+        );
+    }
+
+    #[test]
+    fn array_elements_are_checked_by_type_and_arrays_by_count() {
+        let arrays = |name: &str, value: serde_json::Value| {
+            let mut p = serde_json::json!({
+                "boolean0": [true, false, true, false, true], "byte0": [1,2,3,4,5], "short0": [1,2,3,4,5],
+                "int0": [1,2,3,4,5], "long0": [1,2,3,4,5], "longLong0": [1,2,3,4,5],
+                "unsignedShort0": [1,2,3,4,5], "unsignedInt0": [1,2,3,4,5],
+                "float0": [1,2,3,4,5], "double0": [1,2,3,4,5]
+            });
+            p[name] = value;
+            check_json("Test", "setArrays", p)
+        };
+        assert!(arrays("byte0", serde_json::json!([0, 255, 0, 255, 0])).is_ok());
+        assert_eq!(
+            arrays("byte0", serde_json::json!([0, 255, 256, 1, 1])).unwrap_err(),
+            "params.byte0[2]: 256 is out of range for byte (0 to 255)"
+        );
+        assert_eq!(
+            arrays("unsignedShort0", serde_json::json!([1, 1, 1, 1, -1])).unwrap_err(),
+            "params.unsignedShort0[4]: -1 is out of range for unsigned short (0 to 65535)"
+        );
+        assert!(arrays("float0", serde_json::json!([1, 1, 1e39, 1, 1]))
+            .unwrap_err()
+            .starts_with("params.float0[2]: 1e39 is out of range for float"));
+        assert_eq!(
+            arrays("short0", serde_json::json!([1, 2, 3, 4, 5, 6])).unwrap_err(),
+            "params.short0: expected an array of 5 integers, got an array of 6"
+        );
+        assert_eq!(
+            arrays("boolean0", serde_json::json!([true, false, true, false, 1])).unwrap_err(),
+            "params.boolean0[4]: expected a boolean, got 1"
+        );
+    }
+
+    #[test]
+    fn a_parameter_of_unstated_width_is_checked_as_the_widest_of_its_kind() {
+        let mut interface = Interface::builtin("Test").unwrap();
+        let schema = interface
+            .commands
+            .iter_mut()
+            .find(|c| c.name == "setScalars")
+            .unwrap();
+        schema.types.clear();
+        let mut p = serde_json::json!({
+            "boolean0": true, "byte0": -300, "short0": 1, "int0": 1, "long0": 1, "longLong0": 1,
+            "unsignedShort0": 1, "unsignedInt0": 1, "float0": 1e39, "double0": 1, "string0": "s"
+        });
+        let serde_json::Value::Object(map) = p.take() else {
+            panic!()
+        };
+        assert!(check(schema, &map).is_ok());
     }
 }

@@ -57,11 +57,16 @@
 //!   azimuth   float deg
 //! ```
 //!
-//! Kinds are `bool`, `int`, `float` (32-bit), `double` and `string`, as the
-//! site types them (its integer types are all `int`); `[n]` (n ≥ 2) makes an
+//! Kinds are `bool`, `float` (32-bit), `double`, `string` and the site's
+//! integer types, a space written `_`: `byte` (0 to 255), `short`, `int` and
+//! `long` (both 32-bit, as SAL's `long` is), `long_long`, `unsigned_short`,
+//! `unsigned_int`. A command keeps each parameter's type
+//! ([`CommandSchema::types`]) and a value outside its range is refused
+//! before it is sent; `[n]` (n ≥ 2) makes an
 //! array of `n`; strings cannot be arrays. Names are identifiers (letters,
 //! digits, `_`). A topic may have no fields. Errors name the line.
 
+use crate::idl::IdlType;
 use meridian_proto::{Category, FieldSchema, Fields, TopicSchema, Value, ValueKind};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
@@ -144,6 +149,10 @@ impl Float32Fields {
 pub struct CommandSchema {
     pub name: String,
     pub params: Vec<FieldSchema>,
+    /// Each parameter's type as the site declares it, by name: the range a
+    /// value must be in (a `byte` is 0 to 255). A parameter not here is
+    /// checked as the widest type of its kind ([`IdlType::widest`]).
+    pub types: BTreeMap<String, IdlType>,
 }
 
 /// Why an interface could not be loaded.
@@ -270,7 +279,7 @@ impl Interface {
                 continue;
             }
             if content.starts_with([' ', '\t']) {
-                let (field, is_float32) = parse_field(content).map_err(err)?;
+                let (field, idl_type) = parse_field(content).map_err(err)?;
                 let (part, owner, fields) = match open {
                     Open::Telemetry => interface
                         .telemetry
@@ -296,10 +305,16 @@ impl Interface {
                 if fields.iter().any(|f| f.name == field.name) {
                     return Err(err(format!("{owner} has field {} twice", field.name)));
                 }
-                if is_float32 {
+                if idl_type == IdlType::Float {
                     interface.float32.insert(part, owner, &field.name);
                 }
+                let field_name = field.name.clone();
                 fields.push(field);
+                if part == Part::Command {
+                    if let Some(command) = interface.commands.last_mut() {
+                        command.types.insert(field_name, idl_type);
+                    }
+                }
                 continue;
             }
             let words: Vec<&str> = content.split_whitespace().collect();
@@ -357,6 +372,7 @@ impl Interface {
                     interface.commands.push(CommandSchema {
                         name: name.to_string(),
                         params: Vec::new(),
+                        types: BTreeMap::new(),
                     });
                     open = Open::Command;
                 }
@@ -534,7 +550,7 @@ fn split_word(s: &str) -> (&str, &str) {
 }
 
 /// A field line: `name kind[count] units…`, and whether it is a 32-bit `float`.
-fn parse_field(line: &str) -> Result<(FieldSchema, bool), String> {
+fn parse_field(line: &str) -> Result<(FieldSchema, IdlType), String> {
     let (name, rest) = split_word(line);
     check_name(name)?;
     let (kind_word, units) = split_word(rest);
@@ -561,18 +577,20 @@ fn parse_field(line: &str) -> Result<(FieldSchema, bool), String> {
             }
         }
     };
-    let (kind, is_float32) = match kind_name {
-        "bool" => (ValueKind::Bool, false),
-        "int" => (ValueKind::Int, false),
-        "float" => (ValueKind::Float, true),
-        "double" => (ValueKind::Float, false),
-        "string" => (ValueKind::Str, false),
-        other => {
-            return Err(format!(
-                "field {name}: unknown kind `{other}`: expected bool, int, float, double or string"
-            ))
-        }
+    let idl_type = match kind_name {
+        "bool" => IdlType::Boolean,
+        "string" => IdlType::String,
+        // The site's own words, a space written `_`.
+        other => IdlType::parse(&other.replace('_', " "))
+            .filter(|t| !matches!(t, IdlType::Boolean | IdlType::String))
+            .ok_or_else(|| {
+                format!(
+                    "field {name}: unknown kind `{other}`: expected bool, byte, short, int, long, long_long, \
+                     unsigned_short, unsigned_int, float, double or string"
+                )
+            })?,
     };
+    let kind = idl_type.kind();
     if kind == ValueKind::Str && count.is_some() {
         return Err(format!("field {name}: strings cannot be arrays"));
     }
@@ -583,7 +601,7 @@ fn parse_field(line: &str) -> Result<(FieldSchema, bool), String> {
         count,
         units: if units.is_empty() { "unitless" } else { units }.to_string(),
     };
-    Ok((field, is_float32))
+    Ok((field, idl_type))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! later without touching producer or commander code.
 //!
 //! Layout, each module depending only on those above it:
+//! - [`idl`]: a field's type as the site declares it ([`idl::IdlType`]) and the values it holds.
 //! - [`interface`]: topics and commands of each CSC (builtin compact definitions).
 //! - [`xml`]: the site's XML definitions read into an [`interface::Interface`].
 //! - [`middleware`]: the trait, what it delivers ([`Published`], [`CscFeed`], [`LatestTelemetry`]) and acknowledgements.
@@ -19,6 +20,7 @@
 
 pub mod csc;
 pub mod cscs;
+pub mod idl;
 pub mod interface;
 pub mod middleware;
 pub mod signal;

@@ -13,8 +13,10 @@
 //! error is an [`InterfaceError::Xml`] naming the file, the line and what is
 //! wrong or missing.
 
+use crate::idl::IdlType;
 use crate::interface::{CommandSchema, Float32Fields, Interface, InterfaceError, Part};
 use meridian_proto::{Category, FieldSchema, TopicSchema, ValueKind};
+use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 
@@ -77,21 +79,15 @@ pub struct XmlTopic {
     pub fields: Vec<FieldSchema>,
     /// The fields typed `float` (32-bit); the other `Float` fields are `double`.
     pub float32: Vec<String>,
+    /// Every field's `IDL_Type`, by name.
+    pub types: BTreeMap<String, IdlType>,
 }
 
 /// The element kind of an IDL type, `None` if it is not one the site uses.
 /// Every integer type becomes `Int` (i64 holds them all), both float types
 /// `Float` (the interface keeps which are 32-bit, see [`Float32Fields`]).
 pub fn idl_kind(idl_type: &str) -> Option<ValueKind> {
-    let normalized: Vec<&str> = idl_type.split_whitespace().collect();
-    Some(match normalized.join(" ").as_str() {
-        "boolean" => ValueKind::Bool,
-        "byte" | "octet" | "short" | "int" | "long" | "long long" | "unsigned short" | "unsigned int"
-        | "unsigned long" | "unsigned long long" => ValueKind::Int,
-        "float" | "double" => ValueKind::Float,
-        "string" | "char" => ValueKind::Str,
-        _ => return None,
-    })
+    IdlType::parse(idl_type).map(IdlType::kind)
 }
 
 impl Interface {
@@ -217,6 +213,7 @@ fn command_schema(t: XmlTopic) -> CommandSchema {
     CommandSchema {
         name: t.name,
         params: t.fields,
+        types: t.types,
     }
 }
 
@@ -281,8 +278,9 @@ pub fn parse_topics(
         }
         let mut fields: Vec<FieldSchema> = Vec::new();
         let mut float32 = Vec::new();
+        let mut types = BTreeMap::new();
         for item in node.children().filter(|n| n.has_tag_name("item")) {
-            let (field, is_float32) =
+            let (field, idl_type) =
                 parse_item(item).map_err(|reason| err(format!("line {}: {full}: {reason}", line(item))))?;
             if fields.iter().any(|f| f.name == field.name) {
                 return Err(err(format!(
@@ -291,9 +289,10 @@ pub fn parse_topics(
                     field.name
                 )));
             }
-            if is_float32 {
+            if idl_type == IdlType::Float {
                 float32.push(field.name.clone());
             }
+            types.insert(field.name.clone(), idl_type);
             fields.push(field);
         }
         let category = child_text(node, "Category").map(str::to_string);
@@ -302,6 +301,7 @@ pub fn parse_topics(
             category,
             fields,
             float32,
+            types,
         });
     }
     Ok(topics)
@@ -309,12 +309,13 @@ pub fn parse_topics(
 
 /// One `<item>`: `EFDB_Name` and `IDL_Type` are required; `Count` defaults
 /// to 1 (a scalar) and `Units` to `unitless`. A string's `Count` is its
-/// length, not an array: strings are always scalars. Also whether the type
-/// is a 32-bit `float`.
-fn parse_item(item: roxmltree::Node) -> Result<(FieldSchema, bool), String> {
+/// length, not an array: strings are always scalars. Also the item's type.
+fn parse_item(item: roxmltree::Node) -> Result<(FieldSchema, IdlType), String> {
     let name = child_text(item, "EFDB_Name").ok_or("an <item> has no <EFDB_Name>")?;
     let idl_type = child_text(item, "IDL_Type").ok_or_else(|| format!("item {name} has no <IDL_Type>"))?;
-    let kind = idl_kind(idl_type).ok_or_else(|| format!("item {name}: unknown <IDL_Type> {idl_type:?}"))?;
+    let idl =
+        IdlType::parse(idl_type).ok_or_else(|| format!("item {name}: unknown <IDL_Type> {idl_type:?}"))?;
+    let kind = idl.kind();
     let count = match child_text(item, "Count") {
         None => 1,
         Some(text) => match text.parse::<u32>() {
@@ -333,8 +334,7 @@ fn parse_item(item: roxmltree::Node) -> Result<(FieldSchema, bool), String> {
         count: (count > 1 && kind != ValueKind::Str).then_some(count),
         units: units.to_string(),
     };
-    let float32 = idl_type.split_whitespace().eq(["float"]);
-    Ok((field, float32))
+    Ok((field, idl))
 }
 
 /// The trimmed text of the first child element `name`, `None` if absent or empty.

@@ -245,6 +245,18 @@ fn builtin_interfaces_agree_with_the_sites_xml() {
                 }
             }
         }
+        // Command parameters' site types (their ranges are checked before a
+        // command is sent).
+        for c in &builtin.commands {
+            if let Some(s) = site.command(&c.name) {
+                if c.types != s.types {
+                    problems.push(format!(
+                        "{csc} command {}: parameter types builtin {:?}, site {:?}",
+                        c.name, c.types, s.types
+                    ));
+                }
+            }
+        }
         // Rates are ours (the XML has none), and from_xml_dir borrows them.
         for t in &builtin.telemetry {
             assert_eq!(
