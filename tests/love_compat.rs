@@ -658,7 +658,8 @@ async fn a_browsers_heartbeat_report_never_reaches_another_browser() {
 
     let mut faker = Love::browser(&system).await;
     faker.send(json!({"heartbeat": "Commander"})).await;
-    faker.send(json!({"heartbeat": "FakeProducer", "timestamp": 1.0}))
+    faker
+        .send(json!({"heartbeat": "FakeProducer", "timestamp": 1.0}))
         .await;
     let replies = replies_before_time(&mut faker).await;
 
@@ -766,7 +767,12 @@ async fn two_producers_together_cannot_exceed_the_global_topic_cap() {
     let telemetry = |streams: &[&str]| {
         let data: serde_json::Map<String, Value> = streams
             .iter()
-            .map(|s| (s.to_string(), json!({"x": {"value": 1, "dataType": "Int", "units": ""}})))
+            .map(|s| {
+                (
+                    s.to_string(),
+                    json!({"x": {"value": 1, "dataType": "Int", "units": ""}}),
+                )
+            })
             .collect();
         json!({"category": "telemetry", "data": [{"csc": "ATDome", "salindex": 0, "data": data}]})
     };
@@ -779,7 +785,11 @@ async fn two_producers_together_cannot_exceed_the_global_topic_cap() {
     second.send(telemetry(&["s3"])).await;
     second.send(telemetry(&["s4", "s5"])).await;
     let refused = replies_before_time(&mut second).await;
-    assert_eq!(refused.len(), 1, "the fourth topic fits, the fifth does not: {refused:?}");
+    assert_eq!(
+        refused.len(),
+        1,
+        "the fourth topic fits, the fifth does not: {refused:?}"
+    );
     let error = refused[0]["data"].as_str().unwrap_or_default();
     assert!(error.contains("frontend.love_max_topics = 4"), "{error}");
 

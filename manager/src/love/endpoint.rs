@@ -221,12 +221,10 @@ fn read(text: &str, producer: bool, settings: &LoveSettings) -> Result<Option<Re
     Ok(match love::parse(text, producer)? {
         love::Message::Subscription(s) => Some(Request::Subscription(s)),
         love::Message::Time { request_time } => Some(Request::Time(request_time)),
-        love::Message::Heartbeat { .. } if !producer => {
-            return Err(
-                "heartbeat: component heartbeats are accepted only from producers (connected with ?password=)"
-                    .into(),
-            )
-        }
+        love::Message::Heartbeat { .. } if !producer => return Err(
+            "heartbeat: component heartbeats are accepted only from producers (connected with ?password=)"
+                .into(),
+        ),
         love::Message::Heartbeat { component, timestamp } => {
             settings.beacon.record(&component, timestamp)?;
             None
