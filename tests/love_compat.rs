@@ -610,3 +610,199 @@ async fn malformed_messages_are_answered_with_an_error_and_the_connection_kept()
     assert_eq!(producer.json().await["request_time"], 8);
     system.stop().await;
 }
+
+/// The components named in a manager heartbeat message.
+fn heartbeat_names(v: &Value) -> Vec<String> {
+    v["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no heartbeat data: {v}"))
+        .iter()
+        .map(|e| e["csc"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Sends a `get_time_data` and returns what `love` was sent before its
+/// answer: requests are answered in order, so these are the replies to
+/// everything sent before it.
+async fn replies_before_time(love: &mut Love) -> Vec<Value> {
+    love.send(json!({"action": "get_time_data", "request_time": 7}))
+        .await;
+    let mut before = Vec::new();
+    loop {
+        let v = love.json().await;
+        if v.get("time_data").is_some() {
+            return before;
+        }
+        before.push(v);
+    }
+}
+
+async fn redis_store(redis: &RedisServer) -> Arc<dyn Store> {
+    Arc::new(RedisStore::connect(&redis.url()).await.unwrap())
+}
+
+/// A browser cannot report component heartbeats: otherwise any page could
+/// show a fake `Commander` or CSC as alive in every operator's dashboard.
+#[tokio::test]
+async fn a_browsers_heartbeat_report_never_reaches_another_browser() {
+    let redis = RedisServer::start().unwrap();
+    let system = start(redis_store(&redis).await).await;
+    let mut watcher = Love::browser(&system).await;
+    watcher
+        .subscribe("heartbeat", "manager", json!(0), "stream")
+        .await;
+    assert_eq!(
+        watcher.json().await,
+        json!({"data": "Successfully subscribed to heartbeat-manager-0-stream"})
+    );
+
+    let mut faker = Love::browser(&system).await;
+    faker.send(json!({"heartbeat": "Commander"})).await;
+    faker
+        .send(json!({"heartbeat": "FakeProducer", "timestamp": 1.0}))
+        .await;
+    let replies = replies_before_time(&mut faker).await;
+
+    // Every manager heartbeat built after the reports were read lacks them.
+    let after = meridian_proto::unix_now(std::time::SystemTime::now());
+    let v = watcher
+        .until("a manager heartbeat built after the reports", |v| {
+            v["category"] == "heartbeat" && v["data"][0]["data"]["timestamp"].as_f64() > Some(after)
+        })
+        .await;
+    assert_eq!(heartbeat_names(&v), vec!["Manager".to_string()], "{v}");
+    assert_eq!(replies.len(), 2, "each report is refused: {replies:?}");
+    for reply in &replies {
+        let error = reply["data"].as_str().unwrap_or_default();
+        assert!(
+            error.starts_with("Error: heartbeat:") && error.contains("?password="),
+            "{reply}"
+        );
+    }
+    system.stop().await;
+}
+
+/// Component heartbeats expire: once producers that went away have filled
+/// the table, a live producer's heartbeat is refused only until their
+/// entries go stale, not until the frontend restarts.
+#[tokio::test]
+async fn a_full_heartbeat_table_frees_up_for_a_live_producer() {
+    let redis = RedisServer::start().unwrap();
+    let mut config = test_config();
+    config.frontend.love_password = Some(PASSWORD.into());
+    // Entries expire after 5 periods: 5 s, well past the filling below.
+    config.frontend.love_heartbeat_ms = 1000;
+    let system = System::start_with(redis_store(&redis).await, config)
+        .await
+        .unwrap();
+    let mut watcher = Love::browser(&system).await;
+    watcher
+        .subscribe("heartbeat", "manager", json!(0), "stream")
+        .await;
+    assert_eq!(
+        watcher.json().await,
+        json!({"data": "Successfully subscribed to heartbeat-manager-0-stream"})
+    );
+    let producer_url = love_url(&system, &format!("password={PASSWORD}"));
+
+    // Producers that report once and go away fill every slot.
+    let mut gone = Love::connect(&producer_url).await;
+    for i in 0..32 {
+        gone.send(json!({"heartbeat": format!("Gone{i}")})).await;
+    }
+    assert_eq!(replies_before_time(&mut gone).await, Vec::<Value>::new());
+    drop(gone);
+
+    let mut live = Love::connect(&producer_url).await;
+    live.send(json!({"heartbeat": "Live"})).await;
+    let refused = replies_before_time(&mut live).await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0]["data"]
+            .as_str()
+            .is_some_and(|e| e.contains("MAX_COMPONENTS = 32")),
+        "{refused:?}"
+    );
+
+    // The live producer keeps reporting, once per manager heartbeat seen, until taken.
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            std::time::Instant::now() < end,
+            "the live producer's heartbeat was still refused after 30 s"
+        );
+        live.send(json!({"heartbeat": "Live"})).await;
+        if replies_before_time(&mut live).await.is_empty() {
+            break;
+        }
+        watcher
+            .until("a manager heartbeat", |v| v["category"] == "heartbeat")
+            .await;
+    }
+    let v = watcher
+        .until("a manager heartbeat with the live producer", |v| {
+            v["category"] == "heartbeat" && heartbeat_names(v).contains(&"Live".to_string())
+        })
+        .await;
+    assert!(heartbeat_names(&v).len() <= 1 + 32, "{v}");
+    system.stop().await;
+}
+
+/// The LOVE topic cap holds for the process, not per connection: a
+/// producer that reconnects, or two of them, cannot grow the catalog past
+/// `frontend.love_max_topics`.
+#[tokio::test]
+async fn two_producers_together_cannot_exceed_the_global_topic_cap() {
+    let redis = RedisServer::start().unwrap();
+    let store = redis_store(&redis).await;
+    let mut config = test_config();
+    config.frontend.love_password = Some(PASSWORD.into());
+    config.frontend.love_max_topics = 4;
+    let system = System::start_with(store.clone(), config).await.unwrap();
+    assert!(
+        store.hash_get(keys::CATALOG).await.unwrap().is_empty(),
+        "no native producer runs here: the catalog starts empty"
+    );
+    let producer_url = love_url(&system, &format!("password={PASSWORD}"));
+    let telemetry = |streams: &[&str]| {
+        let data: serde_json::Map<String, Value> = streams
+            .iter()
+            .map(|s| {
+                (
+                    s.to_string(),
+                    json!({"x": {"value": 1, "dataType": "Int", "units": ""}}),
+                )
+            })
+            .collect();
+        json!({"category": "telemetry", "data": [{"csc": "ATDome", "salindex": 0, "data": data}]})
+    };
+
+    let mut first = Love::connect(&producer_url).await;
+    first.send(telemetry(&["s0", "s1", "s2"])).await;
+    assert_eq!(replies_before_time(&mut first).await, Vec::<Value>::new());
+
+    let mut second = Love::connect(&producer_url).await;
+    second.send(telemetry(&["s3"])).await;
+    second.send(telemetry(&["s4", "s5"])).await;
+    let refused = replies_before_time(&mut second).await;
+    assert_eq!(
+        refused.len(),
+        1,
+        "the fourth topic fits, the fifth does not: {refused:?}"
+    );
+    let error = refused[0]["data"].as_str().unwrap_or_default();
+    assert!(error.contains("frontend.love_max_topics = 4"), "{error}");
+
+    // Reconnecting starts from the same count: known topics still publish, new ones do not.
+    drop(first);
+    let mut again = Love::connect(&producer_url).await;
+    again.send(telemetry(&["s0"])).await;
+    again.send(telemetry(&["s6"])).await;
+    let refused = replies_before_time(&mut again).await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0]["data"]
+        .as_str()
+        .is_some_and(|e| e.contains("frontend.love_max_topics = 4")));
+    assert_eq!(store.hash_get(keys::CATALOG).await.unwrap().len(), 4);
+    system.stop().await;
+}

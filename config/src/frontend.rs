@@ -108,6 +108,16 @@ pub struct FrontendConfig {
     /// so a 3 s period would make it flap.
     pub love_heartbeat_ms: u64,
 
+    /// Most topics the catalog may hold for the compatibility endpoint's
+    /// producers to add one, 1 to 1,000,000. Counted across every
+    /// `?password=` connection of the process, starting from what the
+    /// catalog already held (native topics included), so a producer that
+    /// reconnects cannot grow it without end; a message with a topic past it
+    /// is refused whole with an error naming this key. Default 20000
+    /// (ts_xml defines about 2,300 telemetry and event topics per instance of
+    /// every component).
+    pub love_max_topics: usize,
+
     /// URL the compatibility endpoint probes (HTTP GET, `http://host:port/path`)
     /// to report the commander's heartbeat in the manager heartbeat, e.g.
     /// `"http://127.0.0.1:8081/healthz"`. No default: no `Commander` entry.
@@ -202,6 +212,7 @@ impl FrontendConfig {
             }
         }
         problems.in_range("frontend.love_heartbeat_ms", self.love_heartbeat_ms, 100..=3000);
+        problems.in_range("frontend.love_max_topics", self.love_max_topics, 1..=1_000_000);
         if let Some(url) = &self.love_commander_url {
             if http_host_port(url).is_none() {
                 problems.push(
@@ -255,6 +266,7 @@ impl Default for FrontendConfig {
             read_count: 256,
             love_password: None,
             love_heartbeat_ms: 2000,
+            love_max_topics: 20_000,
             love_commander_url: None,
             stale_periods: 5,
             stale_min_ms: 1000,

@@ -13,7 +13,9 @@
 //!   heartbeat and CSC heartbeat reports ([`heartbeat`](super::heartbeat)).
 //! - `?password=` (`frontend.love_password`): a producer; its data messages
 //!   go to the store like ingest's samples ([`publish`]); its `initial_state`
-//!   registrations and heartbeats are accepted. Meridian never asks producers
+//!   registrations and component heartbeats are accepted (a browser's
+//!   heartbeat is refused with an error, so none can put entries in every
+//!   browser's manager heartbeat). Meridian never asks producers
 //!   for initial state: the last value of each topic comes from the store.
 //! - Neither: closed right after the handshake with [`CLOSE_UNAUTHORIZED`]
 //!   and the reason.
@@ -86,6 +88,8 @@ pub struct LoveSettings {
     /// `frontend.max_replay`, which bounds a Script log's search ([`script_log`]).
     max_replay: usize,
     retention: publish::Retention,
+    /// `frontend.love_max_topics`, shared by every producer connection.
+    topics: Arc<publish::TopicBudget>,
     store: Arc<dyn Store>,
     schemas: Arc<encode::Schemas>,
     beacon: Beacon,
@@ -112,6 +116,7 @@ impl LoveSettings {
                 telemetry: config.store.telemetry_maxlen,
                 event: config.store.event_maxlen,
             },
+            topics: Arc::new(publish::TopicBudget::new(fc.love_max_topics)),
             schemas: Arc::new(encode::Schemas::new(store.clone())),
             beacon: Beacon::new(fc.love_commander_url.as_deref(), heartbeat),
             store,
@@ -216,6 +221,10 @@ fn read(text: &str, producer: bool, settings: &LoveSettings) -> Result<Option<Re
     Ok(match love::parse(text, producer)? {
         love::Message::Subscription(s) => Some(Request::Subscription(s)),
         love::Message::Time { request_time } => Some(Request::Time(request_time)),
+        love::Message::Heartbeat { .. } if !producer => return Err(
+            "heartbeat: component heartbeats are accepted only from producers (connected with ?password=)"
+                .into(),
+        ),
         love::Message::Heartbeat { component, timestamp } => {
             settings.beacon.record(&component, timestamp)?;
             None
@@ -298,6 +307,7 @@ async fn serve(
                 settings.store.clone(),
                 settings.schemas.clone(),
                 settings.retention,
+                settings.topics.clone(),
             )
         }),
         settings: settings.clone(),
@@ -712,5 +722,8 @@ mod tests {
             Ok(Some(Request::Time(_)))
         ));
         assert!(matches!(read(r#"{"heartbeat":"Producer"}"#, true, &s), Ok(None)));
+        assert!(read(r#"{"heartbeat":"Commander"}"#, false, &s)
+            .unwrap_err()
+            .contains("?password="));
     }
 }

@@ -28,13 +28,59 @@ use meridian_proto::{keys, unix_now, Category, CscId, FieldSchema, StoredSample,
 use meridian_store::{Append, Store};
 use serde_json::{Map, Value as Json};
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-/// Most topics one producer connection may publish (bounds what it remembers).
-pub const MAX_TOPICS: usize = 10_000;
+/// The catalog's topics as this process knows them, shared by every
+/// producer connection: a new topic is admitted only while the catalog holds
+/// fewer than `frontend.love_max_topics`, counted across connections (a
+/// reconnecting producer starts from the same count) and from what the
+/// catalog already held when the first producer published.
+pub struct TopicBudget {
+    max: usize,
+    /// Filled from the stored catalog once, before the first topic is admitted.
+    seeded: tokio::sync::OnceCell<()>,
+    known: Mutex<HashSet<String>>,
+}
+
+impl TopicBudget {
+    pub fn new(max: usize) -> TopicBudget {
+        TopicBudget {
+            max,
+            seeded: tokio::sync::OnceCell::new(),
+            known: Mutex::default(),
+        }
+    }
+
+    /// Admits the catalog fields `fields` (those already known cost nothing),
+    /// all or none.
+    async fn admit(&self, store: &dyn Store, fields: &[&str]) -> Result<(), String> {
+        self.seeded
+            .get_or_try_init(|| async {
+                let catalog = store.hash_get(keys::CATALOG).await?;
+                let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+                known.extend(catalog.into_iter().map(|(field, _)| field));
+                Ok::<(), meridian_store::StoreError>(())
+            })
+            .await
+            .map_err(|e| format!("{e} (nothing stored; send it again)"))?;
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        let new: HashSet<&str> = fields.iter().copied().filter(|f| !known.contains(*f)).collect();
+        if known.len() + new.len() > self.max {
+            return Err(format!(
+                "data: {} new topics would take the catalog past frontend.love_max_topics = {} \
+                 (it holds {}, counted across every producer connection)",
+                new.len(),
+                self.max,
+                known.len()
+            ));
+        }
+        known.extend(new.into_iter().map(String::from));
+        Ok(())
+    }
+}
 
 /// Retention of the streams written, as ingest's.
 #[derive(Debug, Clone, Copy)]
@@ -48,7 +94,8 @@ pub struct Publisher {
     store: Arc<dyn Store>,
     schemas: Arc<Schemas>,
     retention: Retention,
-    /// Catalog fields listed by this connection, with the schema written for each.
+    budget: Arc<TopicBudget>,
+    /// Catalog fields listed by this connection (at most the budget's), with the schema written for each.
     listed: HashMap<String, String>,
     /// Digest of the last event written per stream and instance: the
     /// producers re-send their last events on every reconnect.
@@ -66,11 +113,17 @@ struct Batch {
 }
 
 impl Publisher {
-    pub fn new(store: Arc<dyn Store>, schemas: Arc<Schemas>, retention: Retention) -> Publisher {
+    pub fn new(
+        store: Arc<dyn Store>,
+        schemas: Arc<Schemas>,
+        retention: Retention,
+        budget: Arc<TopicBudget>,
+    ) -> Publisher {
         Publisher {
             store,
             schemas,
             retention,
+            budget,
             listed: HashMap::new(),
             last_events: HashMap::new(),
         }
@@ -107,12 +160,9 @@ impl Publisher {
             .filter(|(_, field, json, _)| self.listed.get(field) != Some(json))
             .map(|(_, field, json, _)| (field.clone(), json.clone()))
             .collect();
-        if self.listed.len() + fresh.len() > MAX_TOPICS {
-            return Err(format!(
-                "data: this connection would publish more than MAX_TOPICS = {MAX_TOPICS} topics"
-            ));
-        }
         if !fresh.is_empty() {
+            let fields: Vec<&str> = fresh.iter().map(|(f, _)| f.as_str()).collect();
+            self.budget.admit(&*self.store, &fields).await?;
             let unavailable = |e: meridian_store::StoreError| format!("{e} (nothing stored; send it again)");
             self.store
                 .hash_set(keys::SCHEMAS, &fresh, None)
