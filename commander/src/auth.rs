@@ -115,6 +115,25 @@ impl Tokens {
     }
 }
 
+/// Why `headers` failed [`Tokens::authenticate`] (without comparing
+/// anything): for counting refusals.
+pub fn refusal_of(headers: &HeaderMap) -> crate::refusal::Refusal {
+    use crate::refusal::Refusal;
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Refusal::NoToken;
+    };
+    let well_formed = value.to_str().ok().and_then(|v| {
+        let (scheme, token) = v.trim().split_once(' ')?;
+        ((scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token"))
+            && !token.trim().is_empty())
+        .then_some(())
+    });
+    match well_formed {
+        Some(()) => Refusal::UnknownToken,
+        None => Refusal::MalformedToken,
+    }
+}
+
 /// Equality whose time depends on the lengths only, not on the first
 /// differing byte, so a token cannot be guessed byte by byte.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

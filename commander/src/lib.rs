@@ -22,7 +22,9 @@
 //! - `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus), `GET /openapi.json`.
 //!
 //! Every route but the last four needs `Authorization: Bearer <token>`
-//! (or `Token <token>`) from `commander.tokens`, is rate limited per token,
+//! (or `Token <token>`) from `commander.tokens`, is rate limited per token
+//! (and, for failed authentications, per client address, checked before
+//! the token is compared),
 //! and runs in a tracing span with the peer, token name, CSC and command.
 //!
 //! Layout, each module using only those below it (the crate root binds and
@@ -35,7 +37,8 @@
 //! - [`state`]: [`AppState`], what every request shares, and its counters.
 //! - [`audit`]: audit entries in the store: write, read by time.
 //! - [`auth`]: tokens and their scopes.
-//! - [`rate`]: the per-token token bucket.
+//! - [`refusal`]: requests refused without a valid token: counted, logged and audited sampled.
+//! - [`rate`]: the token buckets, per token and per client address.
 //! - [`error`]: [`RequestError`], every failure as a status and a JSON body; [`MAX_BODY_BYTES`].
 
 pub mod audit;
@@ -44,6 +47,7 @@ pub mod error;
 pub mod observer;
 pub mod params;
 pub mod rate;
+pub mod refusal;
 pub mod relay;
 pub mod request;
 pub mod routes;
@@ -110,6 +114,8 @@ impl Commander {
                 config: config.commander.clone(),
                 tokens,
                 limiter: rate::RateLimiter::default(),
+                addresses: rate::AddressLimiter::default(),
+                refusals: refusal::Refusals::default(),
                 audit: audit::AuditLog::new(store, config.commander.audit_maxlen),
                 commands: TaskTracker::new(),
                 stats: CommanderStats::default(),

@@ -32,6 +32,12 @@ impl Observe for CommanderObserver {
                 ("refused", get(&s.refused)),
             ],
         )
+        .counters(
+            "meridian_commander_refused_total",
+            "Requests refused without a valid token, by reason (address_rate_limited: refused before the token was compared); audited sampled only.",
+            "reason",
+            &crate::refusal::Refusal::ALL.map(|r| (r.label(), self.state.refusals.count(r))),
+        )
         .gauge(
             "meridian_commander_in_flight",
             "Requests being processed now.",

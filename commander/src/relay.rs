@@ -140,7 +140,8 @@ pub async fn process(state: Arc<AppState>, submission: Submission, events: mpsc:
         timeout_ms: None,
     };
     let mut received = Received::default();
-    let admitted = admit(&state, &submission, &mut entry, &mut received);
+    let mut refusal = None;
+    let admitted = admit(&state, &submission, &mut entry, &mut received, &mut refusal);
     entry.identity = received.identity.take();
     entry.csc = received.csc.take();
     entry.salindex = received.salindex;
@@ -162,7 +163,16 @@ pub async fn process(state: Arc<AppState>, submission: Submission, events: mpsc:
     }
     let admitted = match admitted {
         Ok(admitted) => admitted,
-        Err(error) => return reject(&state, entry, submission.arrived, error, &events).await,
+        Err(error) => {
+            // Without a valid token: counted, and audited sampled (see `refusal`).
+            let sampled = refusal.is_none_or(|reason| state.refusals.record(reason, Instant::now()));
+            if !sampled {
+                state.stats.record(Outcome::Refused, None);
+                let _ = events.send(Event::Rejected(error)).await;
+                return;
+            }
+            return reject(&state, entry, submission.arrived, error, &events).await;
+        }
     };
 
     let Admitted {
@@ -283,6 +293,7 @@ fn admit(
     submission: &Submission,
     entry: &mut AuditEntry,
     received: &mut Received,
+    refusal: &mut Option<crate::refusal::Refusal>,
 ) -> Result<Admitted, RequestError> {
     // Read the body first, so even an unauthenticated attempt is audited
     // with what it tried; but report a bad token before a bad body.
@@ -290,7 +301,13 @@ fn admit(
         .body
         .clone()
         .and_then(|body| request::parse(submission.dialect, &body, received));
-    let caller: Arc<Caller> = state.tokens.authenticate(&submission.headers)?;
+    let caller: Arc<Caller> =
+        state
+            .authenticate(submission.peer, &submission.headers)
+            .map_err(|(reason, error)| {
+                *refusal = Some(reason);
+                error
+            })?;
     entry.token = Some(caller.name.clone());
     state.take_rate(&caller)?;
     let request = parsed?;

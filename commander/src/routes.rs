@@ -315,7 +315,12 @@ async fn audit(
     let span =
         tracing::info_span!("request", route = "/v1/audit", peer = %peer.ip(), token = tracing::field::Empty);
     async move {
-        let caller = state.tokens.authenticate(&headers)?;
+        let caller = state
+            .authenticate(peer.ip(), &headers)
+            .map_err(|(reason, error)| {
+                state.refusals.record(reason, Instant::now());
+                error
+            })?;
         tracing::Span::current().record("token", caller.name.as_str());
         state.take_rate(&caller)?;
         let Query(pairs) = query.map_err(|e| RequestError::BadRequest {

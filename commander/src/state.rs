@@ -8,10 +8,13 @@
 use crate::audit::{AuditLog, Outcome};
 use crate::auth::{Caller, Tokens};
 use crate::error::RequestError;
-use crate::rate::{self, RateLimiter};
+use crate::rate::{self, AddressLimiter, RateLimiter};
+use crate::refusal::{Refusal, Refusals};
+use axum::http::HeaderMap;
 use meridian_config::CommanderConfig;
 use meridian_proto::metrics::Histogram;
 use meridian_sim::Middleware;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +26,10 @@ pub struct AppState {
     pub(crate) config: CommanderConfig,
     pub(crate) tokens: Tokens,
     pub(crate) limiter: RateLimiter,
+    /// Failed authentications per client address.
+    pub(crate) addresses: AddressLimiter,
+    /// Requests refused without a valid token, counted and sampled.
+    pub(crate) refusals: Refusals,
     pub(crate) audit: AuditLog,
     /// Requests being processed (see [`crate::relay::process`]): awaited at shutdown.
     pub(crate) commands: TaskTracker,
@@ -38,6 +45,35 @@ impl AppState {
             .map_err(|wait| RequestError::RateLimited {
                 retry_after_s: rate::retry_after_secs(wait),
             })
+    }
+}
+
+impl AppState {
+    /// Authenticates `headers` from `peer`: refused with 429 before any
+    /// comparison if `peer` failed too often; a failure is charged to
+    /// `peer` and counted. On refusal, also why (for sampling the audit).
+    pub(crate) fn authenticate(
+        &self,
+        peer: IpAddr,
+        headers: &HeaderMap,
+    ) -> Result<Arc<Caller>, (Refusal, RequestError)> {
+        let (rate_per_s, burst) = (
+            self.config.address_rate_limit_per_s,
+            self.config.address_rate_limit_burst,
+        );
+        let now = Instant::now();
+        if let Err(wait) = self.addresses.check(peer, rate_per_s, burst, now) {
+            return Err((
+                Refusal::AddressRateLimited,
+                RequestError::RateLimited {
+                    retry_after_s: rate::retry_after_secs(wait),
+                },
+            ));
+        }
+        self.tokens.authenticate(headers).map_err(|error| {
+            self.addresses.fail(peer, rate_per_s, burst, now);
+            (crate::auth::refusal_of(headers), error)
+        })
     }
 }
 

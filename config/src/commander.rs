@@ -59,6 +59,22 @@ pub struct CommanderConfig {
     /// trimmed like `XADD MAXLEN ~`), 1 to 10000000. Default 100000: at
     /// about 0.5 KB each, 50 MB, weeks of a busy night's commands.
     pub audit_maxlen: usize,
+
+    /// Failed authentications (no token, a malformed or unknown one) one
+    /// client address may make per second (a token bucket per address,
+    /// charged only by failures), greater than 0 and at most 10000.
+    /// Default 1. Once an address's bucket is empty, every request from it
+    /// to a route that needs a token is answered 429 with `Retry-After`
+    /// *before* its token is compared, and is counted in `/metrics`
+    /// (`meridian_commander_refused_total{reason="address_rate_limited"}`)
+    /// rather than audited. Callers with a valid token never charge it;
+    /// they have their token's limits.
+    pub address_rate_limit_per_s: f64,
+
+    /// Failed authentications one address may make in a burst before
+    /// `address_rate_limit_per_s` applies, 1 to 100000. Default 10: a
+    /// mistyped token is retried a few times without a wait.
+    pub address_rate_limit_burst: u32,
 }
 
 /// One entry of `commander.tokens`: a bearer token and what it may do.
@@ -205,6 +221,16 @@ impl CommanderConfig {
         rate(problems, "commander.rate_limit_per_s", self.rate_limit_per_s);
         problems.in_range("commander.rate_limit_burst", self.rate_limit_burst, 1..=100_000);
         problems.in_range("commander.audit_maxlen", self.audit_maxlen, 1..=10_000_000);
+        rate(
+            problems,
+            "commander.address_rate_limit_per_s",
+            self.address_rate_limit_per_s,
+        );
+        problems.in_range(
+            "commander.address_rate_limit_burst",
+            self.address_rate_limit_burst,
+            1..=100_000,
+        );
     }
 }
 
@@ -287,6 +313,8 @@ impl Default for CommanderConfig {
             rate_limit_per_s: 5.0,
             rate_limit_burst: 20,
             audit_maxlen: 100_000,
+            address_rate_limit_per_s: 1.0,
+            address_rate_limit_burst: 10,
         }
     }
 }
