@@ -16,6 +16,7 @@
 //! - [`value`]: field values of a sample and their JSON form.
 //! - [`frame`]: producer ↔ ingest frames, the handshake, encode/decode.
 //! - [`metrics`]: the Prometheus text every role's `/metrics` serves.
+//! - [`throttle`]: per-address buckets of failed authentications (commander and frontend).
 //! - [`bound`]: what a full bounded queue does (`OnFull`), for the spool and the ingest's queues.
 //! - [`spool`]: the producer's bounded event spool (acknowledge, rewind, replay).
 //! - [`browser`]: the JSON messages of the native WebSocket protocol.
@@ -33,6 +34,7 @@ pub mod msgpack;
 pub mod spool;
 pub mod stored;
 pub mod stream_id;
+pub mod throttle;
 pub mod topic;
 pub mod value;
 

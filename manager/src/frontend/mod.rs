@@ -64,7 +64,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use websocket::{small, upgrade};
 
-pub use edge::{Edge, CLOSE_BAD_REQUEST, CLOSE_GOING_AWAY, CLOSE_LAGGED, CLOSE_UNAUTHORIZED};
+pub use edge::{Edge, AUTH_FAILURE_BURST, AUTH_FAILURE_PER_S, CLOSE_BAD_REQUEST, CLOSE_GOING_AWAY, CLOSE_LAGGED, CLOSE_UNAUTHORIZED};
 pub use stats::HubStats;
 
 /// How long a browser that connected without a token in its URL has to send `{"op":"auth"}`.
@@ -169,9 +169,7 @@ impl Frontend {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), FrontendError> {
         let fc = &self.config.frontend;
         let server = balance::server_id(self.local_addr());
-        let edge = Edge {
-            closing: CancellationToken::new(),
-        };
+        let edge = Edge::new();
         let state = Arc::new(AppState {
             hub: self.hub.clone(),
             auth: Auth {
@@ -366,7 +364,11 @@ async fn ws_upgrade(
             Ok(format) => format.unwrap_or_default(),
             Err(reason) => return client::refuse(socket, CLOSE_BAD_REQUEST, &reason).await,
         };
-        let Some((socket, scope)) = authenticate(socket, query.token, &state.auth).await else {
+        if let Err(reason) = state.edge.may_try(peer.ip()) {
+            tracing::info!("browser refused: too many wrong tokens from its address");
+            return client::refuse(socket, CLOSE_UNAUTHORIZED, &reason).await;
+        }
+        let Some((socket, scope)) = authenticate(socket, query.token, &state.auth, &state.edge, peer).await else {
             return;
         };
         let settings = state.settings.clone();
@@ -389,6 +391,8 @@ async fn authenticate(
     mut socket: WebSocket,
     url_token: Option<String>,
     auth: &Auth,
+    edge: &Edge,
+    peer: SocketAddr,
 ) -> Option<(WebSocket, Scope)> {
     let token = match url_token {
         Some(t) => t,
@@ -416,6 +420,7 @@ async fn authenticate(
     match auth.scope(&token) {
         Some(scope) => Some((socket, scope)),
         None => {
+            edge.failed(peer.ip());
             tracing::info!("browser refused: token not accepted");
             client::refuse(
                 socket,

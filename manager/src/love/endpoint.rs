@@ -180,7 +180,10 @@ async fn open(
             mounted.settings.clone(),
             mounted.edge.clone(),
         );
-        serve(socket, token, password, hub, settings, edge).await
+        if let Err(reason) = edge.may_try(peer.ip()) {
+            return refuse(socket, reason).await;
+        }
+        serve(socket, peer, token, password, hub, settings, edge).await
     })
 }
 
@@ -270,8 +273,19 @@ fn lock(session: &Mutex<Session>) -> MutexGuard<'_, Session> {
 }
 
 /// Serves one connection until it leaves, lags, or the frontend stops.
+/// Closes a connection that may not open with [`CLOSE_UNAUTHORIZED`] and `reason`.
+async fn refuse(mut socket: WebSocket, reason: String) {
+    tracing::info!(reason, "connection refused");
+    let close = socket.send(Message::Close(Some(CloseFrame {
+        code: CLOSE_UNAUTHORIZED,
+        reason: reason.into(),
+    })));
+    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+}
+
 async fn serve(
-    mut socket: WebSocket,
+    socket: WebSocket,
+    peer: SocketAddr,
     token: Option<String>,
     password: Option<String>,
     hub: Hub,
@@ -281,13 +295,11 @@ async fn serve(
     let producer = match admit(&settings, token.as_deref(), password.as_deref()) {
         Ok(producer) => producer,
         Err(reason) => {
-            tracing::info!(reason, "connection refused");
-            let close = socket.send(Message::Close(Some(CloseFrame {
-                code: CLOSE_UNAUTHORIZED,
-                reason: reason.into(),
-            })));
-            let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
-            return;
+            // A wrong token or password (not a missing one) counts against the address.
+            if token.is_some() || password.is_some() {
+                edge.failed(peer.ip());
+            }
+            return refuse(socket, reason.to_string()).await;
         }
     };
     tracing::info!(producer, "connection opened");
