@@ -139,3 +139,28 @@ async fn read_audit(redis: &RedisServer) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn an_address_that_failed_too_often_gets_429_with_retry_after_before_its_token_is_compared() {
+    let (_redis, addr, stop, _sim) = start().await;
+    for i in 0..5 {
+        let r = love(Some(&format!("Bearer guess-{i}"))).send(addr).await.unwrap();
+        assert_eq!(r.status, 401, "{}", r.text());
+    }
+    // Even a valid token now waits: it is not compared (100 s per attempt).
+    for route in ["/cmd/", "/v1/audit"] {
+        let request = match route {
+            "/cmd/" => love(Some("Bearer ops-secret-1")),
+            _ => Request::get(route).bearer("ops-secret-1"),
+        };
+        let r = request.send(addr).await.unwrap();
+        assert_eq!(r.status, 429, "{route}: {}", r.text());
+        let retry: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
+        assert!((90..=100).contains(&retry), "{route}: Retry-After {retry}");
+        assert_eq!(r.json().unwrap()["error"], "rate_limited");
+    }
+    let page = Request::get("/metrics").send(addr).await.unwrap().text();
+    assert_eq!(refused(&page, "unknown_token"), 5, "{page}");
+    assert_eq!(refused(&page, "address_rate_limited"), 2, "{page}");
+    stop.cancel();
+}

@@ -119,5 +119,4 @@ mod tests {
         }
         assert_eq!(limiter.len(), MAX_ADDRESSES);
     }
-
 }

@@ -64,7 +64,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use websocket::{small, upgrade};
 
-pub use edge::{Edge, AUTH_FAILURE_BURST, AUTH_FAILURE_PER_S, CLOSE_BAD_REQUEST, CLOSE_GOING_AWAY, CLOSE_LAGGED, CLOSE_UNAUTHORIZED};
+pub use edge::{
+    Edge, AUTH_FAILURE_BURST, AUTH_FAILURE_PER_S, CLOSE_BAD_REQUEST, CLOSE_GOING_AWAY, CLOSE_LAGGED,
+    CLOSE_UNAUTHORIZED,
+};
 pub use stats::HubStats;
 
 /// How long a browser that connected without a token in its URL has to send `{"op":"auth"}`.
@@ -368,7 +371,8 @@ async fn ws_upgrade(
             tracing::info!("browser refused: too many wrong tokens from its address");
             return client::refuse(socket, CLOSE_UNAUTHORIZED, &reason).await;
         }
-        let Some((socket, scope)) = authenticate(socket, query.token, &state.auth, &state.edge, peer).await else {
+        let Some((socket, scope)) = authenticate(socket, query.token, &state.auth, &state.edge, peer).await
+        else {
             return;
         };
         let settings = state.settings.clone();

@@ -18,7 +18,9 @@
 //!   browser's manager heartbeat). Meridian never asks producers
 //!   for initial state: the last value of each topic comes from the store.
 //! - Neither: closed right after the handshake with [`CLOSE_UNAUTHORIZED`]
-//!   and the reason.
+//!   and the reason. A wrong token or password counts against the client's
+//!   address ([`Edge::failed`](crate::frontend::Edge::failed)); after `AUTH_FAILURE_BURST` of them (shared
+//!   with `/ws`) the address is refused the same way without comparing.
 //!
 //! What differs from the replaced manager: nothing is dropped silently. A
 //! connection's queue is bounded like the native protocol's; this protocol
