@@ -10,7 +10,7 @@
 
 use meridian_commander::Commander;
 use meridian_config::Config;
-use meridian_sim::{Middleware, SimMiddleware, SimOptions};
+use meridian_sim::{SimMiddleware, SimOptions};
 use meridian_store::{redis::RedisStore, Store};
 use meridian_testkit::http::Request;
 use meridian_testkit::redis_server::RedisServer;
