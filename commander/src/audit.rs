@@ -1,7 +1,10 @@
 //! The audit log: one entry per request to send a command, whatever its
 //! outcome, in the store stream [`keys::AUDIT`] (a Redis stream in
-//! production, the in-memory store in `meridian up`), trimmed to about
-//! `commander.audit_maxlen` entries.
+//! production, the in-memory store in `meridian up`), trimmed by age to
+//! `commander.audit_retention_days` (at most once per [`TRIM_INTERVAL`],
+//! as entries are written) and to about `commander.audit_maxlen` entries.
+//! Requests without a valid token are only sampled into it (see
+//! [`crate::refusal`]), so a flood cannot push accepted commands out.
 //!
 //! An entry says who (token name, the caller's `identity`, peer address),
 //! what (CSC, command, parameters), how it ended ([`Outcome`], HTTP status,
@@ -19,7 +22,11 @@ use meridian_proto::stored::AUDIT_ENTRY;
 use meridian_proto::{keys, StreamId};
 use meridian_store::{Append, Store, StoreError};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Entries older than the retention are removed at most this often.
+pub const TRIM_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Most entries one read returns (`limit`).
 pub const MAX_PAGE: usize = 1000;
@@ -135,11 +142,46 @@ pub struct AuditQuery {
 pub struct AuditLog {
     store: Arc<dyn Store>,
     maxlen: usize,
+    retention: Duration,
+    /// When entries were last trimmed by age.
+    trimmed: Mutex<Option<Instant>>,
 }
 
 impl AuditLog {
-    pub fn new(store: Arc<dyn Store>, maxlen: usize) -> AuditLog {
-        AuditLog { store, maxlen }
+    pub fn new(store: Arc<dyn Store>, maxlen: usize, retention: Duration) -> AuditLog {
+        AuditLog {
+            store,
+            maxlen,
+            retention,
+            trimmed: Mutex::new(None),
+        }
+    }
+
+    /// Removes the entries written more than the retention before
+    /// `now_unix_ms`; how many.
+    pub async fn trim(&self, now_unix_ms: u64) -> Result<usize, StoreError> {
+        let oldest_kept = now_unix_ms.saturating_sub(self.retention.as_millis() as u64);
+        self.store
+            .trim_before(keys::AUDIT, StreamId::new(oldest_kept, 0))
+            .await
+    }
+
+    /// [`AuditLog::trim`] now, if the last was [`TRIM_INTERVAL`] ago.
+    async fn trim_when_due(&self) {
+        let now = Instant::now();
+        {
+            let mut last = self.trimmed.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| now.saturating_duration_since(t) < TRIM_INTERVAL) {
+                return;
+            }
+            *last = Some(now);
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        if let Err(e) = self.trim(now_ms).await {
+            tracing::warn!(error = %e, "old audit entries not trimmed; retrying in a minute");
+        }
     }
 
     /// Appends `entry` and logs it; its id, or `None` if the store failed
@@ -158,6 +200,7 @@ impl AuditLog {
             maxlen: self.maxlen,
             fields: vec![(AUDIT_ENTRY.to_string(), json.clone())],
         };
+        self.trim_when_due().await;
         match self.store.append(std::slice::from_ref(&append)).await {
             Ok(ids) => ids.first().copied(),
             Err(e) => {
@@ -229,10 +272,27 @@ mod tests {
         }
     }
 
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    #[tokio::test]
+    async fn entries_older_than_the_retention_are_trimmed() {
+        let store = Arc::new(MemoryStore::new());
+        let log = AuditLog::new(store.clone(), 1000, DAY);
+        let first = log.append(&entry(0)).await.unwrap();
+        log.append(&entry(1)).await.unwrap();
+        // Within the retention nothing goes.
+        assert_eq!(log.trim(first.ms + 1).await.unwrap(), 0);
+        assert_eq!(store.len(keys::AUDIT).await.unwrap(), 2);
+        // A day and a bit later both go.
+        let later = first.ms + DAY.as_millis() as u64 + 60_000;
+        assert_eq!(log.trim(later).await.unwrap(), 2);
+        assert_eq!(store.len(keys::AUDIT).await.unwrap(), 0);
+    }
+
     #[tokio::test]
     async fn retention_is_bounded_by_audit_maxlen() {
         let store = Arc::new(MemoryStore::new());
-        let log = AuditLog::new(store.clone(), 10);
+        let log = AuditLog::new(store.clone(), 10, DAY);
         for n in 0..500 {
             log.append(&entry(n)).await.unwrap();
         }
@@ -254,7 +314,7 @@ mod tests {
     #[tokio::test]
     async fn reads_select_by_write_time_and_page_after_an_id() {
         let store = Arc::new(MemoryStore::new());
-        let log = AuditLog::new(store, 1000);
+        let log = AuditLog::new(store, 1000, DAY);
         let mut ids = Vec::new();
         for n in 0..5 {
             ids.push(log.append(&entry(n)).await.unwrap());

@@ -116,7 +116,11 @@ impl Commander {
                 limiter: rate::RateLimiter::default(),
                 addresses: rate::AddressLimiter::default(),
                 refusals: refusal::Refusals::default(),
-                audit: audit::AuditLog::new(store, config.commander.audit_maxlen),
+                audit: audit::AuditLog::new(
+                    store,
+                    config.commander.audit_maxlen,
+                    std::time::Duration::from_secs(u64::from(config.commander.audit_retention_days) * 86_400),
+                ),
                 commands: TaskTracker::new(),
                 stats: CommanderStats::default(),
             }),

@@ -60,6 +60,14 @@ pub struct CommanderConfig {
     /// about 0.5 KB each, 50 MB, weeks of a busy night's commands.
     pub audit_maxlen: usize,
 
+    /// Days an audit entry is kept, 1 to 3650. Default 90. Older entries
+    /// are removed (`XTRIM MINID`) at most once a minute as entries are
+    /// written; `audit_maxlen` still bounds the count. Requests without a
+    /// valid token are audited at most one per reason per 10 minutes, so a
+    /// flood adds at most about 600 entries a day and cannot push accepted
+    /// commands out of a log sized for the retention.
+    pub audit_retention_days: u32,
+
     /// Failed authentications (no token, a malformed or unknown one) one
     /// client address may make per second (a token bucket per address,
     /// charged only by failures), greater than 0 and at most 10000.
@@ -221,6 +229,11 @@ impl CommanderConfig {
         rate(problems, "commander.rate_limit_per_s", self.rate_limit_per_s);
         problems.in_range("commander.rate_limit_burst", self.rate_limit_burst, 1..=100_000);
         problems.in_range("commander.audit_maxlen", self.audit_maxlen, 1..=10_000_000);
+        problems.in_range(
+            "commander.audit_retention_days",
+            self.audit_retention_days,
+            1..=3650,
+        );
         rate(
             problems,
             "commander.address_rate_limit_per_s",
@@ -313,6 +326,7 @@ impl Default for CommanderConfig {
             rate_limit_per_s: 5.0,
             rate_limit_burst: 20,
             audit_maxlen: 100_000,
+            audit_retention_days: 90,
             address_rate_limit_per_s: 1.0,
             address_rate_limit_burst: 10,
         }

@@ -556,6 +556,15 @@ impl Store for ClusterStore {
     }
 
     /// One `DEL` per slot (the cluster client splits it), counts summed.
+    async fn trim_before(&self, key: &str, min_id: StreamId) -> Result<usize, StoreError> {
+        let trim = redis::cmd("XTRIM")
+            .arg(key)
+            .arg("MINID")
+            .arg(min_id.to_string())
+            .clone();
+        parse_count("XTRIM", &self.query(&trim).await?)
+    }
+
     async fn delete(&self, keys: &[String]) -> Result<usize, StoreError> {
         if keys.is_empty() {
             return Ok(0);

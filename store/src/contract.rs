@@ -163,6 +163,11 @@ pub trait Store: Send + Sync + 'static {
     /// Whether `key` exists (of any type, not expired).
     async fn exists(&self, key: &str) -> Result<bool, StoreError>;
 
+    /// Removes the entries of stream `key` with ids below `min_id`
+    /// (`XTRIM key MINID min_id`, exact): retention by age. Returns how
+    /// many were removed; 0 if the key does not exist.
+    async fn trim_before(&self, key: &str, min_id: StreamId) -> Result<usize, StoreError>;
+
     /// Deletes keys; returns how many existed.
     async fn delete(&self, keys: &[String]) -> Result<usize, StoreError>;
 

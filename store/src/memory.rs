@@ -427,6 +427,15 @@ impl Store for MemoryStore {
         Ok(self.keys().live(key, Instant::now()).is_some())
     }
 
+    async fn trim_before(&self, key: &str, min_id: StreamId) -> Result<usize, StoreError> {
+        let mut keys = self.keys();
+        Ok(keys.stream(key, Instant::now())?.map_or(0, |stream| {
+            let n = stream.entries.iter().take_while(|e| e.id < min_id).count();
+            stream.entries.drain(..n);
+            n
+        }))
+    }
+
     async fn delete(&self, keys: &[String]) -> Result<usize, StoreError> {
         let now = Instant::now();
         let mut space = self.keys();

@@ -253,6 +253,15 @@ impl Store for RedisStore {
     }
 
     /// One `DEL` (in a Redis Cluster, of keys in one slot).
+    async fn trim_before(&self, key: &str, min_id: StreamId) -> Result<usize, StoreError> {
+        let trim = redis::cmd("XTRIM")
+            .arg(key)
+            .arg("MINID")
+            .arg(min_id.to_string())
+            .clone();
+        parse_count("XTRIM", &self.query(&trim).await?)
+    }
+
     async fn delete(&self, keys: &[String]) -> Result<usize, StoreError> {
         if keys.is_empty() {
             return Ok(0);

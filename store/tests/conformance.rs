@@ -141,6 +141,7 @@ conformance!(
     last_is_newest_oldest_first_and_empty_when_missing,
     range_is_exclusive_after_inclusive_until_and_counted,
     retention_keeps_the_newest_maxlen,
+    trim_before_removes_exactly_the_older_entries,
     read_returns_only_entries_after_the_cursors,
     blocked_read_wakes_up_on_append,
     read_times_out_empty_when_nothing_arrives,
@@ -276,6 +277,16 @@ async fn range_is_exclusive_after_inclusive_until_and_counted(b: &Backend) -> an
     assert_eq!(store.range("k", all[5], Some(all[2]), 100).await?, []);
     assert_eq!(store.range("missing", StreamId::ZERO, None, 100).await?, []);
     assert_eq!(numbers(&up_to_5), [3, 4, 5]);
+    Ok(())
+}
+
+async fn trim_before_removes_exactly_the_older_entries(b: &Backend) -> anyhow::Result<()> {
+    let store = &*b.store;
+    let all = fill(store, "aged", 10).await?;
+    assert_eq!(store.trim_before("aged", StreamId::ZERO).await?, 0);
+    assert_eq!(store.trim_before("aged", all[4]).await?, 4);
+    assert_eq!(ids(&store.last("aged", 100).await?), all[4..]);
+    assert_eq!(store.trim_before("missing", all[9]).await?, 0);
     Ok(())
 }
 

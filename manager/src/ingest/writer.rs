@@ -450,6 +450,9 @@ mod tests {
         async fn exists(&self, key: &str) -> Result<bool, StoreError> {
             self.inner.exists(key).await
         }
+        async fn trim_before(&self, key: &str, min_id: StreamId) -> Result<usize, StoreError> {
+            self.inner.trim_before(key, min_id).await
+        }
         async fn delete(&self, keys: &[String]) -> Result<usize, StoreError> {
             self.inner.delete(keys).await
         }
