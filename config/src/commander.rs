@@ -59,6 +59,13 @@ pub struct CommanderConfig {
     /// trimmed like `XADD MAXLEN ~`), 1 to 10000000. Default 100000: at
     /// about 0.5 KB each, 50 MB, weeks of a busy night's commands.
     pub audit_maxlen: usize,
+
+    /// This is a development run: a standalone commander (`meridian
+    /// commander`) may start without `commander.tokens` or with the public
+    /// `dev-token` among them. Default false: it refuses to start, naming
+    /// this key. `meridian up` is always a development run; the global flag
+    /// `--dev` sets this too.
+    pub dev_tokens: bool,
 }
 
 /// One entry of `commander.tokens`: a bearer token and what it may do.
@@ -161,6 +168,26 @@ impl CommanderConfig {
             .get(&format!("{csc}.{command}"))
             .copied()
             .unwrap_or(self.command_timeout_ms)
+    }
+
+    /// Why a standalone commander may not start with these tokens: none,
+    /// or the public `dev-token`, and this is not a development run.
+    pub fn refuse_dev_token(&self) -> Option<String> {
+        if self.dev_tokens {
+            return None;
+        }
+        if self.tokens.is_empty() {
+            return Some(
+                "commander.tokens is empty: every command would be refused; set commander.tokens, \
+                 or set commander.dev_tokens = true (or pass --dev) for a development run"
+                    .to_string(),
+            );
+        }
+        self.tokens.iter().any(|t| t.token == crate::frontend::DEV_TOKEN).then(|| {
+            "commander.tokens: the public development token \"dev-token\" is accepted; \
+             use your own token, or set commander.dev_tokens = true (or pass --dev) for a development run"
+                .to_string()
+        })
     }
 
     pub(crate) fn check(&self, problems: &mut Problems) {
@@ -287,6 +314,7 @@ impl Default for CommanderConfig {
             rate_limit_per_s: 5.0,
             rate_limit_burst: 20,
             audit_maxlen: 100_000,
+            dev_tokens: false,
         }
     }
 }
