@@ -146,3 +146,38 @@ async fn told_it_is_a_development_run_a_standalone_frontend_and_commander_start(
         .unwrap();
     }
 }
+
+/// The commander's CORS answers only the origins of `frontend.allowed_origins`
+/// (the dashboard's), so a page of another site cannot read its answers.
+#[tokio::test]
+async fn the_commanders_cors_follows_the_allowed_origins() {
+    use meridian_commander::Commander;
+    use meridian_sim::SimMiddleware;
+    let mut config = test_config();
+    config.frontend.allowed_origins = vec!["https://dashboard.example.org".to_string()];
+    let store: Arc<dyn meridian_store::Store> = Arc::new(MemoryStore::new());
+    let commander = Commander::bind(&config, Arc::new(SimMiddleware::with_options(Default::default(), None)), store)
+        .await
+        .unwrap();
+    let addr = commander.local_addr();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(commander.run(stop.clone()));
+    let ask = |origin: &'static str| async move {
+        let preflight = Request::new("OPTIONS", "/cmd/")
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .send(addr)
+            .await
+            .unwrap();
+        let get = Request::get("/healthz").header("Origin", origin).send(addr).await.unwrap();
+        (
+            preflight.header("access-control-allow-origin").map(str::to_string),
+            get.header("access-control-allow-origin").map(str::to_string),
+        )
+    };
+    let listed = "https://dashboard.example.org";
+    assert_eq!(ask(listed).await, (Some(listed.to_string()), Some(listed.to_string())));
+    assert_eq!(ask("https://evil.example").await, (None, None));
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}

@@ -113,6 +113,7 @@ impl Commander {
                 audit: audit::AuditLog::new(store, config.commander.audit_maxlen),
                 commands: TaskTracker::new(),
                 stats: CommanderStats::default(),
+                allowed_origins: config.frontend.allowed_origins.clone(),
             }),
         })
     }
