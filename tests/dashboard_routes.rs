@@ -116,7 +116,7 @@ async fn says_how_to_build_the_dashboard_when_it_is_missing() {
         "names the directory: {text}"
     );
     let config = Request::get("/dashboard-config.json")
-                .bearer(meridian_testkit::system::TOKEN)
+        .bearer(meridian_testkit::system::TOKEN)
         .send(system.frontend_addr)
         .await
         .unwrap()

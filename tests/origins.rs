@@ -29,7 +29,8 @@ async fn upgrade_status(url: &str, origin: Option<&str>) -> u16 {
         Ok((_socket, response)) => response.status().as_u16(),
         Err(WsError::Http(response)) => {
             if response.status() == 403 {
-                let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).to_string();
+                let body =
+                    String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).to_string();
                 assert!(
                     body.contains("frontend.allowed_origins"),
                     "the refusal names the key: {body:?}"
@@ -54,7 +55,11 @@ async fn websocket_upgrades_from_foreign_origins_are_refused() {
         format!("ws://{addr}/ws?token={TOKEN}"),
         format!("ws://{addr}/manager/ws/subscription/?token={TOKEN}"),
     ] {
-        assert_eq!(upgrade_status(&url, Some("https://evil.example")).await, 403, "{url}: foreign origin");
+        assert_eq!(
+            upgrade_status(&url, Some("https://evil.example")).await,
+            403,
+            "{url}: foreign origin"
+        );
         assert_eq!(
             upgrade_status(&url, Some("http://localhost:1")).await,
             403,
@@ -66,7 +71,11 @@ async fn websocket_upgrades_from_foreign_origins_are_refused() {
             101,
             "{url}: listed origin"
         );
-        assert_eq!(upgrade_status(&url, None).await, 101, "{url}: no Origin (not a browser)");
+        assert_eq!(
+            upgrade_status(&url, None).await,
+            101,
+            "{url}: no Origin (not a browser)"
+        );
     }
     system.stop().await;
 }
@@ -80,11 +89,21 @@ async fn the_dashboard_config_needs_a_token() {
     let none = Request::get("/dashboard-config.json").send(addr).await.unwrap();
     assert_eq!(none.status, 401, "{}", none.text());
     assert!(none.text().contains("token"), "{}", none.text());
-    let wrong = Request::get("/dashboard-config.json?token=dev-token").send(addr).await.unwrap();
+    let wrong = Request::get("/dashboard-config.json?token=dev-token")
+        .send(addr)
+        .await
+        .unwrap();
     assert_eq!(wrong.status, 401, "{}", wrong.text());
-    let query = Request::get(&format!("/dashboard-config.json?token={TOKEN}")).send(addr).await.unwrap();
+    let query = Request::get(&format!("/dashboard-config.json?token={TOKEN}"))
+        .send(addr)
+        .await
+        .unwrap();
     assert_eq!(query.status, 200, "{}", query.text());
-    let bearer = Request::get("/dashboard-config.json").bearer(TOKEN).send(addr).await.unwrap();
+    let bearer = Request::get("/dashboard-config.json")
+        .bearer(TOKEN)
+        .send(addr)
+        .await
+        .unwrap();
     assert_eq!(bearer.status, 200, "{}", bearer.text());
     system.stop().await;
 }
@@ -115,18 +134,29 @@ fn run_until_exit(args: &[&str], deadline: Duration) -> Option<(i32, String)> {
 
 #[test]
 fn standalone_frontend_and_commander_refuse_the_public_token_unless_a_development_run() {
-    let frontend = ["manager", "--role", "frontend", "--frontend-listen", "127.0.0.1:0"];
+    let frontend = [
+        "manager",
+        "--role",
+        "frontend",
+        "--frontend-listen",
+        "127.0.0.1:0",
+    ];
     let (code, stderr) =
         run_until_exit(&frontend, Duration::from_secs(10)).expect("a frontend with dev-token must not start");
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("frontend.tokens") && stderr.contains("frontend.dev_tokens"), "{stderr}");
+    assert!(
+        stderr.contains("frontend.tokens") && stderr.contains("frontend.dev_tokens"),
+        "{stderr}"
+    );
 
     let commander = ["commander", "--listen", "127.0.0.1:0", "--csc", "Test:1"];
-    let (code, stderr) =
-        run_until_exit(&commander, Duration::from_secs(10)).expect("a commander without tokens must not start");
+    let (code, stderr) = run_until_exit(&commander, Duration::from_secs(10))
+        .expect("a commander without tokens must not start");
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("commander.tokens") && stderr.contains("commander.dev_tokens"), "{stderr}");
-
+    assert!(
+        stderr.contains("commander.tokens") && stderr.contains("commander.dev_tokens"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -135,8 +165,18 @@ async fn told_it_is_a_development_run_a_standalone_frontend_and_commander_start(
     let bin = env!("CARGO_BIN_EXE_meridian");
     let (frontend, commander) = (free_tcp_port(), free_tcp_port());
     let (f, c) = (format!("127.0.0.1:{frontend}"), format!("127.0.0.1:{commander}"));
-    let _frontend = Process::start(bin, &["--dev", "manager", "--role", "frontend", "--frontend-listen", &f], &[]).unwrap();
-    let _commander = Process::start(bin, &["--dev", "commander", "--listen", &c, "--csc", "Test:1"], &[]).unwrap();
+    let _frontend = Process::start(
+        bin,
+        &["--dev", "manager", "--role", "frontend", "--frontend-listen", &f],
+        &[],
+    )
+    .unwrap();
+    let _commander = Process::start(
+        bin,
+        &["--dev", "commander", "--listen", &c, "--csc", "Test:1"],
+        &[],
+    )
+    .unwrap();
     for addr in [f, c] {
         let addr: std::net::SocketAddr = addr.parse().unwrap();
         meridian_testkit::wait_for("/healthz of a --dev role", Duration::from_secs(20), || async {
@@ -156,9 +196,13 @@ async fn the_commanders_cors_follows_the_allowed_origins() {
     let mut config = test_config();
     config.frontend.allowed_origins = vec!["https://dashboard.example.org".to_string()];
     let store: Arc<dyn meridian_store::Store> = Arc::new(MemoryStore::new());
-    let commander = Commander::bind(&config, Arc::new(SimMiddleware::with_options(Default::default(), None)), store)
-        .await
-        .unwrap();
+    let commander = Commander::bind(
+        &config,
+        Arc::new(SimMiddleware::with_options(Default::default(), None)),
+        store,
+    )
+    .await
+    .unwrap();
     let addr = commander.local_addr();
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(commander.run(stop.clone()));
@@ -169,14 +213,23 @@ async fn the_commanders_cors_follows_the_allowed_origins() {
             .send(addr)
             .await
             .unwrap();
-        let get = Request::get("/healthz").header("Origin", origin).send(addr).await.unwrap();
+        let get = Request::get("/healthz")
+            .header("Origin", origin)
+            .send(addr)
+            .await
+            .unwrap();
         (
-            preflight.header("access-control-allow-origin").map(str::to_string),
+            preflight
+                .header("access-control-allow-origin")
+                .map(str::to_string),
             get.header("access-control-allow-origin").map(str::to_string),
         )
     };
     let listed = "https://dashboard.example.org";
-    assert_eq!(ask(listed).await, (Some(listed.to_string()), Some(listed.to_string())));
+    assert_eq!(
+        ask(listed).await,
+        (Some(listed.to_string()), Some(listed.to_string()))
+    );
     assert_eq!(ask("https://evil.example").await, (None, None));
     stop.cancel();
     task.await.unwrap().unwrap();

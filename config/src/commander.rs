@@ -183,11 +183,14 @@ impl CommanderConfig {
                     .to_string(),
             );
         }
-        self.tokens.iter().any(|t| t.token == crate::frontend::DEV_TOKEN).then(|| {
-            "commander.tokens: the public development token \"dev-token\" is accepted; \
+        self.tokens
+            .iter()
+            .any(|t| t.token == crate::frontend::DEV_TOKEN)
+            .then(|| {
+                "commander.tokens: the public development token \"dev-token\" is accepted; \
              use your own token, or set commander.dev_tokens = true (or pass --dev) for a development run"
-                .to_string()
-        })
+                    .to_string()
+            })
     }
 
     pub(crate) fn check(&self, problems: &mut Problems) {

@@ -201,7 +201,11 @@ pub(crate) fn check_origin(key: String, origin: &str, problems: &mut Problems) {
                 .is_some_and(|rest| !rest.is_empty() && !rest.trim_end_matches('/').contains('/'))
         }) && !origin.chars().any(char::is_whitespace);
     if !ok {
-        problems.push(key, "\"*\" or an origin like \"https://host[:port]\" without a path", origin.to_string());
+        problems.push(
+            key,
+            "\"*\" or an origin like \"https://host[:port]\" without a path",
+            origin.to_string(),
+        );
     }
 }
 
