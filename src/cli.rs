@@ -27,6 +27,11 @@ pub struct Cli {
     /// TCP address, e.g. 0.0.0.0:9090 (overrides metrics.listen).
     #[arg(long, global = true, value_name = "ADDR", env = "MERIDIAN_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// A development run: a standalone frontend or commander may start with
+    /// the public `dev-token` or without commander tokens (sets
+    /// `frontend.dev_tokens` and `commander.dev_tokens`). `up` always is one.
+    #[arg(long, global = true)]
+    dev: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -154,6 +159,10 @@ impl Cli {
         if let Some(addr) = self.metrics_listen {
             config.metrics.listen = Some(addr);
         }
+        if self.dev {
+            config.frontend.dev_tokens = true;
+            config.commander.dev_tokens = true;
+        }
         let use_redis = |config: &mut Config, url: &Option<String>| {
             if let Some(url) = url {
                 config.store.backend = StoreBackend::Redis;
@@ -224,6 +233,16 @@ impl Cli {
             }
         }
         config.validate()?;
+        // A standalone frontend or commander serves beyond this machine:
+        // the public development token would let anyone in.
+        let refused = match &self.command {
+            Command::Manager(a) if !matches!(a.role, RoleArg::Ingest) => config.frontend.refuse_dev_token(),
+            Command::Commander(_) => config.commander.refuse_dev_token(),
+            _ => None,
+        };
+        if let Some(reason) = refused {
+            anyhow::bail!("{reason}");
+        }
         Ok(config)
     }
 

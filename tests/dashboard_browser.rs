@@ -133,7 +133,9 @@ fn start_frontend(dir: &Path, redis: &str, port: u16, commander: &str) -> Proces
     )
     .unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_meridian"))
-        .args(["manager", "--role", "frontend", "--redis", redis, "--config"])
+        .args([
+            "--dev", "manager", "--role", "frontend", "--redis", redis, "--config",
+        ])
         .arg(&config)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

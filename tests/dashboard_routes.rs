@@ -63,6 +63,7 @@ async fn serves_the_build_its_config_and_nothing_else() {
         Duration::from_secs(10),
         || async {
             let config = Request::get("/dashboard-config.json")
+                .bearer(meridian_testkit::system::TOKEN)
                 .send(addr)
                 .await
                 .ok()?
@@ -115,6 +116,7 @@ async fn says_how_to_build_the_dashboard_when_it_is_missing() {
         "names the directory: {text}"
     );
     let config = Request::get("/dashboard-config.json")
+        .bearer(meridian_testkit::system::TOKEN)
         .send(system.frontend_addr)
         .await
         .unwrap()

@@ -625,6 +625,13 @@ fn check_configs(r: &Rendered, cluster: bool) -> Site {
                 }
                 "frontend" => {
                     assert_eq!(flag(&args, "--role").as_deref(), Some("frontend"));
+                    // A deployed frontend is not a development run: it must start.
+                    assert_eq!(
+                        config.frontend.refuse_dev_token(),
+                        None,
+                        "{}: frontend.tokens",
+                        name(w)
+                    );
                     assert_eq!(
                         u64::from(config.frontend.listen.port()),
                         port("http"),
@@ -632,6 +639,12 @@ fn check_configs(r: &Rendered, cluster: bool) -> Site {
                     );
                 }
                 "commander" => {
+                    assert_eq!(
+                        config.commander.refuse_dev_token(),
+                        None,
+                        "{}: commander.tokens",
+                        name(w)
+                    );
                     assert_eq!(
                         u64::from(config.commander.listen.port()),
                         port("api"),

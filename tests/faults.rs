@@ -92,6 +92,7 @@ impl Night {
                 Process::start(
                     BIN,
                     &[
+                        "--dev",
                         "manager",
                         "--role",
                         "frontend",

@@ -34,7 +34,7 @@ impl FrontendProcess {
             .unwrap()
             .port();
         let child = Command::new(env!("CARGO_BIN_EXE_meridian"))
-            .args(["manager", "--role", "frontend", "--redis", redis])
+            .args(["--dev", "manager", "--role", "frontend", "--redis", redis])
             .args(["--frontend-listen", &format!("127.0.0.1:{port}")])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

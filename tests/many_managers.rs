@@ -115,6 +115,7 @@ impl Frontend {
     fn start(redis: &str, config: &Path) -> Frontend {
         let addr: SocketAddr = ([127, 0, 0, 1], free_port(false)).into();
         let process = Process::start(&[
+            "--dev",
             "manager",
             "--role",
             "frontend",

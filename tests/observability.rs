@@ -128,6 +128,7 @@ async fn every_role_serves_metrics_and_readiness_that_follow_the_traffic() {
     let frontend = Process::start(
         BIN,
         &[
+            "--dev",
             "manager",
             "--role",
             "frontend",
@@ -168,6 +169,7 @@ async fn every_role_serves_metrics_and_readiness_that_follow_the_traffic() {
     let commander = Process::start(
         BIN,
         &[
+            "--dev",
             "commander",
             "--redis",
             &redis.url(),

@@ -123,6 +123,7 @@ impl Commander {
                 ),
                 commands: TaskTracker::new(),
                 stats: CommanderStats::default(),
+                allowed_origins: config.frontend.allowed_origins.clone(),
             }),
         })
     }

@@ -125,16 +125,35 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn(cors))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), cors))
         .with_state(state)
 }
 
 /// Lets pages of another origin (the dashboard, served by a frontend
-/// manager) call this API: answers CORS preflights and marks every response
-/// readable by any origin. Any origin is safe here because credentials are
-/// a bearer token the page must already hold, never a cookie the browser
-/// would attach by itself.
-async fn cors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+/// manager) call this API: answers CORS preflights and marks responses
+/// readable by the origins of `frontend.allowed_origins` (the same list the
+/// frontend checks WebSocket upgrades against; `"*"` any). With that list
+/// empty (the default), any origin: credentials are a bearer token the page
+/// must already hold, never a cookie the browser would attach by itself.
+/// A request of an origin not listed is still answered, without CORS
+/// headers, so its page cannot read the answer.
+async fn cors(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let allow = if state.allowed_origins.is_empty() {
+        Some(header::HeaderValue::from_static("*"))
+    } else {
+        request
+            .headers()
+            .get(header::ORIGIN)
+            .filter(|o| {
+                o.to_str()
+                    .is_ok_and(|o| meridian_config::frontend::origin_listed(&state.allowed_origins, o))
+            })
+            .cloned()
+    };
     let preflight = request.method() == Method::OPTIONS
         && request
             .headers()
@@ -145,10 +164,13 @@ async fn cors(request: axum::extract::Request, next: axum::middleware::Next) -> 
         next.run(request).await
     };
     let h = response.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        header::HeaderValue::from_static("*"),
-    );
+    if !state.allowed_origins.is_empty() {
+        h.insert(header::VARY, header::HeaderValue::from_static("Origin"));
+    }
+    let Some(allow) = allow else {
+        return response;
+    };
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
     h.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         header::HeaderValue::from_static("Retry-After"),

@@ -35,6 +35,9 @@ pub struct AppState {
     pub(crate) commands: TaskTracker,
     /// Outcomes and latencies, for `/metrics`.
     pub(crate) stats: CommanderStats,
+    /// Origins whose pages may read answers (`frontend.allowed_origins`;
+    /// empty: every origin).
+    pub(crate) allowed_origins: Vec<String>,
 }
 
 impl AppState {

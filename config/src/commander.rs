@@ -83,6 +83,13 @@ pub struct CommanderConfig {
     /// `address_rate_limit_per_s` applies, 1 to 100000. Default 10: a
     /// mistyped token is retried a few times without a wait.
     pub address_rate_limit_burst: u32,
+
+    /// This is a development run: a standalone commander (`meridian
+    /// commander`) may start without `commander.tokens` or with the public
+    /// `dev-token` among them. Default false: it refuses to start, naming
+    /// this key. `meridian up` is always a development run; the global flag
+    /// `--dev` sets this too.
+    pub dev_tokens: bool,
 }
 
 /// One entry of `commander.tokens`: a bearer token and what it may do.
@@ -185,6 +192,29 @@ impl CommanderConfig {
             .get(&format!("{csc}.{command}"))
             .copied()
             .unwrap_or(self.command_timeout_ms)
+    }
+
+    /// Why a standalone commander may not start with these tokens: none,
+    /// or the public `dev-token`, and this is not a development run.
+    pub fn refuse_dev_token(&self) -> Option<String> {
+        if self.dev_tokens {
+            return None;
+        }
+        if self.tokens.is_empty() {
+            return Some(
+                "commander.tokens is empty: every command would be refused; set commander.tokens, \
+                 or set commander.dev_tokens = true (or pass --dev) for a development run"
+                    .to_string(),
+            );
+        }
+        self.tokens
+            .iter()
+            .any(|t| t.token == crate::frontend::DEV_TOKEN)
+            .then(|| {
+                "commander.tokens: the public development token \"dev-token\" is accepted; \
+             use your own token, or set commander.dev_tokens = true (or pass --dev) for a development run"
+                    .to_string()
+            })
     }
 
     pub(crate) fn check(&self, problems: &mut Problems) {
@@ -329,6 +359,7 @@ impl Default for CommanderConfig {
             audit_retention_days: 90,
             address_rate_limit_per_s: 1.0,
             address_rate_limit_burst: 10,
+            dev_tokens: false,
         }
     }
 }

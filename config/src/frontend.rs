@@ -30,6 +30,34 @@ pub struct FrontendConfig {
     /// makes its development token both).
     pub command_tokens: Vec<String>,
 
+    /// This is a development run: a standalone frontend (`meridian manager
+    /// --role frontend|all`) may start with the public `dev-token` among
+    /// `frontend.tokens` (the default). Default false: such a frontend
+    /// refuses to start, naming this key, since anyone who knows its address
+    /// could read its telemetry. `meridian up` is always a development run;
+    /// the global flag `--dev` sets this too.
+    pub dev_tokens: bool,
+
+    /// Origins (`scheme://host[:port]`, as browsers send them in `Origin`,
+    /// e.g. `"https://dashboard.example.org"`) whose pages may open a
+    /// WebSocket to this frontend (`/ws` and the compatibility endpoint), in
+    /// addition to the frontend's own origin; `"*"` allows every origin.
+    /// The own origin is decided by the request: an `Origin` whose
+    /// `host[:port]` equals the request's `Host` header (any scheme), i.e. a
+    /// page this frontend served under the address the browser used. Any
+    /// other `Origin` is refused with 403 and a reason before the upgrade.
+    /// Requests without `Origin` (producers, tools, tests: not browsers) are
+    /// allowed; they still need a token. The commander's CORS uses
+    /// `commander.allowed_origins`, the same rule. Default empty: the own
+    /// origin only.
+    pub allowed_origins: Vec<String>,
+
+    /// Serve `/metrics` on the browser port too (`frontend.listen`), where it
+    /// needs no token. Default true, for compatibility; deployments set it
+    /// false and scrape `metrics.listen`, the process's own metrics port,
+    /// which is kept off the browsers' network.
+    pub browser_metrics: bool,
+
     /// Events queued per browser, 16 to 1000000. Default 4096. Telemetry
     /// never queues beyond one value per topic (newer values replace older
     /// ones). When a browser reads slower than events arrive and this
@@ -152,8 +180,51 @@ pub struct FrontendConfig {
     pub commander_url: Option<String>,
 }
 
+/// The public token of development runs, the default of `frontend.tokens`.
+pub const DEV_TOKEN: &str = "dev-token";
+
+/// Whether `origin` is one of `allowed` (`"*"` matches any), compared
+/// without a trailing `/` and ignoring ASCII case.
+pub fn origin_listed(allowed: &[String], origin: &str) -> bool {
+    let origin = origin.trim_end_matches('/');
+    allowed
+        .iter()
+        .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+}
+
+/// Checks one entry of an `allowed_origins` list at `key`.
+pub(crate) fn check_origin(key: String, origin: &str, problems: &mut Problems) {
+    let ok = origin == "*"
+        || ["http://", "https://"].iter().any(|scheme| {
+            origin
+                .strip_prefix(scheme)
+                .is_some_and(|rest| !rest.is_empty() && !rest.trim_end_matches('/').contains('/'))
+        }) && !origin.chars().any(char::is_whitespace);
+    if !ok {
+        problems.push(
+            key,
+            "\"*\" or an origin like \"https://host[:port]\" without a path",
+            origin.to_string(),
+        );
+    }
+}
+
 impl FrontendConfig {
+    /// Why a standalone frontend may not start with these tokens: the
+    /// public [`DEV_TOKEN`] is among them and this is not a development run.
+    pub fn refuse_dev_token(&self) -> Option<String> {
+        (!self.dev_tokens && self.tokens.iter().any(|t| t == DEV_TOKEN)).then(|| {
+            format!(
+                "frontend.tokens: the public development token {DEV_TOKEN:?} is accepted (it is the default); \
+                 set your own frontend.tokens, or set frontend.dev_tokens = true (or pass --dev) for a development run"
+            )
+        })
+    }
+
     pub(crate) fn check(&self, problems: &mut Problems) {
+        for (i, origin) in self.allowed_origins.iter().enumerate() {
+            check_origin(format!("frontend.allowed_origins[{i}]"), origin, problems);
+        }
         if self.tokens.is_empty() {
             problems.push(
                 "frontend.tokens",
@@ -250,8 +321,11 @@ impl Default for FrontendConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8080)),
-            tokens: vec!["dev-token".to_string()],
+            tokens: vec![DEV_TOKEN.to_string()],
             command_tokens: Vec::new(),
+            dev_tokens: false,
+            allowed_origins: Vec::new(),
+            browser_metrics: true,
             client_queue: 4096,
             client_bytes: 8 * 1024 * 1024,
             slow_timeout_ms: 10_000,

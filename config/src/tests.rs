@@ -426,3 +426,28 @@ fn a_cluster_store_names_its_seed_nodes() {
         problems[1]
     );
 }
+
+#[test]
+fn allowed_origins_name_the_entry_and_dev_tokens_are_refused_outside_a_development_run() {
+    let problems = invalid(
+        "[frontend]\nallowed_origins = [\"https://ok.example\", \"ok.example\", \"https://x.example/path\", \"*\"]\n",
+    );
+    assert_eq!(
+        keys(&problems),
+        ["frontend.allowed_origins[1]", "frontend.allowed_origins[2]"]
+    );
+    let config = Config::default();
+    let refusal = config.frontend.refuse_dev_token().unwrap();
+    assert!(refusal.contains("frontend.dev_tokens"), "{refusal}");
+    assert!(config
+        .commander
+        .refuse_dev_token()
+        .unwrap()
+        .contains("commander.dev_tokens"));
+    let dev =
+        Config::from_toml_str("[frontend]\ndev_tokens = true\n[commander]\ndev_tokens = true\n").unwrap();
+    assert_eq!(dev.frontend.refuse_dev_token(), None);
+    assert_eq!(dev.commander.refuse_dev_token(), None);
+    let own = Config::from_toml_str("[frontend]\ntokens = [\"a-long-secret\"]\n").unwrap();
+    assert_eq!(own.frontend.refuse_dev_token(), None);
+}

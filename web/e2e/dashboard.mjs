@@ -86,6 +86,12 @@ async function main() {
     const before = await received();
     await page.waitForFunction((n) => window.meridian.plots.all().find((p) => p.topic.topic === "azimuth").received > n + 20, before, { timeout: T });
 
+    step("the token is out of the address bar, and data still flows");
+    if (/[?&]token=/.test(page.url())) throw new Error(`the address bar still holds the token: ${page.url().replace(/token=[^&]+/, "token=…")}`);
+    if (!new URL(page.url()).searchParams.has("plots")) throw new Error("the other URL parameters were dropped with the token");
+    const afterUrl = await received();
+    await page.waitForFunction((n) => window.meridian.plots.all().find((p) => p.topic.topic === "azimuth").received > n + 5, afterUrl, { timeout: T });
+
     step("commands change a CSC's state (disable, standby, start, enable)");
     await page.waitForSelector('#command-form[data-enabled="true"]', { timeout: T });
     for (const [command, state] of [["disable", "DISABLED"], ["standby", "STANDBY"], ["start", "DISABLED"], ["enable", "ENABLED"]]) {

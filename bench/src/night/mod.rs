@@ -118,6 +118,8 @@ pub async fn measure(
             &meridian,
             "frontend",
             &[
+                // The bench's browsers use the public dev-token.
+                "--dev",
                 "manager",
                 "--role",
                 "frontend",

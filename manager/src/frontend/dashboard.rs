@@ -12,8 +12,9 @@
 //! - `GET /assets/{file}` — the build's hashed scripts and styles (cached for a year: a new build has new names).
 //! - `GET /dashboard-config.json` — `{"commander_url", "topics": [{csc, salindex, category, topic, rate_hz}]}`:
 //!   where to send commands (`frontend.commander_url`) and every topic producers declared (the store's
-//!   catalog), so the page knows which CSCs exist before any sample arrives. Topic names are not secret
-//!   (like `/metrics`, this needs no token); data still needs one on `/ws`.
+//!   catalog), so the page knows which CSCs exist before any sample arrives. Needs a token of
+//!   `frontend.tokens` or `frontend.command_tokens`, as `?token=` or `Authorization: Bearer`
+//!   (the page sends the one it was opened with); without one it is refused with 401.
 //!
 //! This module must not read streams or speak WebSocket: the page does that through `/ws`.
 
@@ -51,14 +52,22 @@ pub struct Dashboard {
     dir: PathBuf,
     commander_url: Option<String>,
     store: Arc<dyn Store>,
+    /// Tokens that may read `/dashboard-config.json` (read and command tokens).
+    tokens: Vec<String>,
 }
 
 impl Dashboard {
-    pub fn new(dir: PathBuf, commander_url: Option<String>, store: Arc<dyn Store>) -> Arc<Dashboard> {
+    pub fn new(
+        dir: PathBuf,
+        commander_url: Option<String>,
+        store: Arc<dyn Store>,
+        tokens: Vec<String>,
+    ) -> Arc<Dashboard> {
         Arc::new(Dashboard {
             dir,
             commander_url,
             store,
+            tokens,
         })
     }
 }
@@ -130,7 +139,29 @@ struct DeclaredTopic {
     rate_hz: Option<f64>,
 }
 
-async fn config(State(d): State<Arc<Dashboard>>) -> Response {
+#[derive(serde::Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+async fn config(
+    State(d): State<Arc<Dashboard>>,
+    axum::extract::Query(query): axum::extract::Query<TokenQuery>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let token = query.token.as_deref().or(bearer);
+    if !token.is_some_and(|t| d.tokens.iter().any(|known| known == t)) {
+        let reason = match token {
+            None => "missing token: send ?token=<token> or Authorization: Bearer <token> (frontend.tokens)",
+            Some(_) => "token not accepted by this frontend (frontend.tokens)",
+        };
+        return (StatusCode::UNAUTHORIZED, reason).into_response();
+    }
     let catalog = match d.store.hash_get(keys::CATALOG).await {
         Ok(c) => c,
         Err(e) => {

@@ -9,7 +9,9 @@
 //! `GET /manager/…/ws/subscription/` (the replaced system's protocol, for
 //! its unchanged browser client and producers, mounted from [`crate::love`]),
 //! `GET /` (the dashboard, [`dashboard`]), `GET /healthz`, `GET /readyz` and
-//! `GET /metrics` (Prometheus).
+//! `GET /metrics` (Prometheus; unless `frontend.browser_metrics = false`, then
+//! only on `metrics.listen`). WebSocket upgrades from pages of other origins
+//! are refused ([`origin`]).
 //!
 //! Bounds (see [`inbox`]): telemetry is conflated to one value per topic
 //! per browser; events queue up to `frontend.client_queue` /
@@ -33,6 +35,7 @@
 //! - `sample`: a stored entry decoded once; `stats`: the counters; `edge`:
 //!   close codes and the drain signal.
 //! - [`dashboard`]: the built dashboard at `/` and its `/dashboard-config.json`.
+//! - [`origin`]: which pages may open a WebSocket (`frontend.allowed_origins`).
 
 mod balance;
 pub(crate) mod client;
@@ -41,6 +44,7 @@ mod edge;
 mod fanout;
 pub mod hub;
 pub(crate) mod inbox;
+pub mod origin;
 mod plot;
 pub(crate) mod sample;
 mod stats;
@@ -192,13 +196,17 @@ impl Frontend {
             edge: edge.clone(),
             connections: TaskTracker::new(),
         });
+        let tokens: Vec<String> = fc.tokens.iter().chain(&fc.command_tokens).cloned().collect();
         let balancer = balance::Balancer::new(self.store.clone(), self.hub.clone(), fc, server.clone());
         let balance_task = tokio::spawn(balancer.clone().run(shutdown.clone()));
-        let app = Router::new()
+        let mut routes = Router::new()
             .route("/ws", get(ws_upgrade))
             .route("/healthz", get(|| async { "ok" }))
-            .route("/readyz", get(readyz))
-            .route("/metrics", get(metrics))
+            .route("/readyz", get(readyz));
+        if fc.browser_metrics {
+            routes = routes.route("/metrics", get(metrics));
+        }
+        let app = routes
             .with_state(state.clone())
             .merge(crate::love::router(
                 &self.config,
@@ -211,7 +219,12 @@ impl Frontend {
                 fc.dashboard_dir.clone(),
                 fc.commander_url.clone(),
                 self.store.clone(),
-            )));
+                tokens,
+            )))
+            .layer(axum::middleware::from_fn_with_state(
+                origin::AllowedOrigins(Arc::new(fc.allowed_origins.clone())),
+                origin::check,
+            ));
         tracing::info!(addr = %self.local_addr(), %server, "frontend listening (HTTP, WebSocket /ws)");
         axum::serve(
             self.listener,

@@ -20,8 +20,12 @@ export interface DashboardConfig {
   topics: DeclaredTopic[];
 }
 
-export async function loadConfig(): Promise<DashboardConfig> {
-  const res = await fetch("dashboard-config.json", { cache: "no-store" });
+/** Reads `/dashboard-config.json`, which needs the page's token. */
+export async function loadConfig(token: string): Promise<DashboardConfig> {
+  const res = await fetch("dashboard-config.json", {
+    cache: "no-store",
+    headers: { Authorization: `Bearer ${token}` },
+  });
   if (!res.ok) throw new Error(`dashboard-config.json: HTTP ${res.status}`);
   return (await res.json()) as DashboardConfig;
 }

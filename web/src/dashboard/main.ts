@@ -24,10 +24,17 @@ async function main(): Promise<void> {
     $("conn").dataset.status = "unauthorized";
     return;
   }
+  // Kept for this tab's session (reloads work) and taken out of the address
+  // bar, so it is not shared with a screenshot, a copied link or the history.
   sessionStorage.setItem("meridian-token", token);
+  if (params.has("token")) {
+    params.delete("token");
+    const rest = params.toString();
+    history.replaceState(history.state, "", `${location.pathname}${rest ? `?${rest}` : ""}${location.hash}`);
+  }
   const lagWarnS = Number(params.get("lag_warn_ms") ?? 1000) / 1000;
 
-  let config: DashboardConfig = await loadConfig();
+  let config: DashboardConfig = await loadConfig(token);
   const wsUrl = new URL("ws", location.href);
   wsUrl.protocol = location.protocol === "https:" ? "wss:" : "ws:";
   wsUrl.search = "";
@@ -111,7 +118,7 @@ async function main(): Promise<void> {
   };
   applyCatalog();
   setInterval(() => {
-    loadConfig()
+    loadConfig(token)
       .then((c) => {
         config = c;
         applyCatalog();
