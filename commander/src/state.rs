@@ -8,11 +8,12 @@
 use crate::audit::{AuditLog, Outcome};
 use crate::auth::{Caller, Tokens};
 use crate::error::RequestError;
-use crate::rate::{self, AddressLimiter, RateLimiter};
+use crate::rate::{AddressLimiter, RateLimiter};
 use crate::refusal::{Refusal, Refusals};
 use axum::http::HeaderMap;
 use meridian_config::CommanderConfig;
 use meridian_proto::metrics::Histogram;
+use meridian_proto::throttle::whole_seconds;
 use meridian_sim::Middleware;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,7 +47,7 @@ impl AppState {
         self.limiter
             .take(&caller.name, caller.rate_per_s, caller.burst, Instant::now())
             .map_err(|wait| RequestError::RateLimited {
-                retry_after_s: rate::retry_after_secs(wait),
+                retry_after_s: whole_seconds(wait),
             })
     }
 }
@@ -69,7 +70,7 @@ impl AppState {
             return Err((
                 Refusal::AddressRateLimited,
                 RequestError::RateLimited {
-                    retry_after_s: rate::retry_after_secs(wait),
+                    retry_after_s: whole_seconds(wait),
                 },
             ));
         }

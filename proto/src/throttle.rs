@@ -11,8 +11,11 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-struct Bucket {
-    /// Attempts available now (fractional while refilling).
+/// A token bucket: up to `burst` at once, refilled at `rate_per_s`. The
+/// commander's per-token limit and [`AddressLimiter`] both count with it.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    /// Requests available now (fractional while refilling).
     available: f64,
     last: Instant,
 }
@@ -64,11 +67,7 @@ impl AddressLimiter {
                 }
             }
         }
-        let full = f64::from(burst.max(1));
-        let bucket = buckets.entry(peer).or_insert(Bucket {
-            available: full,
-            last: now,
-        });
+        let bucket = buckets.entry(peer).or_insert_with(|| Bucket::full(burst, now));
         bucket.available = (bucket.refilled(rate_per_s, burst, now) - 1.0).max(0.0);
         bucket.last = now;
     }
@@ -84,10 +83,30 @@ impl AddressLimiter {
 }
 
 impl Bucket {
+    /// A bucket holding its whole `burst` at `now`.
+    pub fn full(burst: u32, now: Instant) -> Bucket {
+        Bucket {
+            available: f64::from(burst.max(1)),
+            last: now,
+        }
+    }
+
     /// What the bucket holds at `now`.
-    fn refilled(&self, rate_per_s: f64, burst: u32, now: Instant) -> f64 {
+    pub fn refilled(&self, rate_per_s: f64, burst: u32, now: Instant) -> f64 {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         (self.available + elapsed * rate_per_s).min(f64::from(burst.max(1)))
+    }
+
+    /// Takes one at `now`; if the bucket is empty, how long until one is back.
+    pub fn take(&mut self, rate_per_s: f64, burst: u32, now: Instant) -> Result<(), Duration> {
+        self.available = self.refilled(rate_per_s, burst, now);
+        self.last = now;
+        if self.available >= 1.0 {
+            self.available -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.available) / rate_per_s))
+        }
     }
 }
 
