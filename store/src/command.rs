@@ -127,6 +127,14 @@ pub(crate) fn expire_cmd(key: &str, ms: Option<u64>) -> redis::Cmd {
     }
 }
 
+/// `XTRIM key MINID id`: drops the entries of `key` older than `min_id`
+/// (exact, not `~`), for `Store::trim_before`.
+pub(crate) fn xtrim_before(key: &str, min_id: StreamId) -> redis::Cmd {
+    let mut cmd = redis::cmd("XTRIM");
+    cmd.arg(key).arg("MINID").arg(min_id.to_string());
+    cmd
+}
+
 /// `SCAN cursor MATCH pattern COUNT 1000`: one step of listing the keys
 /// that match `pattern` (see [`prefix_pattern`]).
 pub(crate) fn scan(cursor: &str, pattern: &str) -> redis::Cmd {

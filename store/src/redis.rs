@@ -20,8 +20,8 @@
 
 use crate::check::{check_batch, check_once_batches, expire_millis};
 use crate::command::{
-    expire_cmd, prefix_pattern, scan, xadd, xrange_after, xread, xrevrange_newest, CONNECT_TIMEOUT,
-    READ_REPLY_GRACE, RESPONSE_TIMEOUT,
+    expire_cmd, prefix_pattern, scan, xadd, xrange_after, xread, xrevrange_newest, xtrim_before,
+    CONNECT_TIMEOUT, READ_REPLY_GRACE, RESPONSE_TIMEOUT,
 };
 use crate::contract::{Append, Entry, OnceBatch, Store, StoreError, StreamEntries, StreamReader};
 use crate::reply::{
@@ -252,14 +252,9 @@ impl Store for RedisStore {
         Ok(integer("EXISTS", &self.query(redis::cmd("EXISTS").arg(key)).await?)? > 0)
     }
 
-    /// One `DEL` (in a Redis Cluster, of keys in one slot).
+    /// One `XTRIM MINID`, routed by the key.
     async fn trim_before(&self, key: &str, min_id: StreamId) -> Result<usize, StoreError> {
-        let trim = redis::cmd("XTRIM")
-            .arg(key)
-            .arg("MINID")
-            .arg(min_id.to_string())
-            .clone();
-        parse_count("XTRIM", &self.query(&trim).await?)
+        parse_count("XTRIM", &self.query(&xtrim_before(key, min_id)).await?)
     }
 
     async fn delete(&self, keys: &[String]) -> Result<usize, StoreError> {
